@@ -1,0 +1,212 @@
+"""Named augmentation sets: each factory returns a :class:`TwoViews` (recipe keys ``augment``,
+``selection_augment``).
+
+Recipes pick a set by name and may override its keyword arguments, e.g.::
+
+    augment: {name: byol, size: 32, rotation: 90}
+
+The registry checks the overrides against the factory signature (names and types) before any
+work starts; :class:`ViewTransform` then checks the values (ranges) in one-line errors.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from ssl_bench.augment.pipeline import TwoViews, ViewTransform, check_fraction
+from ssl_bench.registry import Registry
+
+AUGMENTATIONS = Registry("augmentation")
+
+PaddingMode = Literal["reflection", "border", "zeros"]
+
+
+def _simclr_like(
+    size: Optional[int],
+    crop_scale: tuple[float, float],
+    hflip: float,
+    jitter: float,
+    brightness: float,
+    contrast: float,
+    saturation: float,
+    hue: float,
+    grayscale: float,
+    blur: float,
+    **extra,
+) -> TwoViews:
+    """Both views from the same distribution (two independent draws of one transform)."""
+    view = ViewTransform(
+        size=size,
+        crop_scale=crop_scale,
+        hflip=hflip,
+        jitter=jitter,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        grayscale=grayscale,
+        blur=blur,
+        **extra,
+    )
+    return TwoViews(view, view)
+
+
+@AUGMENTATIONS.register("byol")
+def byol(
+    size: Optional[int] = None,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    vflip: float = 0.5,
+    rotation: float = 45.0,
+    padding_mode: PaddingMode = "reflection",
+    jitter: float = 0.8,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.2,
+    hue: float = 0.1,
+    grayscale: float = 0.2,
+    blur: tuple[float, float] = (1.0, 0.1),
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    solarize: tuple[float, float] = (0.0, 0.2),
+) -> TwoViews:
+    """BYOL views: random crop, h/v flips, ±45° rotation, colour jitter, BYOL's blur/solarize.
+
+    Zeng et al., "Additional Positive Enables Better Representation Learning for Medical Images"
+    (BYOL-TracIn, arXiv 2306.00112, §4.1) train BYOL with random flips, rotation, colour jitter and
+    random resized crop. Magnitudes here are BYOL's where BYOL has the op (Grill et al., arXiv
+    2006.07733: crop area 0.08–1, hflip 0.5, jitter p = 0.8 with (0.4, 0.4, 0.2, 0.1), grayscale
+    0.2, and the asymmetric blur p = (1.0, 0.1) / solarize p = (0.0, 0.2) for (view1, view2),
+    which cost little in the batched pipeline). The vertical flip (0.5) and the ±45° rotation with
+    reflection fill are our choices for orientation-free medical images. At 28 px the blur kernel
+    is 3 px wide; pass ``blur: [0, 0]`` to turn it off or a smaller ``blur_sigma`` to soften it.
+    """
+    common = dict(
+        size=size,
+        crop_scale=crop_scale,
+        hflip=hflip,
+        vflip=vflip,
+        rotation=rotation,
+        padding_mode=padding_mode,
+        jitter=jitter,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        grayscale=grayscale,
+        blur_sigma=blur_sigma,
+    )
+    return TwoViews(
+        ViewTransform(**common, blur=blur[0], solarize=solarize[0]),
+        ViewTransform(**common, blur=blur[1], solarize=solarize[1]),
+    )
+
+
+@AUGMENTATIONS.register("simclr")
+def simclr(
+    size: Optional[int] = None,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    jitter: float = 0.8,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+    grayscale: float = 0.2,
+    blur: float = 0.0,
+) -> TwoViews:
+    """SimCLR views: random crop, hflip, colour jitter 0.8, grayscale 0.2.
+
+    Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
+    arXiv 2002.05709, Appendix A: crop (area 0.08–1) + flip, colour distortion (jitter with
+    p = 0.8, grayscale with p = 0.2) and, on ImageNet only, Gaussian blur with p = 0.5. The jitter
+    strengths are the colour-distortion strength 0.5 used for small images; blur is off by default
+    (small images, as SimCLR's CIFAR-10 setting) and can be turned on with ``blur: 0.5``.
+    """
+    return _simclr_like(size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur)
+
+
+@AUGMENTATIONS.register("rot90")
+def rot90(
+    size: Optional[int] = None,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    jitter: float = 0.8,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+    grayscale: float = 0.2,
+    blur: float = 0.0,
+) -> TwoViews:
+    """SimCLR views + random 90° rotations (t-SimCNE on medical images).
+
+    Nwabufo, Böhm, Berens & Kobak, "Self-supervised Visualisation of Medical Image Datasets"
+    (t-SimCNE on medical images, MIDL 2024 short paper, arXiv 2402.14566) find that adding
+    rotations to the natural-image augmentations improves class separation for medical images,
+    whose content has no canonical orientation. k ∈ {0, 1, 2, 3} uniform; with the horizontal flip
+    this covers all 8 symmetries of the square, and multiples of 90° need no fill.
+    """
+    return _simclr_like(
+        size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur, rot90=True
+    )
+
+
+@AUGMENTATIONS.register("randrot")
+def randrot(
+    size: Optional[int] = None,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    hflip: float = 0.5,
+    rotation: float = 180.0,
+    padding_mode: PaddingMode = "reflection",
+    jitter: float = 0.8,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+    grayscale: float = 0.2,
+    blur: float = 0.0,
+) -> TwoViews:
+    """SimCLR views + arbitrary rotation (uniform ±180°, reflection fill).
+
+    Nwabufo et al. (arXiv 2402.14566, MIDL 2024) report that arbitrary rotations improve t-SimCNE
+    embeddings of medical images. The corners a rotation brings in are filled by reflecting the
+    image ('reflection'; or 'border' / 'zeros'): black corners would be a cue of the rotation angle.
+    """
+    return _simclr_like(
+        size,
+        crop_scale,
+        hflip,
+        jitter,
+        brightness,
+        contrast,
+        saturation,
+        hue,
+        grayscale,
+        blur,
+        rotation=rotation,
+        padding_mode=padding_mode,
+    )
+
+
+@AUGMENTATIONS.register("light")
+def light(size: Optional[int] = None, crop: float = 0.875) -> TwoViews:
+    """Deterministic selection views: identity and hflip of a centre crop (BYOL-TracIn §4.1).
+
+    Light views for the selection step of BYOL-TracIn (arXiv 2306.00112, §4.1), where samples are
+    compared on weakly augmented views rather than on the random training views. view1 is the
+    image resized to ``size``; view2 is its horizontal flip after a centre crop of side fraction
+    ``crop`` (resized back to ``size``). No randomness: the generator is left untouched, so using
+    these views does not shift the random stream of the training views.
+    """
+    crop = check_fraction("crop", crop)
+    return TwoViews(
+        ViewTransform(size=size, crop_scale=None),
+        ViewTransform(size=size, crop_scale=None, center_crop=crop, hflip=1.0),
+    )
+
+
+@AUGMENTATIONS.register("none")
+def none(size: Optional[int] = None) -> TwoViews:
+    """Two un-augmented views (resized to ``size``), for debugging and ablations."""
+    view = ViewTransform(size=size, crop_scale=None)
+    return TwoViews(view, view)

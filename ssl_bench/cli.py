@@ -1,0 +1,115 @@
+"""The ``ssl-bench`` command line: ``run``, ``list``, ``show``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from ssl_bench.errors import SSLBenchError
+
+
+class _Group(click.Group):
+    """Turn user errors into one red line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SSLBenchError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ssl-bench")
+def main():
+    """Self-supervised pre-training on medical images with swappable positive pairs."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.epochs=2.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool):
+    """Pre-train and evaluate RECIPE; write a run directory."""
+    from ssl_bench.recipe import load_recipe
+    from ssl_bench.train import run as run_recipe
+
+    r = load_recipe(recipe, list(overrides))
+    run_recipe(r, out=out, device=device, progress=not quiet)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+def show(recipe: str, overrides: tuple[str, ...]):
+    """Print RECIPE fully resolved (extends, overrides and defaults applied)."""
+    from ssl_bench.recipe import load_recipe
+
+    click.echo(load_recipe(recipe, list(overrides)).to_yaml(), nl=False)
+
+
+KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "evaluations")
+
+
+@main.command(name="list")
+@click.argument("kind", required=False)
+@click.argument("pattern", required=False)
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
+def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...]):
+    """Tables of the registries (KIND: datasets, augmentations, backbones, objectives, selectors,
+    evaluations); PATTERN filters names with wildcards, e.g. `ssl-bench list backbones 'convnext*'`."""
+    import difflib
+
+    from rich.console import Console
+    from rich.table import Table
+
+    import ssl_bench.augment  # noqa: F401  (importing registers the built-in components)
+    import ssl_bench.backbones
+    import ssl_bench.data  # noqa: F401
+    import ssl_bench.evaluate  # noqa: F401
+    import ssl_bench.objectives  # noqa: F401
+    import ssl_bench.selectors  # noqa: F401
+    from ssl_bench.registry import ALL_REGISTRIES, load_plugin_file
+
+    for p in plugins:
+        load_plugin_file(p, key="--plugin")
+    if kind is not None:
+        k = kind if kind in KINDS else kind + "s"
+        if k not in KINDS:
+            close = difflib.get_close_matches(kind, KINDS, n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else f" (kinds: {', '.join(KINDS)})"
+            raise SSLBenchError(f"unknown registry '{kind}'{hint}")
+        kinds = [k]
+    else:
+        kinds = list(KINDS)
+    console = Console()
+    for k in kinds:
+        reg = ALL_REGISTRIES[k]
+        table = Table(title=k, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("summary")
+        table.add_column("defined in", style="dim")
+        for name, summary, module in reg.rows(pattern):
+            table.add_row(name, summary, module)
+        if k == "backbones":
+            timm_names = ssl_bench.backbones.timm_models()
+            if pattern:
+                for name in ssl_bench.backbones.backbone_names(pattern):
+                    if name not in reg.names():
+                        table.add_row(name, "timm model", "timm")
+            else:
+                table.add_row(
+                    "<any timm model>",
+                    f"{len(timm_names)} architectures, e.g. resnet18, resnet50, convnext_nano; "
+                    "search with `ssl-bench list backbones 'resnet*'`",
+                    "timm",
+                )
+        console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

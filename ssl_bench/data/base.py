@@ -1,0 +1,103 @@
+"""Containers for in-memory image data and the batch iterator of the training loop.
+
+Images are held as one uint8 tensor ``[N, C, H, W]`` (the whole split fits in memory for every
+dataset ssl-bench targets once decoded and resized; image folders are cached to that form).
+Augmentation then runs in batches on the training device, so there is no per-sample Python work
+and no DataLoader worker pool: slicing an index permutation is the whole loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import torch
+
+from ssl_bench.registry import Registry
+
+DATASETS = Registry("dataset")
+
+TASKS = ("binary-class", "multi-class", "multi-label", "ordinal-regression")
+
+
+@dataclass
+class ImageSet:
+    """One split: ``images`` uint8 [N,C,H,W]; ``labels`` long [N] (or float [N,L] multi-label);
+    ``groups`` long [N] (patient / lesion / volume id) or None."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    groups: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        n = self.images.shape[0]
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N,C,H,W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape[0] != n or (self.groups is not None and self.groups.shape[0] != n):
+            raise ValueError("images, labels and groups must have the same length")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def multilabel(self) -> bool:
+        return self.labels.ndim == 2
+
+    def subset(self, idx: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[idx], self.labels[idx], None if self.groups is None else self.groups[idx])
+
+
+@dataclass
+class DataSplits:
+    """What a dataset adapter returns: named splits plus what evaluation needs to know."""
+
+    name: str  # display name, e.g. "BreastMNIST"
+    train: ImageSet
+    test: ImageSet
+    val: Optional[ImageSet] = None
+    task: str = "multi-class"
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task}")
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> ImageSet:
+        s = {"train": self.train, "val": self.val, "test": self.test}.get(name)
+        if s is None:
+            from ssl_bench.errors import SSLBenchError
+
+            raise SSLBenchError(f"dataset {self.name} has no '{name}' split")
+        return s
+
+    def label_chance_rate(self) -> float:
+        """Σ_c p_c² over the training labels: the chance that two random samples share a label."""
+        labels = self.train.labels
+        if labels.ndim == 2:  # multi-label: identical label vectors
+            _, counts = torch.unique(labels, dim=0, return_counts=True)
+        else:
+            _, counts = torch.unique(labels, return_counts=True)
+        p = counts.double() / counts.sum()
+        return float((p**2).sum())
+
+
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True
+) -> Iterator[torch.Tensor]:
+    """Index batches of one epoch (a seeded permutation of ``range(n)``)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]

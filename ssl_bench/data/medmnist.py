@@ -1,0 +1,94 @@
+"""MedMNIST v2 (Yang et al., Scientific Data 2023; arXiv 2110.14795) through the ``medmnist`` package.
+
+Every 2-D MedMNIST dataset at sizes 28, 64, 128 and 224.  Files are looked up in ``root`` (recipe),
+else ``$SSL_BENCH_MEDMNIST_ROOT``, else medmnist's default ``~/.medmnist``; a missing file is
+downloaded by medmnist (with its checksum) when ``download: true``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ssl_bench.data.base import DATASETS, DataSplits, ImageSet
+from ssl_bench.errors import SSLBenchError
+
+ROOT_ENV = "SSL_BENCH_MEDMNIST_ROOT"
+SIZES = (28, 64, 128, 224)
+
+
+def medmnist_root(root: Optional[str] = None) -> Path:
+    if root:
+        return Path(root).expanduser()
+    if os.environ.get(ROOT_ENV):
+        return Path(os.environ[ROOT_ENV]).expanduser()
+    return Path("~/.medmnist").expanduser()
+
+
+def _task(info_task: str) -> str:
+    if info_task.startswith("multi-label"):
+        return "multi-label"
+    return info_task  # binary-class, multi-class, ordinal-regression
+
+
+@DATASETS.register("medmnist")
+def medmnist_dataset(
+    flag: str, size: int = 28, root: Optional[str] = None, download: bool = True, as_rgb: bool = False
+) -> DataSplits:
+    """Any 2-D MedMNIST v2 dataset (breastmnist, pneumoniamnist, retinamnist, ...) at 28/64/128/224 px."""
+    import medmnist
+    from medmnist import INFO
+
+    flag = flag.lower()
+    if flag not in INFO:
+        import difflib
+
+        close = difflib.get_close_matches(flag, list(INFO), n=2)
+        hint = f" — did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise SSLBenchError(f"unknown MedMNIST flag '{flag}' (recipe key data.flag){hint}")
+    if flag.endswith("3d"):
+        raise SSLBenchError(f"data.flag '{flag}' is a 3-D MedMNIST dataset; the medmnist adapter loads 2-D ones")
+    if size not in SIZES:
+        raise SSLBenchError(f"recipe key data.size must be one of {SIZES} for MedMNIST, got {size}")
+    info = INFO[flag]
+    base = medmnist_root(root)
+    fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+    path = base / fname
+    if not path.is_file():
+        if not download:
+            raise SSLBenchError(
+                f"MedMNIST file not found: {path} (set data.root or ${ROOT_ENV}, or data.download: true)"
+            )
+        base.mkdir(parents=True, exist_ok=True)
+        try:
+            cls = getattr(medmnist, info["python_class"])
+            cls(split="train", root=str(base), download=True, size=size)
+        except Exception as e:
+            raise SSLBenchError(f"could not download MedMNIST '{flag}' ({size} px) into {base}: {e}") from e
+    try:
+        npz = np.load(path)
+        arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:
+        raise SSLBenchError(f"MedMNIST file {path} could not be read: {e}") from e
+
+    task = _task(info["task"])
+    splits = {}
+    for split in ("train", "val", "test"):
+        imgs = arrays[f"{split}_images"]
+        if imgs.ndim == 3:
+            imgs = imgs[:, None]  # grayscale: [N,1,H,W]
+        else:
+            imgs = imgs.transpose(0, 3, 1, 2)  # RGB: [N,3,H,W]
+        images = torch.from_numpy(np.ascontiguousarray(imgs))
+        if as_rgb and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        lab = arrays[f"{split}_labels"]
+        labels = torch.from_numpy(lab.astype(np.float32)) if task == "multi-label" else torch.from_numpy(lab.reshape(-1).astype(np.int64))
+        splits[split] = ImageSet(images, labels)
+    names = [info["label"][k] for k in sorted(info["label"], key=int)]
+    pretty = info["python_class"]
+    return DataSplits(name=pretty, task=task, class_names=names, **splits)

@@ -1,0 +1,51 @@
+"""Evaluation interface: a registered protocol gets an :class:`EvalContext` and returns metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ssl_bench.data.base import DataSplits
+from ssl_bench.registry import Registry
+
+EVALUATIONS = Registry("evaluation")
+
+
+@dataclass
+class EvalContext:
+    """Frozen features per split (computed once, shared by all protocols) and the task."""
+
+    data: DataSplits
+    embed: Callable[[torch.Tensor], np.ndarray]  # uint8 images → features [N, F]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in self._cache:
+            s = self.data.split(split)
+            self._cache[split] = (self.embed(s.images), s.labels.numpy())
+        return self._cache[split]
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: torch.nn.Module,
+    images: torch.Tensor,
+    view: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    batch_size: int = 512,
+    channels_last: bool = False,
+) -> np.ndarray:
+    """Run ``encoder`` (in eval mode) over uint8 ``images`` in batches; ``view`` makes its input."""
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = view(images[start : start + batch_size].to(device, non_blocking=True))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(encoder(x).float().cpu())
+    encoder.train(was_training)
+    return torch.cat(out).numpy()

@@ -1,0 +1,39 @@
+"""k-nearest-neighbour classification on frozen features (cosine distance, scikit-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import KNeighborsClassifier
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext
+from ssl_bench.evaluate.metrics import classification_metrics, full_proba
+
+
+@EVALUATIONS.register("knn")
+class KNN:
+    """kNN classifier on frozen features, cosine distance; weights uniform, distance or softmax(τ)."""
+
+    def __init__(
+        self, k: int = 20, train_split: str = "train", test_split: str = "test", weights: str = "uniform", temperature: float = 0.07
+    ):
+        if k < 1:
+            raise SSLBenchError(f"recipe key evaluate.knn.k must be ≥ 1, got {k}")
+        if weights not in ("uniform", "distance", "softmax"):
+            raise SSLBenchError(f"recipe key evaluate.knn.weights must be uniform, distance or softmax, got '{weights}'")
+        self.k, self.train_split, self.test_split = k, train_split, test_split
+        self.weights, self.temperature = weights, temperature
+
+    def run(self, ctx: EvalContext) -> dict[str, float]:
+        x_tr, y_tr = ctx.features(self.train_split)
+        x_te, y_te = ctx.features(self.test_split)
+        # softmax weights exp(cos/τ) (InstDisc, arXiv 1805.01978) = exp(−d/τ) up to a constant for d = 1 − cos
+        w = (lambda d: np.exp(-d / self.temperature)) if self.weights == "softmax" else self.weights
+        knn = KNeighborsClassifier(n_neighbors=min(self.k, len(x_tr)), metric="cosine", weights=w)
+        if ctx.data.task == "multi-label":
+            knn.fit(x_tr, y_tr.astype(int))
+            proba = np.stack([p[:, 1] if p.shape[1] > 1 else np.zeros(len(x_te)) for p in knn.predict_proba(x_te)], 1)
+        else:
+            knn.fit(x_tr, y_tr)
+            proba = full_proba(knn.predict_proba(x_te), knn.classes_, ctx.data.num_classes)
+        return classification_metrics(y_te, proba, ctx.data.task)

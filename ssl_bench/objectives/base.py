@@ -1,0 +1,86 @@
+"""The objective interface shared by BYOL, SimSiam, SimCLR (and plug-ins).
+
+An objective owns the backbone and its heads.  ``forward(x1, x2)`` runs both views and returns a
+:class:`StepOutput` holding everything the loss *and* the selectors need (backbone features,
+projections, predictions, the input of the predictor's last linear layer for TracIn, and the
+detached target of each view), so a batch selector never needs a second forward pass.
+
+``loss(out, extra, weight)`` is the usual two-view loss plus, for each sample ``i`` with extra
+positives ``extra[i] = [j1, …, jk]`` (``-1`` = none), ``weight ×`` the mean over its valid ``j`` of
+the same term computed against sample ``j``'s target (DESIGN.md, "Objectives with extra positives").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_bench.registry import Registry
+
+OBJECTIVES = Registry("objective", provided=("backbone",))
+
+
+@dataclass
+class ViewOutput:
+    """Per-view outputs.  ``t`` is what the *other* view's prediction is pulled towards (detached)."""
+
+    h: torch.Tensor  # backbone features [B, F]
+    z: torch.Tensor  # online projection [B, D]
+    t: torch.Tensor  # target of this view, no grad [B, D]
+    p: Optional[torch.Tensor] = None  # online prediction [B, D] (BYOL/SimSiam)
+    a: Optional[torch.Tensor] = None  # input of the predictor's last linear layer [B, M] (TracIn)
+
+
+@dataclass
+class StepOutput:
+    views: tuple[ViewOutput, ViewOutput]
+
+    @property
+    def batch_size(self) -> int:
+        return self.views[0].h.shape[0]
+
+
+class Objective(nn.Module):
+    """Base class.  Subclasses set ``self.backbone`` and implement ``forward`` and ``pair_loss``."""
+
+    backbone: nn.Module
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
+        raise NotImplementedError
+
+    def momentum_update(self, step: int, total_steps: int) -> Optional[float]:
+        """Called after each optimiser step; EMA objectives update their target and return m."""
+        return None
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen features for evaluation: the online backbone's output."""
+        return self.backbone(x)
+
+
+def cosine_terms(
+    p: torch.Tensor, t: torch.Tensor, extra: Optional[torch.Tensor], scale: float, offset: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``offset - scale·cos(p_i, t_i)`` and the mean of the same term over ``t[extra[i]]``.
+
+    Returns ``own [B]`` and ``extra_mean [B]`` (0 for samples without a valid extra positive).
+    The extra targets are gathered from the batch (no new forward pass): one ``[B, k, D]`` gather.
+    """
+    pn = F.normalize(p, dim=-1)
+    tn = F.normalize(t, dim=-1)
+    own = offset - scale * (pn * tn).sum(-1)
+    if extra is None:
+        return own, torch.zeros_like(own)
+    valid = extra >= 0
+    te = tn[extra.clamp(min=0)]  # [B, k, D]
+    terms = offset - scale * torch.einsum("bd,bkd->bk", pn, te)
+    n = valid.sum(1)
+    extra_mean = (terms * valid).sum(1) / n.clamp(min=1)
+    return own, extra_mean

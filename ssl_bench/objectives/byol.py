@@ -1,0 +1,74 @@
+"""BYOL: Bootstrap Your Own Latent (Grill et al., NeurIPS 2020; arXiv 2006.07733).
+
+As used by BYOL-TracIn (Zeng et al., MICCAI 2023; arXiv 2306.00112): projector and predictor are
+lightly's BYOL heads (MLP 2 layers, BatchNorm, embedding 256), the target network is an EMA of the
+online backbone+projector with momentum following a cosine schedule from ``momentum_base`` (0.99)
+to ``momentum_end`` (1.0), and the loss is ℓ_i = 2 − 2·cos(q_i, z'_i), symmetrised over views.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import nn
+
+from ssl_bench.objectives.base import OBJECTIVES, Objective, StepOutput, ViewOutput, cosine_terms
+
+
+def run_predictor(predictor: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (prediction q, input a of the predictor's last linear layer) in one pass."""
+    layers = predictor.layers
+    a = layers[:-1](z)
+    return layers[-1](a), a
+
+
+@OBJECTIVES.register("byol")
+class BYOL(Objective):
+    """BYOL (arXiv 2006.07733): online/target networks, EMA 0.99 → 1, loss 2 − 2·cos."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_dim: int = 256,
+        hidden_dim: int = 4096,
+        momentum_base: float = 0.99,
+        momentum_end: float = 1.0,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = BYOLProjectionHead(backbone.num_features, hidden_dim, projection_dim)
+        self.predictor = BYOLPredictionHead(projection_dim, hidden_dim, projection_dim)
+        self.target_backbone = copy.deepcopy(backbone)
+        self.target_projector = copy.deepcopy(self.projector)
+        deactivate_requires_grad(self.target_backbone)
+        deactivate_requires_grad(self.target_projector)
+        self.momentum_base, self.momentum_end = momentum_base, momentum_end
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        h = self.backbone(x)
+        z = self.projector(h)
+        p, a = run_predictor(self.predictor, z)
+        with torch.no_grad():
+            t = self.target_projector(self.target_backbone(x))
+        return ViewOutput(h=h, z=z, t=t, p=p, a=a)
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        return StepOutput((self._view(x1), self._view(x2)))
+
+    def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
+        v1, v2 = out.views
+        own1, ex1 = cosine_terms(v1.p, v2.t, extra, scale=2.0, offset=2.0)
+        own2, ex2 = cosine_terms(v2.p, v1.t, extra, scale=2.0, offset=2.0)
+        return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
+
+    @torch.no_grad()
+    def momentum_update(self, step: int, total_steps: int) -> float:
+        m = cosine_schedule(step, total_steps, self.momentum_base, self.momentum_end)
+        update_momentum(self.backbone, self.target_backbone, m)
+        update_momentum(self.projector, self.target_projector, m)
+        return m

@@ -1,0 +1,64 @@
+"""SimCLR: A Simple Framework for Contrastive Learning (Chen et al., ICML 2020; arXiv 2002.05709).
+
+NT-Xent over the 2B views of a batch.  With extra positives it becomes multi-positive in the
+SupCon manner (Khosla et al., NeurIPS 2020; arXiv 2004.11362, L_out): for anchor i the loss is the
+usual −log softmax at its own other view plus ``weight ×`` the mean of −log softmax at the other
+view of each extra positive j; the denominator is always all 2B − 1 other views.  Without extra
+positives it equals lightly's ``NTXentLoss`` (checked in the tests).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from lightly.models.modules.heads import SimCLRProjectionHead
+from torch import nn
+
+from ssl_bench.objectives.base import OBJECTIVES, Objective, StepOutput, ViewOutput
+
+
+def multi_positive_nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, extra: Optional[torch.Tensor] = None, weight: float = 1.0
+) -> torch.Tensor:
+    """NT-Xent with optional extra positives ``extra`` [B, k] (−1 = none)."""
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    logp = torch.log_softmax(sim, dim=1)
+    rows = torch.arange(2 * b, device=z.device)
+    other = (rows + b) % (2 * b)  # each view's own positive: the other view of the same sample
+    loss = -logp[rows, other]
+    if extra is not None:
+        ex = torch.cat([extra, extra])  # [2B, k]: the same extra samples for both views
+        valid = ex >= 0
+        shift = torch.where(rows < b, b, 0)[:, None]  # the other view of sample j
+        cols = ex.clamp(min=0) + shift
+        terms = -logp.gather(1, cols)
+        loss = loss + weight * (terms * valid).sum(1) / valid.sum(1).clamp(min=1)
+    return loss.mean()
+
+
+@OBJECTIVES.register("simclr")
+class SimCLR(Objective):
+    """SimCLR (arXiv 2002.05709): NT-Xent, temperature τ; multi-positive with extra positives."""
+
+    def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = SimCLRProjectionHead(backbone.num_features, hidden_dim, projection_dim)
+        self.temperature = temperature
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        h = self.backbone(x)
+        z = self.projector(h)
+        return ViewOutput(h=h, z=z, t=z.detach())
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        return StepOutput((self._view(x1), self._view(x2)))
+
+    def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
+        v1, v2 = out.views
+        return multi_positive_nt_xent(v1.z, v2.z, self.temperature, extra, weight)

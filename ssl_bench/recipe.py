@@ -1,0 +1,366 @@
+"""Recipes: YAML files naming one entry of each registry, with ``extends:`` and ``--set``.
+
+A recipe is plain YAML (read with ``yaml.safe_load``)::
+
+    extends: byol_breastmnist.yaml       # optional: path relative to this file
+    name: byol_oracle_breastmnist
+    seed: 0
+    data:      {name: medmnist, flag: breastmnist, size: 28}
+    augment:   {name: byol}
+    backbone:  {name: resnet18, small_image_stem: true}
+    objective: {name: byol}
+    selector:  {name: oracle, k: 1}
+    train:     {epochs: 10, batch_size: 128, lr: 0.1}
+    evaluate:  [{name: linear}, {name: knn, k: 20}]
+
+Merging (``extends:`` and ``--set a.b=c``) is OmegaConf's: mappings merge key by key, lists are
+replaced, ``--set`` values are typed by YAML rules (``2`` → int, ``0.1`` → float, ``true`` → bool).
+One rule is ours: when a child changes the ``name`` of a component block (``selector``,
+``objective``, ...), the parent's options that the new component does not accept are dropped, so
+``--set selector.name=none`` on a TracIn recipe just works.
+
+Validation happens before anything is written: unknown keys, wrong types and unknown registry
+names raise :class:`~ssl_bench.errors.SSLBenchError` whose one-line message names the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.registry import check_kwargs, load_plugin_file
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and loop settings (recipe block ``train``)."""
+
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    checkpoint_every: int = 10
+    device: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = True
+    drop_last: bool = True
+    threads: Optional[int] = None
+
+    def validate(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every}
+        for k, v in positive.items():
+            if v < 1:
+                raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")
+        for k in ("lr", "weight_decay", "warmup_epochs", "min_lr", "momentum"):
+            if getattr(self, k) < 0:
+                raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
+        if self.batch_size < 2:
+            raise SSLBenchError("recipe key train.batch_size must be ≥ 2 (contrastive losses need pairs)")
+        if self.warmup_epochs > self.epochs:
+            raise SSLBenchError(
+                f"recipe key train.warmup_epochs ({self.warmup_epochs}) exceeds train.epochs ({self.epochs})"
+            )
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise SSLBenchError(f"recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+
+
+# Recipe top-level keys and their defaults.  Component blocks map to registries (see below).
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "method": None,
+    "seed": 0,
+    "out_dir": "runs",
+    "plugins": [],
+    "data": None,
+    "augment": {"name": "byol"},
+    "selection_augment": {"name": "light"},
+    "backbone": {"name": "resnet18"},
+    "objective": {"name": "byol"},
+    "selector": {"name": "none"},
+    "train": {},
+    "evaluate": [{"name": "linear"}, {"name": "knn"}],
+}
+TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str, type(None)),
+    "method": (str, type(None)),
+    "seed": (int,),
+    "out_dir": (str,),
+    "plugins": (list,),
+    "data": (dict,),
+    "augment": (dict,),
+    "selection_augment": (dict,),
+    "backbone": (dict,),
+    "objective": (dict,),
+    "selector": (dict,),
+    "train": (dict,),
+    "evaluate": (list,),
+}
+
+
+def component_registries():
+    """Recipe key → registry for every component block (imported lazily: no import cycles)."""
+    from ssl_bench.augment import AUGMENTATIONS
+    from ssl_bench.data import DATASETS
+    from ssl_bench.evaluate import EVALUATIONS
+    from ssl_bench.objectives import OBJECTIVES
+    from ssl_bench.selectors import SELECTORS
+
+    return {
+        "data": DATASETS,
+        "augment": AUGMENTATIONS,
+        "selection_augment": AUGMENTATIONS,
+        "objective": OBJECTIVES,
+        "selector": SELECTORS,
+    }
+
+
+# -------------------------------------------------------------------------------------------------
+# Loading and merging
+# -------------------------------------------------------------------------------------------------
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SSLBenchError(f"recipe file not found: {path}")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SSLBenchError(f"recipe {path}{where} is not valid YAML: {getattr(e, 'problem', e)}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SSLBenchError(f"recipe {path} must be a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _factory_accepts(block_key: str, name: str) -> Optional[set[str]]:
+    """Option names accepted by component ``name`` of ``block_key`` (None = unknown/any)."""
+    if block_key == "backbone":
+        from ssl_bench.backbones import backbone_options
+
+        return backbone_options(name)
+    regs = component_registries()
+    reg = regs.get(block_key)
+    if reg is None or name not in reg:
+        return None
+    factory = reg.get(name)
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = inspect.signature(target).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self"}
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    """OmegaConf merge, dropping parent options that a renamed component no longer accepts."""
+    parent = dict(parent)
+    for key in list(COMPONENT_KEYS):
+        p, c = parent.get(key), child.get(key)
+        if isinstance(p, dict) and isinstance(c, dict) and "name" in c and c["name"] != p.get("name"):
+            accepts = _factory_accepts(key, c["name"])
+            parent[key] = {k: v for k, v in p.items() if k == "name" or accepts is None or k in accepts}
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(parent), OmegaConf.create(child))
+        return OmegaConf.to_container(merged, resolve=False)
+    except OmegaConfBaseException as e:
+        raise SSLBenchError(f"cannot merge recipes: {_omegaconf_msg(e)}") from e
+
+
+COMPONENT_KEYS = ("data", "augment", "selection_augment", "backbone", "objective", "selector")
+
+
+def _omegaconf_msg(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = lines[0] if lines else type(e).__name__
+    full_key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:")), "")
+    return f"{msg} (recipe key {full_key})" if full_key else msg
+
+
+def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
+    """Read ``path`` and, recursively, what it ``extends:``; return the merged mapping."""
+    path = path.resolve()
+    if path in seen:
+        chain = " → ".join(str(p.name) for p in seen + (path,))
+        raise SSLBenchError(f"recipe extends itself in a cycle: {chain}")
+    raw = _read_yaml(path)
+    parents = raw.pop("extends", None)
+    if parents is None:
+        return raw, [path]
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise SSLBenchError(f"recipe key extends in {path} must be a path or a list of paths")
+    merged: dict = {}
+    files: list[Path] = []
+    for parent in parents:
+        ppath = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+        if not ppath.is_file():
+            raise SSLBenchError(f"recipe key extends in {path.name}: file not found: {ppath}")
+        pdata, pfiles = _load_chain(ppath, seen + (path,))
+        merged = _merge(merged, pdata) if merged else pdata
+        files += pfiles
+    return _merge(merged, raw), files + [path]
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    for o in overrides:
+        if "=" not in o:
+            raise SSLBenchError(f"--set expects key=value, got '{o}'")
+        if not o.split("=", 1)[0].strip():
+            raise SSLBenchError(f"--set expects key=value with a key, got '{o}'")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+    except OmegaConfBaseException as e:
+        raise SSLBenchError(f"cannot parse --set: {_omegaconf_msg(e)}") from e
+
+
+@dataclass
+class Recipe:
+    """A loaded, merged, validated recipe: ``cfg`` is a plain dict, ``path`` its file."""
+
+    cfg: dict
+    path: Optional[Path] = None
+    files: list[Path] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.cfg[key]
+
+    @property
+    def train(self) -> TrainConfig:
+        return TrainConfig(**self.cfg["train"])
+
+    @property
+    def name(self) -> str:
+        return self.cfg["name"]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.cfg, sort_keys=False)
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] = (), data: Optional[dict] = None) -> Recipe:
+    """Load a recipe file (or a mapping), apply ``extends:`` and ``--set`` overrides, validate."""
+    if path is not None:
+        merged, files = _load_chain(Path(path))
+        base_dirs = _base_dirs(Path(path))
+    else:
+        merged, files, base_dirs = dict(data or {}), [], [Path.cwd()]
+    merged = _merge(DEFAULTS, merged)
+    # Plug-ins first: they may register the names the rest of the recipe uses.
+    _load_plugins(merged.get("plugins") or [], base_dirs)
+    if overrides:
+        ov = _parse_overrides(list(overrides))
+        if "plugins" in ov:
+            _load_plugins(ov["plugins"] or [], base_dirs)
+        merged = _merge(merged, ov)
+    try:
+        merged = OmegaConf.to_container(OmegaConf.create(merged), resolve=True)  # ${...} interpolation
+    except OmegaConfBaseException as e:
+        raise SSLBenchError(f"recipe interpolation failed: {_omegaconf_msg(e)}") from e
+    if not merged.get("name"):
+        merged["name"] = Path(path).stem if path is not None else "recipe"
+    validate(merged)
+    fill_defaults(merged)
+    return Recipe(cfg=merged, path=Path(path).resolve() if path is not None else None, files=files)
+
+
+def _base_dirs(path: Path) -> list[Path]:
+    """Folders that relative plug-in paths are resolved against: the recipe's folder and its parents."""
+    return [p for p in [path.resolve().parent, *path.resolve().parent.parents]]
+
+
+def _load_plugins(plugins: Any, base_dirs: list[Path]) -> None:
+    if not isinstance(plugins, list):
+        raise SSLBenchError(f"recipe key plugins must be a list of Python file paths, got {plugins!r}")
+    for i, p in enumerate(plugins):
+        if not isinstance(p, str):
+            raise SSLBenchError(f"recipe key plugins[{i}] must be a file path, got {p!r}")
+        load_plugin_file(p, base_dirs, key=f"plugins[{i}]")
+
+
+# -------------------------------------------------------------------------------------------------
+# Validation
+# -------------------------------------------------------------------------------------------------
+def validate(cfg: dict) -> None:
+    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem."""
+    for key, value in cfg.items():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else f" (keys: {', '.join(DEFAULTS)})"
+            raise SSLBenchError(f"unknown recipe key '{key}'{hint}")
+        types_ = TOP_LEVEL_TYPES[key]
+        if not isinstance(value, types_) or (int in types_ and isinstance(value, bool)):
+            if key == "data" and value is None:
+                raise SSLBenchError("recipe key data is missing (e.g. data: {name: medmnist, flag: breastmnist})")
+            want = " or ".join("null" if t is type(None) else {dict: "a mapping", list: "a list"}.get(t, t.__name__) for t in types_)
+            raise SSLBenchError(f"recipe key {key} must be {want}, got {type(value).__name__} {value!r}")
+
+    check_kwargs(TrainConfig, cfg["train"], key="train", what="train")
+    TrainConfig(**cfg["train"]).validate()
+
+    regs = component_registries()
+    for key, reg in regs.items():
+        reg.check(cfg[key], key=key)
+    from ssl_bench.backbones import check_backbone
+
+    check_backbone(cfg["backbone"], key="backbone")
+
+    from ssl_bench.evaluate import EVALUATIONS
+
+    for i, ev in enumerate(cfg["evaluate"]):
+        EVALUATIONS.check(ev, key=f"evaluate[{i}]")
+
+    sel_k = cfg["selector"].get("k", 1)
+    bs = cfg["train"].get("batch_size", TrainConfig.batch_size)
+    if isinstance(sel_k, int) and sel_k >= bs:
+        raise SSLBenchError(f"recipe key selector.k ({sel_k}) must be smaller than train.batch_size ({bs})")
+
+
+def _signature_defaults(factory) -> dict:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    out = {}
+    for n, p in inspect.signature(target).parameters.items():
+        if n == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is inspect.Parameter.empty:
+            continue
+        if isinstance(p.default, (int, float, str, bool, type(None), list, tuple)):
+            out[n] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
+
+def fill_defaults(cfg: dict) -> None:
+    """Write every default into ``cfg`` so that the saved recipe is fully resolved."""
+    cfg["train"] = dataclasses.asdict(TrainConfig(**cfg["train"]))
+    regs = component_registries()
+    for key, reg in regs.items():
+        block = cfg[key]
+        cfg[key] = {"name": block["name"], **_signature_defaults(reg.get(block["name"])), **block}
+    from ssl_bench.evaluate import EVALUATIONS
+
+    cfg["evaluate"] = [
+        {"name": ev["name"], **_signature_defaults(EVALUATIONS.get(ev["name"])), **ev} for ev in cfg["evaluate"]
+    ]
+    from ssl_bench.backbones import backbone_defaults
+
+    cfg["backbone"] = {**backbone_defaults(), **cfg["backbone"]}
+
+
+def recipe_fields() -> list[str]:
+    return list(DEFAULTS)
+
+
+def train_defaults() -> dict:
+    return dataclasses.asdict(TrainConfig())

@@ -1,0 +1,281 @@
+"""One generic registry, used for every swappable part (mmengine / timm style).
+
+>>> SELECTORS = Registry("selector")
+>>> @SELECTORS.register("oracle")
+... class Oracle: ...
+>>> SELECTORS.build({"name": "oracle", "k": 1})
+
+Building from a mapping validates the options against the factory's signature (unknown option,
+missing option, wrong type) so that recipe mistakes are reported with their dotted key before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ssl_bench.errors import SSLBenchError
+
+ALL_REGISTRIES: dict[str, "Registry"] = {}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+
+    @property
+    def summary(self) -> str:
+        doc = inspect.getdoc(self.factory) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @property
+    def module(self) -> str:
+        return getattr(self.factory, "__module__", "?")
+
+
+class Registry:
+    """A name → factory mapping for one kind of component ("selector", "objective", ...)."""
+
+    def __init__(self, kind: str, plural: str | None = None, provided: tuple[str, ...] = ()):
+        """``provided``: leading factory arguments that ssl-bench passes itself (not recipe keys),
+        e.g. the backbone an objective wraps."""
+        self.kind = kind
+        self.provided = tuple(provided)
+        self.plural = plural or kind + "s"
+        self._entries: dict[str, Entry] = {}
+        ALL_REGISTRIES[self.plural] = self
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, name: str | None = None, *, force: bool = False):
+        """Decorator registering a class or factory function under ``name``."""
+
+        def deco(factory):
+            key = name or factory.__name__
+            if key in self._entries and not force and self._entries[key].factory is not factory:
+                old = self._entries[key]
+                raise SSLBenchError(
+                    f"{self.kind} '{key}' is already registered (by {old.module}); "
+                    "pick another name or pass force=True"
+                )
+            self._entries[key] = Entry(key, factory)
+            return factory
+
+        return deco
+
+    # -- lookup -------------------------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        load_entry_point_plugins()
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        load_entry_point_plugins()
+        names = sorted(self._entries)
+        return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+    def entries(self, pattern: str | None = None) -> list[Entry]:
+        return [self._entries[n] for n in self.names(pattern)]
+
+    def unknown(self, name: str, key: str | None = None, extra_names: Iterable[str] = ()) -> SSLBenchError:
+        candidates = list(self._entries) + list(extra_names)
+        close = difflib.get_close_matches(str(name), candidates, n=3, cutoff=0.6)
+        where = f" (recipe key {key})" if key else ""
+        hint = (
+            " — did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+            if close
+            else f" — registered: {', '.join(sorted(self._entries)) or 'none'}"
+        )
+        return SSLBenchError(f"unknown {self.kind} '{name}'{where}{hint}")
+
+    def get(self, name: str, key: str | None = None) -> Callable[..., Any]:
+        load_entry_point_plugins()
+        if name not in self._entries:
+            raise self.unknown(name, key)
+        return self._entries[name].factory
+
+    # -- building -----------------------------------------------------------------------------
+    def check(
+        self, cfg: Mapping[str, Any], key: str | None = None, skip: Iterable[str] = (), n_args: int = 0
+    ) -> None:
+        """Validate ``cfg`` (a mapping with ``name``) against the factory's signature."""
+        key = key or self.kind
+        if not isinstance(cfg, Mapping):
+            raise SSLBenchError(f"recipe key {key} must be a mapping with a 'name', got {cfg!r}")
+        if "name" not in cfg:
+            raise SSLBenchError(f"recipe key {key}.name is missing (choose one of: {', '.join(self.names())})")
+        factory = self.get(cfg["name"], f"{key}.name")
+        options = {k: v for k, v in cfg.items() if k != "name"}
+        skip = set(skip) | set(self.provided)
+        check_kwargs(factory, options, key=key, skip=skip, n_args=n_args, what=f"{self.kind} '{cfg['name']}'")
+
+    def build(self, cfg: Mapping[str, Any], *args, key: str | None = None, **kwargs) -> Any:
+        """Build ``cfg['name']`` with the other keys of ``cfg`` as keyword arguments.
+
+        ``args``/``kwargs`` are passed on in addition (objects that are not part of the recipe,
+        e.g. the backbone an objective wraps).
+        """
+        key = key or self.kind
+        self.check(cfg, key, skip=kwargs.keys(), n_args=len(args))
+        factory = self.get(cfg["name"], f"{key}.name")
+        options = {k: v for k, v in cfg.items() if k != "name"}
+        return factory(*args, **options, **kwargs)
+
+    # -- display ------------------------------------------------------------------------------
+    def rows(self, pattern: str | None = None) -> list[tuple[str, str, str]]:
+        return [(e.name, e.summary, e.module) for e in self.entries(pattern)]
+
+    def __repr__(self) -> str:
+        lines = [f"Registry({self.kind}: {len(self._entries)} entries)"]
+        width = max((len(n) for n in self._entries), default=0)
+        for name, summary, module in self.rows():
+            lines.append(f"  {name:<{width}}  {summary}  [{module}]")
+        return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------
+# Signature-based option checking
+# -------------------------------------------------------------------------------------------------
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """A lenient runtime check of ``value`` against a type annotation (int→float allowed)."""
+    if annotation is inspect.Parameter.empty or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annotation)
+        if not args or (origin is tuple and len(args) == 2 and args[1] is Ellipsis):
+            inner = args[0] if args else Any
+            return all(_type_ok(v, inner) for v in value)
+        if origin is tuple:
+            return len(args) == len(value) and all(_type_ok(v, a) for v, a in zip(value, args))
+        return all(_type_ok(v, args[0]) for v in value)
+    if origin in (dict, typing.Mapping) or annotation is dict:
+        return isinstance(value, Mapping)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def check_kwargs(
+    factory: Callable[..., Any],
+    options: Mapping[str, Any],
+    *,
+    key: str,
+    what: str,
+    skip: Iterable[str] = (),
+    n_args: int = 0,
+) -> None:
+    """Raise a one-line :class:`SSLBenchError` if ``options`` do not fit ``factory``'s signature."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    sig = inspect.signature(target)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references: fall back to no type checks
+        hints = {}
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(skip)
+    }
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    for opt, value in options.items():
+        if opt not in params:
+            if accepts_any:
+                continue
+            close = difflib.get_close_matches(opt, list(params), n=1)
+            hint = f" — did you mean '{close[0]}'?" if close else f" (options: {', '.join(params) or 'none'})"
+            raise SSLBenchError(f"unknown recipe key {key}.{opt} for {what}{hint}")
+        ann = hints.get(opt, params[opt].annotation)
+        if not _type_ok(value, ann):
+            raise SSLBenchError(
+                f"recipe key {key}.{opt} must be {_type_name(ann)}, got {type(value).__name__} {value!r}"
+            )
+    for n, p in list(params.items())[n_args:]:
+        if p.default is inspect.Parameter.empty and n not in options:
+            raise SSLBenchError(f"recipe key {key}.{n} is required for {what}")
+
+
+# -------------------------------------------------------------------------------------------------
+# Plug-ins
+# -------------------------------------------------------------------------------------------------
+_LOADED_FILES: dict[str, types.ModuleType] = {}
+_ENTRY_POINTS_LOADED = False
+ENTRY_POINT_GROUP = "ssl_bench.plugins"
+
+
+def load_plugin_file(path: str | Path, base_dirs: Iterable[Path] = (), key: str = "plugins") -> types.ModuleType:
+    """Import a Python file so that its ``@REGISTRY.register`` decorators run.
+
+    Relative paths are tried against the working directory, then each of ``base_dirs`` (the
+    recipe's folder and its parents).
+    """
+    p = Path(path).expanduser()
+    tried = [p] if p.is_absolute() else [Path.cwd() / p] + [Path(b) / p for b in base_dirs]
+    found = next((t for t in tried if t.is_file()), None)
+    if found is None:
+        raise SSLBenchError(f"plugin file not found: {path} (recipe key {key})")
+    found = found.resolve()
+    if str(found) in _LOADED_FILES:
+        return _LOADED_FILES[str(found)]
+    mod_name = f"ssl_bench_plugin_{found.stem}_{abs(hash(str(found))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(mod_name, found)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SSLBenchError:
+        sys.modules.pop(mod_name, None)
+        raise
+    except Exception as e:  # a broken plug-in is the user's file: say which and why, in one line
+        sys.modules.pop(mod_name, None)
+        raise SSLBenchError(f"plugin {found} (recipe key {key}) failed to import: {type(e).__name__}: {e}") from e
+    _LOADED_FILES[str(found)] = module
+    return module
+
+
+def load_entry_point_plugins() -> None:
+    """Import every installed package that declares the ``ssl_bench.plugins`` entry-point group."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as e:
+            raise SSLBenchError(f"plugin entry point '{ep.name}' ({ep.value}) failed to load: {e}") from e

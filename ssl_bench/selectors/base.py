@@ -1,0 +1,101 @@
+"""The selector interface.
+
+A selector returns, for each sample of the batch, the indices of its ``k`` extra positives as a
+LongTensor ``[B, k]`` with ``-1`` where it has none; it never returns the sample itself.  Returning
+``None`` means "no extra positives this step" (the augmentation-only baseline).
+
+Kinds (DESIGN.md): *batch* selectors look at the batch through a model (FS, TracIn, FNC, oracle);
+*dataset* selectors choose partner images before augmentation (MICLe); *feature* transforms make
+virtual positives (FT).  Only the oracle may use labels to choose; every selector's choices are
+scored against the labels for logging (:func:`selection_counts`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.objectives.base import Objective, StepOutput
+from ssl_bench.registry import Registry
+
+SELECTORS = Registry("selector")
+
+
+@dataclass
+class SelectionContext:
+    """What a batch selector may look at during one training step."""
+
+    out: StepOutput  # the step's forward (features, projections, predictions, targets)
+    labels: torch.Tensor  # for the oracle and for logging only
+    indices: torch.Tensor  # dataset indices of the batch
+    objective: Objective
+    generator: torch.Generator
+    lr: float = 1.0
+    step: int = 0
+    groups: Optional[torch.Tensor] = None
+    light_views: Optional[Callable[[], tuple[torch.Tensor, torch.Tensor]]] = field(default=None, repr=False)
+    views: Optional[tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)  # the step's inputs
+
+
+class Selector:
+    """Base class: ``k`` extra positives per sample, each weighted ``weight`` in the loss."""
+
+    kind = "batch"
+    uses_labels = False
+
+    def __init__(self, k: int = 1, weight: float = 1.0):
+        if k < 1:
+            raise SSLBenchError(f"recipe key selector.k must be ≥ 1, got {k}")
+        if weight < 0:
+            raise SSLBenchError(f"recipe key selector.weight must be ≥ 0, got {weight}")
+        self.k = k
+        self.weight = weight
+
+    def setup(self, objective: Objective, data) -> None:
+        """Called once before training (load frozen networks, check compatibility)."""
+
+    def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def same_label_matrix(labels: torch.Tensor) -> torch.Tensor:
+    """[B, B] bool: samples i and j have the same label (identical label vector if multi-label)."""
+    if labels.ndim == 2:
+        return (labels[:, None, :] == labels[None, :, :]).all(-1)
+    return labels[:, None] == labels[None, :]
+
+
+def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Row-wise top-k of ``scores`` [B, B] with the diagonal (and ``~allowed``) masked; −1 where
+    fewer than k candidates exist."""
+    b = scores.shape[0]
+    mask = torch.eye(b, dtype=torch.bool, device=scores.device)
+    if allowed is not None:
+        mask = mask | ~allowed
+    masked = scores.masked_fill(mask, float("-inf"))
+    k = min(k, b - 1)
+    vals, idx = masked.topk(k, dim=1)
+    return torch.where(torch.isfinite(vals), idx, torch.full_like(idx, -1))
+
+
+def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """LongTensor [3] on the labels' device (no host sync): chosen positives sharing the anchor's
+    label, chosen positives, anchors with ≥ 1 positive."""
+    if extra is None:
+        return torch.zeros(3, dtype=torch.long, device=labels.device)
+    valid = extra >= 0
+    partner = labels[extra.clamp(min=0)]  # [B, k] or [B, k, L]
+    if labels.ndim == 2:
+        same = (partner == labels[:, None, :]).all(-1)
+    else:
+        same = partner == labels[:, None]
+    return torch.stack([(same & valid).sum(), valid.sum(), valid.any(1).sum()])

@@ -1,0 +1,105 @@
+"""Selectors that look at the batch through a network: the one being trained or a frozen one.
+
+"On-the-fly" variants (``model: online``) use the model being trained; "pretrained" variants
+(``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT``) load the encoder and heads of an earlier run
+(e.g. a vanilla BYOL run of the same recipe) once, freeze them, and never train them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.objectives.base import StepOutput
+from ssl_bench.selectors.base import SelectionContext, Selector
+
+
+def resolve_checkpoint(path: str | Path, key: str = "selector.checkpoint") -> Path:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    if not p.is_file():
+        raise SSLBenchError(f"checkpoint not found: {p} (recipe key {key})")
+    return p
+
+
+def load_frozen_objective(path: str | Path, in_chans: int, key: str = "selector.checkpoint") -> nn.Module:
+    """Rebuild the objective (backbone + heads) of a run checkpoint, frozen and in eval mode."""
+    from ssl_bench.backbones import build_backbone
+    from ssl_bench.objectives import OBJECTIVES
+
+    p = resolve_checkpoint(path, key)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        recipe = state["recipe"]
+        backbone_cfg = {**recipe["backbone"], "weights": None}
+        model = OBJECTIVES.build(recipe["objective"], build_backbone(backbone_cfg, in_chans=in_chans), key=key)
+        model.load_state_dict(state["objective"])
+    except SSLBenchError:
+        raise
+    except Exception as e:
+        raise SSLBenchError(f"checkpoint {p} (recipe key {key}) could not be loaded: {type(e).__name__}: {e}") from e
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    return model
+
+
+@contextlib.contextmanager
+def batchnorm_stats_frozen(model: nn.Module):
+    """Forward in train mode without touching BatchNorm running statistics (momentum 0)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved):
+            m.momentum = mom
+            m.num_batches_tracked.copy_(nbt)
+
+
+class ModelSelector(Selector):
+    """Base of batch selectors that need network outputs on (light or training) views."""
+
+    def __init__(
+        self, k: int = 1, weight: float = 1.0, model: str = "online", checkpoint: Optional[str] = None, views: str = "light"
+    ):
+        super().__init__(k=k, weight=weight)
+        if model not in ("online", "pretrained"):
+            raise SSLBenchError(f"recipe key selector.model must be online or pretrained, got '{model}'")
+        if views not in ("light", "train"):
+            raise SSLBenchError(f"recipe key selector.views must be light or train, got '{views}'")
+        if model == "pretrained" and not checkpoint:
+            raise SSLBenchError("recipe key selector.checkpoint is required with selector.model: pretrained")
+        if model == "online" and checkpoint:
+            raise SSLBenchError("recipe key selector.checkpoint is only used with selector.model: pretrained")
+        self.model, self.checkpoint, self.views = model, checkpoint, views
+        self.frozen: Optional[nn.Module] = None
+
+    def setup(self, objective: nn.Module, data) -> None:
+        if self.model == "pretrained":
+            self.frozen = load_frozen_objective(self.checkpoint, in_chans=data.channels)
+
+    def outputs(self, ctx: SelectionContext) -> StepOutput:
+        """Network outputs to select from: the step's own forward when possible (no extra cost)."""
+        if self.model == "online" and self.views == "train":
+            return ctx.out
+        if self.views == "light":
+            if ctx.light_views is None:
+                raise SSLBenchError("this selector needs light views but the training loop provided none")
+            x1, x2 = ctx.light_views()
+        else:
+            x1, x2 = ctx.views
+        with torch.no_grad():
+            if self.frozen is not None:
+                self.frozen.to(device=x1.device)
+                return self.frozen(x1, x2)
+            with batchnorm_stats_frozen(ctx.objective):
+                return ctx.objective(x1, x2)

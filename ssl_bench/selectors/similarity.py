@@ -1,0 +1,46 @@
+"""Feature-similarity positives (FS): the most similar in-batch sample in feature space.
+
+The FS and FS-pretrained baselines of BYOL-TracIn (Zeng et al., MICCAI 2023; arXiv 2306.00112).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, topk_excluding_self
+from ssl_bench.selectors.models import ModelSelector
+
+
+@SELECTORS.register("fs")
+class FeatureSimilaritySelector(ModelSelector):
+    """Feature similarity (FS, arXiv 2306.00112 baseline): top-k cosine similarity of features.
+
+    ``feature: backbone`` (pooled encoder output) or ``projection`` (the projector's output);
+    ``model`` / ``checkpoint`` / ``views`` as for TracIn (``fs`` with a checkpoint = FS-pretrained).
+    Similarity is between view 1 of the anchor and view 2 of each candidate (with light views: the
+    image and its flipped centre crop), so duplicates of the anchor score highest.
+    """
+
+    display = "FS"
+
+    def __init__(
+        self,
+        k: int = 1,
+        weight: float = 1.0,
+        model: Literal["online", "pretrained"] = "online",
+        checkpoint: Optional[str] = None,
+        views: Literal["light", "train"] = "light",
+        feature: Literal["backbone", "projection"] = "backbone",
+    ):
+        super().__init__(k=k, weight=weight, model=model, checkpoint=checkpoint, views=views)
+        self.feature = feature
+
+    @torch.no_grad()
+    def select(self, ctx: SelectionContext) -> torch.Tensor:
+        v1, v2 = self.outputs(ctx).views
+        f1, f2 = (v1.h, v2.h) if self.feature == "backbone" else (v1.z, v2.z)
+        scores = F.normalize(f1.float(), dim=1) @ F.normalize(f2.float(), dim=1).T
+        return topk_excluding_self(scores, self.k)

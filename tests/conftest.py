@@ -1,0 +1,65 @@
+"""Shared fixtures: the real data in ../shared/data (never downloaded, never copied)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+MEDMNIST_ROOT = SHARED_DATA / "medmnist"
+HAM_NPZ = SHARED_DATA / "subsets" / "ham10000_lesions_28.npz"
+
+if not (MEDMNIST_ROOT / "breastmnist.npz").is_file():  # fail loudly: tests need the real data
+    raise RuntimeError(f"real test data not found at {MEDMNIST_ROOT}; set SSL_BENCH_SHARED_DATA")
+
+# Every dataset built in tests reads the shared files; nothing is ever downloaded.
+os.environ["SSL_BENCH_MEDMNIST_ROOT"] = str(MEDMNIST_ROOT)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def breast():
+    from ssl_bench.data import DATASETS
+
+    return DATASETS.build({"name": "medmnist", "flag": "breastmnist", "download": False})
+
+
+@pytest.fixture(scope="session")
+def retina():
+    from ssl_bench.data import DATASETS
+
+    return DATASETS.build({"name": "medmnist", "flag": "retinamnist", "download": False})
+
+
+@pytest.fixture(scope="session")
+def ham():
+    from ssl_bench.data import DATASETS
+
+    return DATASETS.build({"name": "npz", "path": str(HAM_NPZ)})
+
+
+@pytest.fixture
+def tiny_resnet():
+    """A real timm ResNet-18 with the small-image stem (what the recipes use)."""
+    from ssl_bench.backbones import build_backbone
+
+    def make(in_chans: int = 1):
+        torch.manual_seed(0)
+        return build_backbone({"name": "resnet18", "small_image_stem": True}, in_chans=in_chans)
+
+    return make
+
+
+def real_batch(data, n: int = 16, size: int | None = None, seed: int = 0):
+    """A normalised float batch of ``n`` real training images and their labels."""
+    from ssl_bench.augment import center_view
+
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train), generator=g)[:n]
+    x = center_view(data.train.images[idx], size or data.image_size)
+    return (x - 0.5) / 0.25, data.train.labels[idx]

@@ -1,0 +1,109 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_bench.objectives import OBJECTIVES
+from ssl_bench.objectives.simclr import multi_positive_nt_xent
+from tests.conftest import real_batch
+
+
+def _views(data, n=16):
+    from ssl_bench.augment import AUGMENTATIONS
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.train), generator=g)[:n]
+    v1, v2 = AUGMENTATIONS.build({"name": "byol"})(data.train.images[idx], g)
+    return (v1 - 0.5) / 0.25, (v2 - 0.5) / 0.25, data.train.labels[idx]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_one_training_step_on_real_data(name, breast, tiny_resnet):
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1))
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.05)
+    x1, x2, labels = _views(breast)
+    before = copy.deepcopy(obj.backbone.state_dict())
+    out = obj(x1, x2)
+    assert out.batch_size == 16
+    for v in out.views:
+        assert v.h.shape == (16, obj.backbone.num_features) and not v.t.requires_grad
+    extra = torch.tensor([[(i + 1) % 16] for i in range(16)])
+    loss = obj.loss(out, extra)
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in obj.backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    opt.step()
+    obj.momentum_update(1, 10)
+    assert any(not torch.equal(before[k], v) for k, v in obj.backbone.state_dict().items())
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_extra_positive_semantics(name, breast, tiny_resnet):
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    with torch.no_grad():
+        out = obj(x1, x2)
+        base = obj.loss(out)
+        none = torch.full((8, 2), -1)
+        assert torch.allclose(obj.loss(out, none), base)  # all -1 == no extra positives
+        extra = torch.tensor([[(i + 1) % 8, -1] for i in range(8)])
+        assert torch.allclose(obj.loss(out, extra, weight=0.0), base)
+        assert not torch.allclose(obj.loss(out, extra, weight=1.0), base)
+
+
+def test_byol_loss_is_two_minus_two_cos(breast, tiny_resnet):
+    obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 256}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    with torch.no_grad():
+        out = obj(x1, x2)
+        v1, v2 = out.views
+        want = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t)).mean() + (2 - 2 * F.cosine_similarity(v2.p, v1.t)).mean())
+        assert torch.allclose(obj.loss(out), want, atol=1e-6)
+        extra = torch.tensor([[3]] * 8)
+        ex = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t[3:4])).mean() + (2 - 2 * F.cosine_similarity(v2.p, v1.t[3:4])).mean())
+        assert torch.allclose(obj.loss(out, extra, weight=0.5), want + 0.5 * ex, atol=1e-6)
+        # the predictor's last-layer input a really is what produced q = W a + b (TracIn needs it)
+        last = obj.predictor.layers[-1]
+        assert torch.allclose(last(v1.a), v1.p, atol=1e-6)
+
+
+def test_byol_target_is_ema_with_cosine_momentum(tiny_resnet):
+    obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 64}, tiny_resnet(1))
+    p_on = next(obj.backbone.parameters())
+    p_tg = next(obj.target_backbone.parameters())
+    assert torch.equal(p_on, p_tg) and not p_tg.requires_grad
+    with torch.no_grad():
+        p_on.add_(1.0)
+    old = p_tg.clone()
+    m = obj.momentum_update(0, 100)
+    assert m == pytest.approx(0.99)
+    assert torch.allclose(p_tg, 0.99 * old + 0.01 * p_on)
+    assert obj.momentum_update(99, 100) == pytest.approx(1.0)
+
+
+def test_simclr_without_extras_equals_lightly_ntxent():
+    from lightly.loss import NTXentLoss
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(12, 16), torch.randn(12, 16)
+    for t in (0.1, 0.5):
+        assert torch.allclose(multi_positive_nt_xent(z1, z2, t), NTXentLoss(temperature=t)(z1, z2), atol=1e-5)
+
+
+def test_simclr_extra_positive_matches_direct_formula():
+    torch.manual_seed(1)
+    b, t = 6, 0.5
+    z1, z2 = torch.randn(b, 8), torch.randn(b, 8)
+    extra = torch.tensor([[2], [-1], [-1], [-1], [-1], [-1]])
+    got = multi_positive_nt_xent(z1, z2, t, extra, weight=1.0)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / t
+    sim.fill_diagonal_(float("-inf"))
+    logp = sim.log_softmax(1)
+    per = torch.stack([-logp[i, (i + b) % (2 * b)] for i in range(2 * b)])
+    per[0] += -logp[0, 2 + b]  # anchor 0 (view 1) → other view of sample 2
+    per[b] += -logp[b, 2]  # anchor 0 (view 2) → view 1 of sample 2
+    assert torch.allclose(got, per.mean(), atol=1e-6)

@@ -1,0 +1,116 @@
+"""End to end: `ssl-bench run` on real BreastMNIST, as a user types it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_bench.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+BREAST = str(REPO / "recipes" / "medmnist" / "byol_breastmnist.yaml")
+ORACLE = str(REPO / "recipes" / "medmnist" / "byol_oracle_breastmnist.yaml")
+FAST = ["--set", "objective.hidden_dim=1024"]
+
+
+def _run(args, tmp_path):
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    return res
+
+
+@pytest.mark.slow
+def test_byol_two_epochs_writes_a_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    res = _run(["run", BREAST, "--set", "train.epochs=2", "--out", str(out), "--quiet"], tmp_path)
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} == {"recipe.yaml", "metrics.jsonl", "results.json", "checkpoints"}
+    assert (out / "checkpoints" / "last.pt").is_file()
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(r["loss"] > 0 and r["images_per_s"] > 0 for r in lines)
+    results = json.loads((out / "results.json").read_text())
+    assert results["recipe"] == "byol_breastmnist" and results["method"] == "BYOL"
+    assert results["dataset"] == "BreastMNIST" and results["seed"] == 0
+    assert set(results["eval"]) == {"linear", "knn"}
+    assert results["eval"]["linear"]["auc"] > 0.60, results["eval"]
+    import yaml
+
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["train"]["epochs"] == 2 and saved["train"]["lr"] == 0.1  # resolved, overrides applied
+    # never overwrite: the same --out again is refused and the run is untouched
+    before = (out / "results.json").read_bytes()
+    res = _run(["run", BREAST, "--set", "train.epochs=1", "--out", str(out), "--quiet"], tmp_path)
+    assert res.exit_code == 2 and "already exists and is not empty" in res.output
+    assert (out / "results.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_oracle_logs_selector_precision_one_and_is_deterministic(tmp_path):
+    args = ["run", ORACLE, "--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST, "--quiet"]
+    runs = []
+    for name in ("a", "b"):
+        res = _run([*args, "--out", str(tmp_path / name)], tmp_path)
+        assert res.exit_code == 0, res.output
+        runs.append([json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()])
+    rec = runs[0][0]
+    assert rec["selector_precision"] == 1.0
+    assert rec["selector_chance"] == pytest.approx((147 / 546) ** 2 + (399 / 546) ** 2)
+    assert rec["selector_coverage"] == 1.0
+    assert runs[0][0]["loss"] == runs[1][0]["loss"]  # same seed on CPU → same loss, bit for bit
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["method"] == "BYOL-Sup"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epohcs=2", "unknown recipe key train.epohcs for train — did you mean 'epochs'?"),
+        ("selector.name=orcle", "unknown selector 'orcle' (recipe key selector.name) — did you mean 'oracle'?"),
+        ("train.batch_size=big", "recipe key train.batch_size must be int, got str 'big'"),
+        ("data.flag=breastmnst", "unknown MedMNIST flag 'breastmnst' (recipe key data.flag)"),
+    ],
+)
+def test_malformed_recipe_exits_with_one_line(tmp_path, override, message):
+    out = tmp_path / "never"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_bench.cli", "run", BREAST, "--set", override, "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ}, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_list_and_show(tmp_path):
+    res = _run(["list"], tmp_path)
+    assert res.exit_code == 0
+    for word in ("datasets", "medmnist", "augmentations", "byol", "objectives", "simclr", "selectors", "oracle", "evaluations", "knn"):
+        assert word in res.output
+    res = _run(["list", "backbones", "resnet18*"], tmp_path)
+    assert "resnet18d" in res.output and "resnet50" not in res.output
+    res = _run(["list", "selectr"], tmp_path)
+    assert res.exit_code == 2 and "did you mean 'selectors'" in res.output
+    res = _run(["show", ORACLE], tmp_path)
+    assert res.exit_code == 0 and "name: oracle" in res.output and "momentum_base: 0.99" in res.output
+
+
+@pytest.mark.slow
+def test_plugin_selector_from_the_registries_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "plug"
+    res = _run(
+        ["run", BREAST, "--set", "plugins=[registries/random_positive.py]", "--set", "selector.name=random",
+         "--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST, "--out", str(out), "--quiet"],
+        tmp_path,
+    )
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["selector_coverage"] == 1.0
+    # random partners: precision near the chance rate (0.61), far from the oracle's 1.0
+    assert abs(rec["selector_precision"] - rec["selector_chance"]) < 0.15
+    assert json.loads((out / "results.json").read_text())["method"] == "BYOL-random"

@@ -1,0 +1,104 @@
+import pytest
+import yaml
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.recipe import load_recipe
+
+BASE = """
+name: base
+data: {name: medmnist, flag: breastmnist}
+backbone: {name: resnet18, small_image_stem: true}
+objective: {name: byol, hidden_dim: 512}
+selector: {name: oracle, k: 2, weight: 0.5}
+train: {epochs: 3, batch_size: 32}
+"""
+
+
+@pytest.fixture
+def base(tmp_path):
+    p = tmp_path / "base.yaml"
+    p.write_text(BASE)
+    return p
+
+
+def test_defaults_are_filled_and_saved_recipe_reloads(base, tmp_path):
+    r = load_recipe(base)
+    cfg = r.cfg
+    assert cfg["train"]["lr"] == 0.1 and cfg["train"]["epochs"] == 3
+    assert cfg["objective"]["momentum_base"] == 0.99 and cfg["objective"]["hidden_dim"] == 512
+    assert cfg["augment"]["name"] == "byol" and cfg["evaluate"][0]["name"] == "linear"
+    again = tmp_path / "resolved.yaml"
+    again.write_text(r.to_yaml())
+    assert load_recipe(again).cfg == cfg
+
+
+def test_extends_and_typed_overrides(base, tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nname: child\ntrain: {epochs: 5}\n")
+    r = load_recipe(child, ["train.lr=0.05", "seed=3", "train.channels_last=false", "selector.k=1"])
+    assert r.name == "child"
+    assert r.cfg["train"]["epochs"] == 5 and r.cfg["train"]["batch_size"] == 32
+    assert r.cfg["train"]["lr"] == 0.05 and isinstance(r.cfg["train"]["lr"], float)
+    assert r.cfg["seed"] == 3 and r.cfg["train"]["channels_last"] is False
+    assert r.cfg["selector"] == {"name": "oracle", "k": 1, "weight": 0.5}
+
+
+def test_changing_a_component_drops_options_it_does_not_take(base):
+    r = load_recipe(base, ["selector.name=none", "objective.name=simclr"])
+    assert r.cfg["selector"] == {"name": "none"}
+    assert r.cfg["objective"]["name"] == "simclr" and r.cfg["objective"]["hidden_dim"] == 512
+    assert "momentum_base" not in r.cfg["objective"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trian.epochs=2", r"unknown recipe key 'trian' — did you mean 'train'\?"),
+        ("train.epocs=2", r"unknown recipe key train\.epocs for train — did you mean 'epochs'\?"),
+        ("train.epochs=two", r"recipe key train\.epochs must be int, got str 'two'"),
+        ("train.epochs=0", r"recipe key train\.epochs must be ≥ 1"),
+        ("train.optimizer=lamb", r"recipe key train\.optimizer must be Literal\['sgd', 'adamw'\]"),
+        ("selector.name=tracn", r"unknown selector 'tracn' \(recipe key selector\.name\)"),
+        ("objective.temperature=0.1", r"unknown recipe key objective\.temperature for objective 'byol'"),
+        ("backbone.name=resnt18", r"unknown backbone 'resnt18'.*did you mean 'resnet18'"),
+        ("backbone.small_image_stem=3", r"recipe key backbone\.small_image_stem must be bool"),
+        ("selector.k=32", r"selector\.k \(32\) must be smaller than train\.batch_size \(32\)"),
+        ("augment.name=byl", r"unknown augmentation 'byl'.*did you mean 'byol'"),
+        ("seed=abc", r"recipe key seed must be int"),
+        ("plugins=[nothere.py]", r"plugin file not found: nothere\.py"),
+        ("evaluate=[{name: knn, kk: 3}]", r"unknown recipe key evaluate\[0\]\.kk for evaluation 'knn'"),
+        ("train.device=tpu", r"train\.device must be auto, cpu"),
+    ],
+)
+def test_bad_recipes_raise_one_line(base, override, message):
+    with pytest.raises(SSLBenchError, match=message) as e:
+        load_recipe(base, [override])
+    assert "\n" not in str(e.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(SSLBenchError, match="recipe file not found"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {name: medmnist\n")
+    with pytest.raises(SSLBenchError, match="not valid YAML"):
+        load_recipe(bad)
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(SSLBenchError, match="cycle"):
+        load_recipe(a)
+    nodata = tmp_path / "nodata.yaml"
+    nodata.write_text("seed: 1\n")
+    with pytest.raises(SSLBenchError, match="recipe key data is missing"):
+        load_recipe(nodata)
+
+
+def test_shipped_recipes_load():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_recipe(path).cfg
+        assert yaml.safe_load(yaml.safe_dump(cfg)) == cfg
