@@ -301,7 +301,8 @@ def run(
         name = ev_cfg["name"]
         key = name if name not in eval_results else f"{name}_{len(eval_results)}"
         eval_results[key] = ev.run(ectx)
-        log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in eval_results[key].items()))
+        chosen = f"  (C = {ev.chosen_C:g}, chosen on val)" if getattr(ev, "chosen_C", None) is not None else ""
+        log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in eval_results[key].items()) + chosen)
     results = {
         "recipe": cfg["name"],
         "method": method,

@@ -114,3 +114,35 @@ def test_plugin_selector_from_the_registries_folder(tmp_path, monkeypatch):
     # random partners: precision near the chance rate (0.61), far from the oracle's 1.0
     assert abs(rec["selector_precision"] - rec["selector_chance"]) < 0.15
     assert json.loads((out / "results.json").read_text())["method"] == "BYOL-random"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("selector", ["fs", "tracin", "tracin_train_views"])
+def test_model_selectors_pretrain_on_real_data_and_log_precision(selector, tmp_path):
+    name, extra = (selector, []) if selector != "tracin_train_views" else ("tracin", ["--set", "selector.views=train"])
+    out = tmp_path / selector
+    res = _run(
+        ["run", BREAST, "--set", f"selector.name={name}", *extra, "--set", "train.epochs=1",
+         "--set", "backbone.small_image_stem=false", *FAST, "--out", str(out), "--quiet"],
+        tmp_path,
+    )
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["selector_coverage"] == 1.0 and 0.0 <= rec["selector_precision"] <= 1.0
+    assert json.loads((out / "results.json").read_text())["train"]["selector_precision"] == rec["selector_precision"]
+
+
+@pytest.mark.slow
+def test_tracin_pretrained_from_an_earlier_run(tmp_path):
+    first = tmp_path / "byol"
+    common = ["--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST, "--quiet"]
+    assert _run(["run", BREAST, *common, "--out", str(first)], tmp_path).exit_code == 0
+    out = tmp_path / "tracin_pre"
+    res = _run(["run", BREAST, *common, "--set", "selector.name=tracin", "--set", "selector.model=pretrained",
+                "--set", f"selector.checkpoint={first}", "--out", str(out)], tmp_path)
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "results.json").read_text())["method"] == "BYOL-TracIn"
+    res = _run(["run", BREAST, *common, "--set", "selector.name=tracin", "--set", "selector.model=pretrained",
+                "--out", str(tmp_path / "no")], tmp_path)
+    assert res.exit_code == 2 and "selector.checkpoint is required" in res.output
+    assert not (tmp_path / "no").exists()

@@ -30,7 +30,7 @@ class ViewOutput:
 
     h: torch.Tensor  # backbone features [B, F]
     z: torch.Tensor  # online projection [B, D]
-    t: torch.Tensor  # target of this view, no grad [B, D]
+    t: Optional[torch.Tensor]  # target of this view, no grad [B, D] (None if not computed)
     p: Optional[torch.Tensor] = None  # online prediction [B, D] (BYOL/SimSiam)
     a: Optional[torch.Tensor] = None  # input of the predictor's last linear layer [B, M] (TracIn)
 
@@ -50,6 +50,14 @@ class Objective(nn.Module):
     backbone: nn.Module
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def online(self, x: torch.Tensor) -> ViewOutput:  # pragma: no cover - abstract
+        """The online branch on one view (selectors call it on their own views)."""
+        raise NotImplementedError
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """What the other view's prediction is pulled towards, for one view (no gradient)."""
         raise NotImplementedError
 
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:

@@ -49,13 +49,22 @@ class BYOL(Objective):
         deactivate_requires_grad(self.target_projector)
         self.momentum_base, self.momentum_end = momentum_base, momentum_end
 
-    def _view(self, x: torch.Tensor) -> ViewOutput:
+    def online(self, x: torch.Tensor) -> ViewOutput:
+        """Online branch only (``t`` left empty): features, projection, prediction, predictor input."""
         h = self.backbone(x)
         z = self.projector(h)
         p, a = run_predictor(self.predictor, z)
-        with torch.no_grad():
-            t = self.target_projector(self.target_backbone(x))
-        return ViewOutput(h=h, z=z, t=t, p=p, a=a)
+        return ViewOutput(h=h, z=z, t=None, p=p, a=a)
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """The EMA target network's projection z′ (no gradient)."""
+        return self.target_projector(self.target_backbone(x))
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        v = self.online(x)
+        v.t = self.target(x)
+        return v
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         return StepOutput((self._view(x1), self._view(x2)))

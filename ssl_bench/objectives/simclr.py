@@ -51,10 +51,17 @@ class SimCLR(Objective):
         self.projector = SimCLRProjectionHead(backbone.num_features, hidden_dim, projection_dim)
         self.temperature = temperature
 
-    def _view(self, x: torch.Tensor) -> ViewOutput:
+    def online(self, x: torch.Tensor) -> ViewOutput:
         h = self.backbone(x)
         z = self.projector(h)
         return ViewOutput(h=h, z=z, t=z.detach())
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        return self.online(x)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         return StepOutput((self._view(x1), self._view(x2)))

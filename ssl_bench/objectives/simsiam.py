@@ -26,11 +26,19 @@ class SimSiam(Objective):
         self.projector = SimSiamProjectionHead(backbone.num_features, projection_dim, projection_dim)
         self.predictor = SimSiamPredictionHead(projection_dim, prediction_hidden_dim, projection_dim)
 
-    def _view(self, x: torch.Tensor) -> ViewOutput:
+    def online(self, x: torch.Tensor) -> ViewOutput:
         h = self.backbone(x)
         z = self.projector(h)
         p, a = run_predictor(self.predictor, z)
         return ViewOutput(h=h, z=z, t=z.detach(), p=p, a=a)
+
+    @torch.no_grad()
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """SimSiam's target is the stop-gradient projection of the same network."""
+        return self.projector(self.backbone(x))
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        return self.online(x)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         return StepOutput((self._view(x1), self._view(x2)))

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.objectives.base import StepOutput
 from ssl_bench.selectors.base import SelectionContext, Selector
 
 
@@ -87,19 +86,34 @@ class ModelSelector(Selector):
         if self.model == "pretrained":
             self.frozen = load_frozen_objective(self.checkpoint, in_chans=data.channels)
 
-    def outputs(self, ctx: SelectionContext) -> StepOutput:
-        """Network outputs to select from: the step's own forward when possible (no extra cost)."""
-        if self.model == "online" and self.views == "train":
-            return ctx.out
+    def network(self, ctx: SelectionContext) -> nn.Module:
+        if self.frozen is not None:
+            return self.frozen
+        return ctx.objective
+
+    def reuses_step(self) -> bool:
+        """True when the training step's own forward is what this selector scores (no extra cost)."""
+        return self.model == "online" and self.views == "train"
+
+    def inputs(self, ctx: SelectionContext) -> tuple[torch.Tensor, torch.Tensor]:
         if self.views == "light":
             if ctx.light_views is None:
                 raise SSLBenchError("this selector needs light views but the training loop provided none")
-            x1, x2 = ctx.light_views()
-        else:
-            x1, x2 = ctx.views
+            return ctx.light_views()
+        return ctx.views
+
+    @contextlib.contextmanager
+    def no_grad_forward(self, ctx: SelectionContext):
+        """No gradients; a frozen network moves to the data's device once; the online network's
+        BatchNorm statistics are left untouched by the selector's extra forward."""
+        net = self.network(ctx)
         with torch.no_grad():
-            if self.frozen is not None:
-                self.frozen.to(device=x1.device)
-                return self.frozen(x1, x2)
-            with batchnorm_stats_frozen(ctx.objective):
-                return ctx.objective(x1, x2)
+            if net is self.frozen:
+                yield net
+            else:
+                with batchnorm_stats_frozen(net):
+                    yield net
+
+    def to_device(self, device: torch.device) -> None:
+        if self.frozen is not None:
+            self.frozen.to(device)

@@ -79,9 +79,12 @@ class TracInSelector(ModelSelector):
     network from ``checkpoint`` (a run directory or ``.pt`` file, e.g. a vanilla BYOL run of the same
     recipe), never trained.  ``views: light`` scores the paper's light views (identity / hflip +
     centre crop, one extra no-grad forward); ``views: train`` reuses the training step's forward
-    (on-the-fly only, no extra forward).  ``symmetric: true`` scores BYOL's symmetrised loss
-    (both view orders, cross terms included, :func:`tracin_matrix_views`); ``false`` scores the
-    single pair q(view 1) vs z(view 2).
+    (on-the-fly only, no extra forward).  How the two symmetric views combine: ``symmetric: true``
+    scores BYOL's symmetrised loss ℓ(q₁, z′₂) + ℓ(q₂, z′₁) exactly (gradients of both orders are
+    added before the inner product, cross terms included, :func:`tracin_matrix_views`);
+    ``false`` scores the single pair q(view 1) vs z′(view 2), the paper's light-view setting
+    (identity vs flipped centre crop).  Default: symmetric only when reusing the step's forward.
+    Symmetric selection on separate views costs 4 backbone passes instead of 2.
     """
 
     display = "TracIn"
@@ -93,10 +96,12 @@ class TracInSelector(ModelSelector):
         model: Literal["online", "pretrained"] = "online",
         checkpoint: Optional[str] = None,
         views: Literal["light", "train"] = "light",
-        symmetric: bool = True,
+        symmetric: Optional[bool] = None,
     ):
         super().__init__(k=k, weight=weight, model=model, checkpoint=checkpoint, views=views)
-        self.symmetric = symmetric
+        # default: symmetric when the step's forward is reused (free); otherwise one direction,
+        # q(view 1) vs z'(view 2), so the extra cost is one frozen forward per view (2 passes)
+        self.symmetric = self.reuses_step() if symmetric is None else symmetric
 
     def setup(self, objective, data) -> None:
         super().setup(objective, data)
@@ -109,10 +114,18 @@ class TracInSelector(ModelSelector):
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:
-        out = self.outputs(ctx)
-        v1, v2 = out.views
-        if self.symmetric:
-            scores = tracin_matrix_views([v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a], lr=ctx.lr)
+        if self.reuses_step():
+            v1, v2 = ctx.out.views
+            q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
         else:
-            scores = tracin_matrix(v1.p, v2.t, v1.a, lr=ctx.lr)
+            x1, x2 = self.inputs(ctx)
+            self.to_device(x1.device)
+            with self.no_grad_forward(ctx) as net:
+                o1 = net.online(x1)
+                if self.symmetric:
+                    o2 = net.online(x2)
+                    q, z, a = [o1.p, o2.p], [net.target(x2), net.target(x1)], [o1.a, o2.a]
+                else:
+                    q, z, a = [o1.p], [net.target(x2)], [o1.a]
+        scores = tracin_matrix_views(q, z, a, lr=ctx.lr)
         return topk_excluding_self(scores.float(), self.k)

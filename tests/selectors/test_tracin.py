@@ -99,8 +99,9 @@ def test_online_selector_is_the_argmax_of_the_matrix(views, breast, tiny_resnet)
     sel.setup(obj, breast)
     extra = sel.select(ctx)
     assert extra.shape == (24, 2) and not (extra == idx[:, None]).any()
-    if views == "train":
+    if views == "train":  # reuses the step's forward and scores the symmetrised loss
         v1, v2 = ctx.out.views
+        m = tracin_matrix_views([v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a], lr=0.1).detach()
     else:  # light views: the selector's own forward must leave BatchNorm statistics untouched
         after = [m.running_mean for m in obj.modules() if isinstance(m, torch.nn.BatchNorm2d)][:3]
         assert all(torch.equal(x, y) for x, y in zip(bn, after))
@@ -108,8 +109,9 @@ def test_online_selector_is_the_argmax_of_the_matrix(views, breast, tiny_resnet)
             from ssl_bench.selectors.models import batchnorm_stats_frozen
 
             with batchnorm_stats_frozen(obj):
-                v1, v2 = obj(*ctx.light_views()).views
-    m = tracin_matrix_views([v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a], lr=0.1).detach()
+                x1, x2 = ctx.light_views()
+                v1 = obj.online(x1)
+                m = tracin_matrix(v1.p, obj.target(x2), v1.a, lr=0.1)  # light views: q(view 1) vs z'(view 2)
     m.fill_diagonal_(float("-inf"))
     assert torch.equal(extra[:, 0], m.argmax(1))
 

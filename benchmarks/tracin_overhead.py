@@ -1,0 +1,153 @@
+"""How much does TracIn selection cost?  Step-time ratios and the closed form vs autograd.
+
+Measures, in one process and interleaved (so that machine load hits every variant alike), on
+real 28 px HAM10000 images, ResNet-18, batch 256:
+
+1. step time of BYOL + TracIn (on-the-fly, reusing the step's forward)  ÷  BYOL      target ≤ 1.02
+   (also printed: on-the-fly on the paper's light views, which needs one extra no-grad forward)
+2. step time of BYOL + TracIn (pretrained, frozen network on light views)  ÷  BYOL   target ≤ 1.25
+3. time of the TracIn matrix from per-sample autograd gradients (torch.func.vmap + Gram)
+   ÷ time of ``tracin_matrix`` (two GEMMs)                                             target ≥ 100×
+
+Usage:  python benchmarks/tracin_overhead.py [--reps 5] [--batch 256] [--small-stem] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("SSL_BENCH_MEDMNIST_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
+HAM = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "subsets" / "ham10000_lesions_28.npz"
+
+from ssl_bench.recipe import load_recipe  # noqa: E402
+from ssl_bench.train import Normalize, TrainStep, build_components, select_device  # noqa: E402
+
+
+def make_step(recipe_cfg: dict, device: torch.device, seed: int = 0):
+    torch.manual_seed(seed)
+    comp = build_components(load_recipe(data=recipe_cfg))
+    obj = comp.objective.to(device)
+    cl = recipe_cfg["train"].get("channels_last", True)
+    if cl:
+        obj = obj.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1, momentum=0.9, weight_decay=1e-5)
+    norm = Normalize.fit(comp.data.train.images).to(device)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+
+    def prep(v):
+        return norm(v).contiguous(memory_format=fmt)
+
+    gen = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
+    step = TrainStep(obj, obj, comp.selector, opt, lambda loss: loss.backward(), comp.augment, comp.selection_augment, prep, gen(1), gen(2))
+    return step, comp
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--small-stem", action="store_true", help="3×3 stride-1 stem (heavier backbone → smaller ratios)")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = select_device(args.device)
+
+    base = {
+        "data": {"name": "npz", "path": str(HAM)},
+        "backbone": {"name": "resnet18", "small_image_stem": args.small_stem},
+        "objective": {"name": "byol"},
+        "augment": {"name": "byol"},
+        "train": {"batch_size": args.batch, "epochs": 1},
+        "evaluate": [],
+    }
+    variants = {
+        "byol": {"selector": {"name": "none"}},
+        "tracin_online": {"selector": {"name": "tracin", "views": "train"}},
+        "tracin_online_light": {"selector": {"name": "tracin", "views": "light"}},
+    }
+    steps = {name: make_step({**base, **v}, device) for name, v in variants.items()}
+    # a pretrained checkpoint: the BYOL objective itself, saved as a run checkpoint (weights do not
+    # matter for timing; the frozen forward is the same)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "last.pt"
+        byol_step, comp = steps["byol"]
+        torch.save({"objective": byol_step.objective.state_dict(), "recipe": load_recipe(data={**base, **variants["byol"]}).cfg}, ckpt)
+        steps["tracin_pretrained"] = make_step({**base, "selector": {"name": "tracin", "model": "pretrained", "checkpoint": str(ckpt)}}, device)
+
+    data = comp.data.train
+    g = torch.Generator().manual_seed(0)
+    times = {name: [] for name in steps}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for rep in range(args.reps + 1):  # first round = warm-up
+        idx = torch.randperm(len(data), generator=g)[: args.batch]
+        x, y = data.images[idx].to(device), data.labels[idx].to(device)
+        for name, (step, _) in steps.items():
+            sync()
+            t = time.perf_counter()
+            step(x, y, idx.to(device), None, 0.1, rep, 100)
+            sync()
+            if rep:
+                times[name].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"device {device}, batch {args.batch}, resnet18 {'small stem' if args.small_stem else 'standard stem'}, 28 px HAM10000, {args.reps} interleaved reps (median)")
+    for k, v in med.items():
+        print(f"  {k:22s} {v * 1000:8.1f} ms/step  {args.batch / v:7.1f} img/s  ratio {v / med['byol']:.3f}")
+
+    # 3. closed form vs per-sample autograd on a real predictor output
+    from torch.func import functional_call, grad, vmap
+
+    from ssl_bench.selectors.tracin import tracin_matrix
+
+    step0 = steps["byol"][0]
+    obj = step0.objective
+    with torch.no_grad():  # the paper's light views of the last batch
+        x1, x2 = (step0.prep(v) for v in step0.selection_augment(x, None))
+        v1 = obj.online(x1)
+        q, z, a = v1.p.float(), obj.target(x2).float(), v1.a.float()
+    last = obj.predictor.layers[-1]
+    params = {k: p.detach() for k, p in last.named_parameters()}
+
+    def loss_one(p, a_i, z_i):
+        qi = functional_call(last, p, (a_i[None],))[0]
+        return 2 - 2 * torch.nn.functional.cosine_similarity(qi, z_i, dim=0)
+
+    def autograd_matrix():
+        G = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, a, z)["weight"].flatten(1)
+        return G @ G.T
+
+    def closed():
+        return tracin_matrix(q, z, a)
+
+    for f in (autograd_matrix, closed):
+        f()
+    t_auto = statistics.median(_time(autograd_matrix, sync) for _ in range(3))
+    t_closed = statistics.median(_time(closed, sync) for _ in range(20))
+    M_auto, M_closed = autograd_matrix(), closed()
+    rel = float((M_auto - M_closed).norm() / M_auto.norm())
+    same_argmax = bool(torch.equal(M_auto.fill_diagonal_(-float("inf")).argmax(1), M_closed.fill_diagonal_(-float("inf")).argmax(1)))
+    print(f"  per-sample autograd TracIn {t_auto * 1000:.1f} ms vs closed form {t_closed * 1000:.3f} ms; relative difference {rel:.2e}; same top-1 for every row: {same_argmax}")
+    print(f"tracin_overhead_ratio={med['tracin_online'] / med['byol']:.3f}")
+    print(f"tracin_light_ratio={med['tracin_online_light'] / med['byol']:.3f}")
+    print(f"tracin_pretrained_ratio={med['tracin_pretrained'] / med['byol']:.3f}")
+    print(f"per_sample_speedup={t_auto / t_closed:.0f}")
+
+
+def _time(f, sync):
+    sync()
+    t = time.perf_counter()
+    f()
+    sync()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
