@@ -70,10 +70,6 @@ class TrainConfig:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
         if self.batch_size < 2:
             raise SSLBenchError("recipe key train.batch_size must be ≥ 2 (contrastive losses need pairs)")
-        if self.warmup_epochs > self.epochs:
-            raise SSLBenchError(
-                f"recipe key train.warmup_epochs ({self.warmup_epochs}) exceeds train.epochs ({self.epochs})"
-            )
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise SSLBenchError(f"recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
 

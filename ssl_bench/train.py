@@ -76,7 +76,7 @@ class Normalize:
 
 def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     """Linear warm-up for ``warmup_epochs``, then cosine decay to ``min_lr`` (or constant)."""
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total)  # a short smoke run: warm-up only
     if step < warm:
         return cfg.lr * (step + 1) / warm
     if cfg.schedule == "constant":
