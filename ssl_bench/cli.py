@@ -52,6 +52,33 @@ def show(recipe: str, overrides: tuple[str, ...]):
     click.echo(load_recipe(recipe, list(overrides)).to_yaml(), nl=False)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--selector", "selectors", multiple=True, required=True, help="A batch selector to measure (repeatable).")
+@click.option("--k", default=3, show_default=True, help="Positives per anchor in the gallery and top-k precision.")
+@click.option("--gallery", default=8, show_default=True, help="Anchors (rows) in the PNG gallery.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG path (default RUN_DIR/positives.png).")
+@click.option("--device", default="auto")
+def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, out: Optional[str], device: str):
+    """Same-label precision of each selector's positives over the training set, with a trained
+    run's frozen network (the paper's Fig. 2), plus a PNG gallery of anchors and positives."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ssl_bench.positives import analyse_positives
+
+    rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device)
+    table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']})")
+    table.add_column("selector", style="bold cyan")
+    table.add_column("precision top-1", justify="right")
+    table.add_column(f"precision top-{k}", justify="right")
+    table.add_column("chance Σp²", justify="right")
+    for name, r in rep["selectors"].items():
+        table.add_row(name, f"{r['precision_top1']:.3f}", f"{r[f'precision_top{k}']:.3f}", f"{rep['chance']:.3f}")
+    Console().print(table)
+    click.echo(f"gallery: {rep['gallery']}")
+
+
 KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "evaluations")
 
 

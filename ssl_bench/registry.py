@@ -42,7 +42,15 @@ class Entry:
 
     @property
     def module(self) -> str:
-        return getattr(self.factory, "__module__", "?")
+        mod = getattr(self.factory, "__module__", "?")
+        if mod.startswith("ssl_bench_plugin_"):  # a plug-in file: show its path
+            path = getattr(sys.modules.get(mod), "__file__", None)
+            if path:
+                try:
+                    return str(Path(path).relative_to(Path.cwd()))
+                except ValueError:
+                    return path
+        return mod
 
 
 class Registry:

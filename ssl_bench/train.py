@@ -30,7 +30,7 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EVALUATIONS, EvalContext, extract_features
 from ssl_bench.objectives import OBJECTIVES, Objective
 from ssl_bench.recipe import Recipe, TrainConfig
-from ssl_bench.selectors import SELECTORS, SelectionContext, Selector, selection_counts
+from ssl_bench.selectors import SELECTORS, SelectionContext, Selector
 
 
 # -------------------------------------------------------------------------------------------------
@@ -126,6 +126,7 @@ def build_components(recipe: Recipe) -> Components:
     objective = OBJECTIVES.build(cfg["objective"], backbone, key="objective")
     selector = SELECTORS.build(cfg["selector"], key="selector")
     selector.setup(objective, data)
+    selector.seed(recipe.cfg["seed"] + 3)
     if selector.uses_labels and data.train.labels is None:
         raise SSLBenchError(f"selector '{cfg['selector']['name']}' needs labels but dataset {data.name} has none")
     evaluations = [EVALUATIONS.build(ev, key=f"evaluate[{i}]") for i, ev in enumerate(cfg["evaluate"])]
@@ -240,15 +241,18 @@ def run(
             lr = momentum = None
             for idx in batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last):
                 lr = lr_at(step, total_steps, tcfg, steps_per_epoch)
-                idx_d = idx.to(dev)
+                plan = selector.plan(idx)
+                idx_d = plan.view1.to(dev)
                 lab = labels[idx_d]
+                x2 = None if plan.view2 is plan.view1 else images[plan.view2.to(dev)]
                 loss, extra, momentum = step_fn(
-                    images[idx_d], lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps
+                    images[idx_d], lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps,
+                    x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
                 )
                 step += 1
                 loss_sum += loss.detach()
-                counts += selection_counts(extra, lab)
-                seen += len(idx)
+                counts += selector.counts(extra, lab)
+                seen += len(idx_d)
                 if prog is not None and (step % 5 == 0 or step == total_steps):
                     elapsed = time.perf_counter() - t_epoch
                     prog.update(task, completed=step, loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", ips=f"{seen / elapsed:.0f}")
@@ -349,10 +353,14 @@ class TrainStep:
     aug_gen: torch.Generator
     sel_gen: torch.Generator
 
-    def __call__(self, x, labels, indices, groups, lr: float, step: int, total_steps: int):
+    def __call__(self, x, labels, indices, groups, lr: float, step: int, total_steps: int, x2=None, planned_extra=None):
+        """``x``: uint8 images of the batch; ``x2``: other images for view 2 (MICLe), else ``x``."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        v1, v2 = self.augment(x, self.aug_gen)
+        if x2 is None:
+            v1, v2 = self.augment(x, self.aug_gen)
+        else:
+            v1, v2 = self.augment.view1(x, self.aug_gen), self.augment.view2(x2, self.aug_gen)
         v1, v2 = self.prep(v1), self.prep(v2)
         out = self.model(v1, v2)
         ctx = SelectionContext(
@@ -366,8 +374,10 @@ class TrainStep:
             groups=groups,
             light_views=lambda: tuple(self.prep(v) for v in self.selection_augment(x, self.aug_gen)),
             views=(v1, v2),
+            planned_extra=planned_extra,
         )
         extra = self.selector.select(ctx)
+        out = self.selector.transform_outputs(out, ctx)
         loss = self.objective.loss(out, extra, self.selector.weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(loss)

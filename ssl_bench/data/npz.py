@@ -25,7 +25,7 @@ def npz_dataset(
     group: Optional[str] = "group",
     split: str = "split",
     class_names: Optional[list[str]] = None,
-    name: Optional[str] = None,
+    display_name: Optional[str] = None,
     task: str = "multi-class",
 ) -> DataSplits:
     """Images, labels, groups and splits from one .npz file (e.g. the 28 px HAM10000 lesion array)."""
@@ -73,4 +73,4 @@ def npz_dataset(
     names = list(class_names) if class_names else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
         raise SSLBenchError(f"recipe key data.class_names has {len(names)} names for {n_classes} classes")
-    return DataSplits(name=name or p.stem, task=task, class_names=names, **out)
+    return DataSplits(name=display_name or p.stem, task=task, class_names=names, **out)

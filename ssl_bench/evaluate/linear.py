@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
@@ -35,6 +37,12 @@ class LinearProbe:
         self.chosen_C: Optional[float] = None
 
     def _fit_predict(self, ctx: EvalContext, C: float, x_tr, y_tr, x_te) -> np.ndarray:
+        with warnings.catch_warnings():
+            # weakly regularised grid points may stop at max_iter; their val score decides
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit_predict_inner(ctx, C, x_tr, y_tr, x_te)
+
+    def _fit_predict_inner(self, ctx: EvalContext, C: float, x_tr, y_tr, x_te) -> np.ndarray:
         clf = LogisticRegression(C=C, max_iter=self.max_iter)
         if ctx.data.task == "multi-label":
             model = make_pipeline(StandardScaler(), OneVsRestClassifier(clf)).fit(x_tr, y_tr.astype(int))

@@ -38,6 +38,9 @@ class ViewOutput:
 @dataclass
 class StepOutput:
     views: tuple[ViewOutput, ViewOutput]
+    # virtual extra positives that are not batch samples (e.g. nearest neighbours from a memory
+    # bank): per view u, [B, k, D] targets that view u's prediction is also pulled towards
+    extra_targets: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     @property
     def batch_size(self) -> int:
@@ -74,16 +77,25 @@ class Objective(nn.Module):
 
 
 def cosine_terms(
-    p: torch.Tensor, t: torch.Tensor, extra: Optional[torch.Tensor], scale: float, offset: float
+    p: torch.Tensor,
+    t: torch.Tensor,
+    extra: Optional[torch.Tensor],
+    scale: float,
+    offset: float,
+    extra_t: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``offset - scale·cos(p_i, t_i)`` and the mean of the same term over ``t[extra[i]]``.
 
     Returns ``own [B]`` and ``extra_mean [B]`` (0 for samples without a valid extra positive).
-    The extra targets are gathered from the batch (no new forward pass): one ``[B, k, D]`` gather.
+    The extra targets are gathered from the batch (no new forward pass): one ``[B, k, D]`` gather;
+    or given directly as ``extra_t`` ``[B, k, D]`` (virtual positives, all valid).
     """
     pn = F.normalize(p, dim=-1)
     tn = F.normalize(t, dim=-1)
     own = offset - scale * (pn * tn).sum(-1)
+    if extra_t is not None:
+        terms = offset - scale * torch.einsum("bd,bkd->bk", pn, F.normalize(extra_t, dim=-1))
+        return own, terms.mean(1)
     if extra is None:
         return own, torch.zeros_like(own)
     valid = extra >= 0

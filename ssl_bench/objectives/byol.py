@@ -71,8 +71,9 @@ class BYOL(Objective):
 
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
         v1, v2 = out.views
-        own1, ex1 = cosine_terms(v1.p, v2.t, extra, scale=2.0, offset=2.0)
-        own2, ex2 = cosine_terms(v2.p, v1.t, extra, scale=2.0, offset=2.0)
+        et = out.extra_targets or (None, None)
+        own1, ex1 = cosine_terms(v1.p, v2.t, extra, scale=2.0, offset=2.0, extra_t=et[0])
+        own2, ex2 = cosine_terms(v2.p, v1.t, extra, scale=2.0, offset=2.0, extra_t=et[1])
         return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
 
     @torch.no_grad()

@@ -38,6 +38,18 @@ class SelectionContext:
     groups: Optional[torch.Tensor] = None
     light_views: Optional[Callable[[], tuple[torch.Tensor, torch.Tensor]]] = field(default=None, repr=False)
     views: Optional[tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)  # the step's inputs
+    planned_extra: Optional[torch.Tensor] = None  # extra positives fixed by a dataset selector's plan
+
+
+@dataclass
+class BatchPlan:
+    """Which dataset images a step uses: view 1 from ``view1``, view 2 from ``view2`` (the same
+    indices unless a dataset selector pairs different images), and extra positives fixed in
+    advance (``[B, k]`` batch positions, or None)."""
+
+    view1: torch.Tensor
+    view2: torch.Tensor
+    extra: Optional[torch.Tensor] = None
 
 
 class Selector:
@@ -57,8 +69,23 @@ class Selector:
     def setup(self, objective: Objective, data) -> None:
         """Called once before training (load frozen networks, check compatibility)."""
 
+    def seed(self, seed: int) -> None:
+        """Seed any randomness the selector draws outside the step's generators."""
+
+    def plan(self, indices: torch.Tensor) -> BatchPlan:
+        """*Dataset* selectors choose the batch's images before augmentation (MICLe)."""
+        return BatchPlan(indices, indices)
+
+    def transform_outputs(self, out: StepOutput, ctx: SelectionContext) -> StepOutput:
+        """*Feature* selectors make virtual positives from the pair (FT): the one hook on targets."""
+        return out
+
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Selector-precision counts of this step (see :func:`selection_counts`); logging only."""
+        return selection_counts(extra, labels)
 
     def state_dict(self) -> dict:
         return {}

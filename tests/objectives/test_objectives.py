@@ -107,3 +107,20 @@ def test_simclr_extra_positive_matches_direct_formula():
     per[0] += -logp[0, 2 + b]  # anchor 0 (view 1) → other view of sample 2
     per[b] += -logp[b, 2]  # anchor 0 (view 2) → view 1 of sample 2
     assert torch.allclose(got, per.mean(), atol=1e-6)
+
+
+@pytest.mark.parametrize("name, scale, offset", [("byol", 2.0, 2.0), ("simsiam", 1.0, 0.0)])
+def test_virtual_extra_targets(name, scale, offset, breast, tiny_resnet):
+    from ssl_bench.objectives.base import StepOutput
+
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    with torch.no_grad():
+        out = obj(x1, x2)
+        e1, e2 = torch.randn(8, 3, out.views[0].t.shape[1]), torch.randn(8, 3, out.views[0].t.shape[1])
+        got = obj.loss(StepOutput(out.views, extra_targets=(e1, e2)), weight=0.5)
+        v1, v2 = out.views
+        term = lambda p, t: offset - scale * F.cosine_similarity(p, t, dim=-1)  # noqa: E731
+        own = 0.5 * (term(v1.p, v2.t).mean() + term(v2.p, v1.t).mean())
+        ex = 0.5 * (term(v1.p[:, None], e1).mean(1).mean() + term(v2.p[:, None], e2).mean(1).mean())
+        assert torch.allclose(got, own + 0.5 * ex, atol=1e-5)

@@ -6,32 +6,39 @@ from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.base import topk_excluding_self
 
 
-def _context(data, backbone, n=32, seed=0):
+def _step(sel, data, backbone, n=32, seed=0):
+    """One real training step through a selector's whole interface: plan → views → select →
+    transform → loss (what TrainStep does), on real images."""
     from ssl_bench.augment import AUGMENTATIONS
 
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data.train), generator=g)[:n]
-    x = data.train.images[idx]
-    v1, v2 = AUGMENTATIONS.build({"name": "byol"})(x, g)
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 256}, backbone)
-    out = obj((v1 - 0.5) / 0.25, (v2 - 0.5) / 0.25)
+    sel.setup(obj, data)
+    plan = sel.plan(idx)
+    aug = AUGMENTATIONS.build({"name": "byol"})
+    x1, x2 = data.train.images[plan.view1], data.train.images[plan.view2]
+    v1, v2 = (aug.view1(x1, g) - 0.5) / 0.25, (aug.view2(x2, g) - 0.5) / 0.25
+    out = obj(v1, v2)
     light = AUGMENTATIONS.build({"name": "light"})
-    return obj, out, SelectionContext(
-        out=out, labels=data.train.labels[idx], indices=idx, objective=obj, generator=g,
-        light_views=lambda: light(x, g),
+    ctx = SelectionContext(
+        out=out, labels=data.train.labels[plan.view1], indices=plan.view1, objective=obj, generator=g,
+        light_views=lambda: tuple((v - 0.5) / 0.25 for v in light(x1, g)), views=(v1, v2), planned_extra=plan.extra,
     )
+    extra = sel.select(ctx)
+    out = sel.transform_outputs(out, ctx)
+    return obj, out, extra, plan
 
 
 @pytest.mark.parametrize("name", SELECTORS.names())
-def test_every_selector_in_a_training_step(name, breast, tiny_resnet):
+def test_every_selector_in_a_training_step(name, ham, tiny_resnet):
     sel = SELECTORS.build({"name": name})
-    obj, out, ctx = _context(breast, tiny_resnet(1))
-    sel.setup(obj, breast)
-    extra = sel.select(ctx)
+    obj, out, extra, plan = _step(sel, ham, tiny_resnet(3))
+    b = plan.view1.shape[0]
     if extra is not None:
-        assert extra.shape == (32, sel.k) and extra.dtype == torch.long
-        assert not (extra == torch.arange(32)[:, None]).any(), "a selector returned the anchor itself"
-        assert ((extra >= -1) & (extra < 32)).all()
+        assert extra.shape == (b, sel.k) and extra.dtype == torch.long
+        assert not (extra == torch.arange(b)[:, None]).any(), "a selector returned the anchor itself"
+        assert ((extra >= -1) & (extra < b)).all()
     loss = obj.loss(out, extra, sel.weight)
     loss.backward()
     assert torch.isfinite(loss)
@@ -68,3 +75,128 @@ def test_selection_counts_multilabel():
     extra = torch.tensor([[1], [2], [-1]])
     assert selection_counts(extra, labels).tolist() == [1, 2, 2]
     assert selection_counts(None, labels).tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("mode", ["add", "replace"])
+def test_micle_partners_share_the_group(mode, ham, tiny_resnet):
+    from ssl_bench.selectors.micle import GroupPartners
+
+    sel = SELECTORS.build({"name": "micle", "mode": mode})
+    sel.setup(None, ham)
+    groups = ham.train.groups
+    idx = torch.randperm(len(ham.train), generator=torch.Generator().manual_seed(0))[:512]
+    plan = sel.plan(idx)
+    if mode == "replace":
+        assert torch.equal(plan.view1, idx) and plan.extra is None
+        a, p = plan.view1, plan.view2
+    else:
+        half = 256
+        assert torch.equal(plan.view1, plan.view2) and torch.equal(plan.view1[:half], idx[:half])
+        assert torch.equal(plan.extra[:half, 0], torch.arange(half) + half)
+        assert torch.equal(plan.extra[half:, 0], torch.arange(half))
+        a, p = plan.view1[:half], plan.view1[half:]
+    assert torch.equal(groups[a], groups[p])  # always the same lesion
+    partnered = GroupPartners(groups).has_partner(a)
+    assert (a[partnered] != p[partnered]).all()  # a different image whenever the lesion has one
+    assert torch.equal(a[~partnered], p[~partnered])  # otherwise the image itself
+    assert partnered.any() and (~partnered).any()
+    # MICLe needs groups
+    from ssl_bench.errors import SSLBenchError
+
+    with pytest.raises(SSLBenchError, match="needs group ids"):
+        SELECTORS.build({"name": "micle"}).setup(None, type("D", (), {"train": type("S", (), {"groups": None})(), "name": "X"})())
+
+
+def test_micle_partner_sampling_is_uniform_over_other_members():
+    from ssl_bench.selectors.micle import GroupPartners
+
+    groups = torch.tensor([5, 5, 5, 9, 7, 7])
+    gp = GroupPartners(groups)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([gp.sample(torch.tensor([0, 3, 4]), g) for _ in range(600)])
+    assert set(draws[:, 0].tolist()) == {1, 2} and abs((draws[:, 0] == 1).float().mean() - 0.5) < 0.08
+    assert (draws[:, 1] == 3).all() and (draws[:, 2] == 5).all()
+
+
+def test_fnc_respects_topk_and_threshold():
+    from ssl_bench.selectors.fnc import fnc_scores
+
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(40, 16), torch.randn(40, 16)
+    z2[:10] = z1[:10] + 0.05 * torch.randn(10, 16)
+    z1[20:30] = z1[0] + 0.3 * torch.randn(10, 16)  # a cluster: many high-similarity candidates
+    out = type("O", (), {})()
+    v = lambda z: type("V", (), {"z": z, "h": z})()  # noqa: E731
+    out.views = (v(z1), v(z2))
+    ctx = SelectionContext(out=out, labels=torch.zeros(40), indices=torch.arange(40), objective=None, generator=torch.Generator())
+    for k, thr in [(10, 0.7), (3, 0.5), (10, 0.95)]:
+        extra = SELECTORS.build({"name": "fnc", "k": k, "threshold": thr}).select(ctx)
+        scores = fnc_scores([z1, z2], z1)
+        scores.fill_diagonal_(float("-inf"))
+        topk = scores.topk(k, dim=1).indices
+        valid = extra >= 0
+        assert extra.shape == (40, k)
+        assert (scores.gather(1, extra.clamp(min=0))[valid] >= thr).all()  # threshold
+        assert all(set(extra[i][valid[i]].tolist()) <= set(topk[i].tolist()) for i in range(40))  # top-k
+        below = scores.gather(1, topk) < thr
+        assert torch.equal(valid, ~below)  # everything in the top-k above the threshold is kept
+    assert (SELECTORS.build({"name": "fnc", "k": 10, "threshold": 0.7}).select(ctx)[20] >= 0).sum() >= 5
+
+
+def test_ft_extrapolates_targets_apart():
+    from ssl_bench.objectives.base import StepOutput, ViewOutput
+
+    torch.manual_seed(0)
+    t1, t2, z = torch.randn(64, 8), torch.randn(64, 8), torch.randn(64, 8)
+    byol_like = StepOutput((ViewOutput(h=z, z=z, t=t1, p=z), ViewOutput(h=z, z=z, t=t2, p=z)))
+    ctx = SelectionContext(out=byol_like, labels=None, indices=None, objective=None, generator=torch.Generator().manual_seed(0))
+    sel = SELECTORS.build({"name": "ft", "alpha": 2.0})
+    assert sel.select(ctx) is None
+    new = sel.transform_outputs(byol_like, ctx)
+    n1, n2 = new.views[0].t, new.views[1].t
+    # ẑ₁ − ẑ₂ = (2λ − 1)(z₁ − z₂) with λ ∈ [1, 2]: same direction, 1–3× farther apart
+    ratio = (n1 - n2).norm(dim=1) / (t1 - t2).norm(dim=1)
+    assert ((ratio >= 1 - 1e-5) & (ratio <= 3 + 1e-5)).all() and ratio.std() > 0.05
+    assert torch.allclose(torch.nn.functional.cosine_similarity(n1 - n2, t1 - t2), torch.ones(64), atol=1e-5)
+    assert torch.allclose(n1 + n2, t1 + t2, atol=1e-5)  # extrapolated about the pair's midpoint
+    lam = (ratio + 1) / 2  # λ − 1 ~ Beta(2, 2): mean 0.5
+    assert abs(float(lam.mean()) - 1.5) < 0.08
+    # SimCLR (no predictor): the projections themselves are extrapolated
+    simclr_like = StepOutput((ViewOutput(h=z, z=t1, t=t1), ViewOutput(h=z, z=t2, t=t2)))
+    new = sel.transform_outputs(simclr_like, ctx)
+    assert not torch.allclose(new.views[0].z, t1)
+
+
+def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
+    from ssl_bench.objectives.base import StepOutput, ViewOutput
+
+    sel = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 10})
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+
+    def out_of(t1, t2):
+        return StepOutput((ViewOutput(h=t1, z=t1, t=t1, p=t1), ViewOutput(h=t2, z=t2, t=t2, p=t2)))
+
+    labels = torch.arange(4)
+    first = sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels, indices=None, objective=None, generator=g))
+    assert first.extra_targets is None and sel.filled == 4  # empty bank: nothing to pull towards yet
+    t1, t2 = torch.randn(4, 8), torch.randn(4, 8)
+    bank_before = torch.nn.functional.normalize(sel.bank.bank[:4].clone(), dim=1)
+    res = sel.transform_outputs(out_of(t1, t2), SelectionContext(out=None, labels=labels + 10, indices=None, objective=None, generator=g))
+    e1, e2 = res.extra_targets
+    assert e1.shape == (4, 2, 8)
+    want = (torch.nn.functional.normalize(t2, dim=1) @ bank_before.T).topk(2, dim=1).indices
+    assert torch.allclose(e1, bank_before[want])  # view 1's prediction → view 2's neighbours
+    assert sel.filled == 8
+    cnt = sel.counts(None, labels + 10)  # neighbours carry labels 0..3, anchors 10..13: no match
+    assert cnt.tolist() == [0, 8, 4]
+    sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels + 20, indices=None, objective=None, generator=g))
+    assert sel.filled == 10 and sel.bank_labels.tolist()[8:] == [20, 21]  # FIFO cut at the end, as lightly does
+    # the loss with virtual targets equals the direct formula
+    obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 64}, tiny_resnet(1))
+    base = obj.loss(res)
+    assert torch.isfinite(base)
+    state = sel.state_dict()
+    other = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 10})
+    other.load_state_dict(state)
+    assert torch.equal(other.bank.bank, sel.bank.bank) and other.filled == 10

@@ -1,0 +1,164 @@
+"""How good are a selector's positives?  The paper's Fig. 2, measured on a trained run.
+
+With the frozen network of a run (its last checkpoint), every named selector chooses positives
+for the whole training set, in shuffled batches of the recipe's batch size, on the light views —
+exactly what the selector would see during training with ``model: pretrained``.  Reported per
+selector: the share of top-1 positives with the anchor's label (selector precision), the same over
+all top-k, and the chance rate Σ p_c².  A PNG gallery shows anchors with their top-k positives by
+each selector, labels written under each image (green: same label as the anchor).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ssl_bench.augment import AUGMENTATIONS
+from ssl_bench.data import DATASETS, batches
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.selectors import SELECTORS, SelectionContext
+from ssl_bench.selectors.models import ModelSelector, load_frozen_objective, resolve_checkpoint
+from ssl_bench.train import Normalize, select_device
+
+
+def build_analysis_selector(name: str, k: int, run_dir: Path, frozen):
+    factory = SELECTORS.get(name, key="--selector")
+    if isinstance(factory, type) and issubclass(factory, ModelSelector):
+        sel = SELECTORS.build({"name": name, "k": k, "model": "pretrained", "checkpoint": str(run_dir)}, key="--selector")
+        sel.frozen = frozen  # share one frozen network between selectors
+        return sel
+    if getattr(factory, "kind", "batch") != "batch":
+        raise SSLBenchError(f"selector '{name}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
+    try:
+        return SELECTORS.build({"name": name, "k": k}, key="--selector")
+    except SSLBenchError:
+        return SELECTORS.build({"name": name}, key="--selector")
+
+
+@torch.no_grad()
+def analyse_positives(
+    run_dir: str | Path,
+    selectors: list[str],
+    k: int = 3,
+    gallery: int = 8,
+    out: Optional[str | Path] = None,
+    device: str = "auto",
+    seed: int = 0,
+    log=print,
+) -> dict:
+    run_dir = Path(run_dir)
+    ckpt = resolve_checkpoint(run_dir, key="RUN_DIR")
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = state["recipe"]
+    data = DATASETS.build(cfg["data"], key="data")
+    dev = select_device(device)
+    frozen = load_frozen_objective(ckpt, in_chans=data.channels, key="RUN_DIR").to(dev)
+    norm = Normalize(state["normalize"]["mean"], state["normalize"]["std"]).to(dev)
+    light = AUGMENTATIONS.build(cfg["selection_augment"], key="selection_augment")
+    sels = {name: build_analysis_selector(name, k, run_dir, frozen) for name in selectors}
+    for sel in sels.values():
+        if not isinstance(sel, ModelSelector):  # model selectors already share ``frozen``
+            sel.setup(frozen, data)
+
+    images, labels = data.train.images, data.train.labels
+    bs = cfg["train"]["batch_size"]
+    gen = torch.Generator().manual_seed(seed)
+    sel_gen = torch.Generator(device=dev).manual_seed(seed)
+    counts = {n: np.zeros(4, dtype=np.int64) for n in sels}  # top-1 same, top-1 chosen, top-k same, top-k chosen
+    first = None
+    scored = 0
+    for idx in batches(len(images), bs, gen, drop_last=True):  # a remainder smaller than a batch is skipped
+        scored += len(idx)
+        x = images[idx].to(dev)
+        lab = labels[idx].to(dev)
+        x1, x2 = (norm(v) for v in light(x, sel_gen))
+        fwd = frozen(x1, x2)
+        ctx = SelectionContext(
+            out=fwd, labels=lab, indices=idx.to(dev), objective=frozen, generator=sel_gen, lr=1.0,
+            light_views=lambda x1=x1, x2=x2: (x1, x2), views=(x1, x2),
+        )
+        chosen = {}
+        for name, sel in sels.items():
+            extra = sel.select(ctx)
+            if extra is None:
+                raise SSLBenchError(f"selector '{name}' chose no positives")
+            chosen[name] = extra
+            same = _same(lab, extra)
+            valid = extra >= 0
+            counts[name] += [int((same[:, 0] & valid[:, 0]).sum()), int(valid[:, 0].sum()), int((same & valid).sum()), int(valid.sum())]
+        if first is None:
+            first = (idx, {n: e.cpu() for n, e in chosen.items()})
+
+    chance = data.label_chance_rate()
+    report = {
+        "run": str(run_dir),
+        "dataset": data.name,
+        "images": scored,
+        "batch_size": bs,
+        "chance": chance,
+        "selectors": {
+            n: {"precision_top1": c[0] / max(c[1], 1), f"precision_top{k}": c[2] / max(c[3], 1), "coverage_top1": c[1] / scored}
+            for n, c in counts.items()
+        },
+    }
+    out_png = Path(out) if out else run_dir / "positives.png"
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    save_gallery(out_png, data, first[0], first[1], gallery, k)
+    report["gallery"] = str(out_png)
+    (out_png.with_suffix(".json")).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _same(labels: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    partner = labels[extra.clamp(min=0)]
+    if labels.ndim == 2:
+        return (partner == labels[:, None, :]).all(-1)
+    return partner == labels[:, None]
+
+
+def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(chosen)
+    n = min(n, len(idx))
+    cols = 1 + len(names) * k
+    fig, axes = plt.subplots(n, cols, figsize=(1.25 * cols, 1.45 * n), squeeze=False)
+    cls = data.class_names
+
+    def show(ax, di, title=None, colour="black"):
+        img = data.train.images[di]
+        arr = img.permute(1, 2, 0).numpy()
+        ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None, interpolation="nearest")
+        lab = data.train.labels[di]
+        text = cls[int(lab)] if lab.ndim == 0 and int(lab) < len(cls) else str(lab.tolist())
+        ax.set_xlabel(text, fontsize=7, color=colour)
+        if title:
+            ax.set_title(title, fontsize=7)
+
+    for r in range(n):
+        anchor = int(idx[r])
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        show(axes[r, 0], anchor, "anchor" if r == 0 else None)
+        for s, name in enumerate(names):
+            for j in range(k):
+                ax = axes[r, 1 + s * k + j]
+                e = int(chosen[name][r, j]) if j < chosen[name].shape[1] else -1
+                if e < 0:
+                    ax.axis("off")
+                    continue
+                di = int(idx[e])
+                same = bool(torch.equal(data.train.labels[di], data.train.labels[anchor]))
+                show(ax, di, f"{name} #{j + 1}" if r == 0 else None, "green" if same else "red")
+    fig.suptitle(f"{data.name}: anchors and their top-{k} positives per selector (green = same label)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
