@@ -59,14 +59,18 @@ def show(recipe: str, overrides: tuple[str, ...]):
 @click.option("--gallery", default=8, show_default=True, help="Anchors (rows) in the PNG gallery.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG path (default RUN_DIR/positives.png).")
 @click.option("--device", default="auto")
-def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, out: Optional[str], device: str):
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
+def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, out: Optional[str], device: str, plugins: tuple[str, ...]):
     """Same-label precision of each selector's positives over the training set, with a trained
     run's frozen network (the paper's Fig. 2), plus a PNG gallery of anchors and positives."""
     from rich.console import Console
     from rich.table import Table
 
     from ssl_bench.positives import analyse_positives
+    from ssl_bench.registry import load_plugin_file
 
+    for p in plugins:
+        load_plugin_file(p, key="--plugin")
     rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device)
     table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']})")
     table.add_column("selector", style="bold cyan")

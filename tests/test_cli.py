@@ -117,7 +117,7 @@ def test_plugin_selector_from_the_registries_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("selector", ["fs", "tracin", "tracin_train_views", "fnc", "nn"])
+@pytest.mark.parametrize("selector", ["fs", "tracin", "tracin_train_views", "fnc", "nn", "ft"])
 def test_model_selectors_pretrain_on_real_data_and_log_precision(selector, tmp_path):
     name, extra = (selector, []) if selector != "tracin_train_views" else ("tracin", ["--set", "selector.views=train"])
     out = tmp_path / selector
@@ -128,6 +128,9 @@ def test_model_selectors_pretrain_on_real_data_and_log_precision(selector, tmp_p
     )
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    if selector == "ft":  # virtual positives from the pair itself: nothing chosen, nothing to score
+        assert rec["selector_precision"] is None and rec["loss"] > 0
+        return
     assert 0.0 <= rec["selector_precision"] <= 1.0
     if selector != "fnc":  # FNC keeps only candidates above its threshold
         assert rec["selector_coverage"] == pytest.approx(1.0 if selector != "nn" else 3 / 4)  # nn: empty bank at step 1
