@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import Registry, check_kwargs
+from ssl_bench.registry import Registry, accepted_options, check_kwargs, option_defaults
 
 BACKBONES = Registry("backbone")
 
@@ -161,24 +161,11 @@ def _timm_factory_options(
 
 
 def backbone_options(name: str) -> Optional[set[str]]:
-    import inspect
-
-    factory = BACKBONES.get(name) if name in BACKBONES else _timm_factory_options
-    params = inspect.signature(factory.__init__ if inspect.isclass(factory) else factory).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params) - {"self"}
+    return accepted_options(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
 
 
-def backbone_defaults() -> dict:
-    return {
-        "in_chans": None,
-        "small_image_stem": False,
-        "stem_pool": False,
-        "weights": None,
-        "drop_path_rate": 0.0,
-        "kwargs": None,
-    }
+def backbone_defaults(name: str) -> dict:
+    return option_defaults(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
 
 
 def check_backbone(cfg: dict, key: str = "backbone") -> None:
@@ -186,15 +173,14 @@ def check_backbone(cfg: dict, key: str = "backbone") -> None:
         raise SSLBenchError(f"recipe key {key}.name is missing (a timm model such as resnet18)")
     name = cfg["name"]
     options = {k: v for k, v in cfg.items() if k != "name"}
-    if name in BACKBONES:
-        BACKBONES.check(cfg, key=key, skip=("in_chans",))
+    if name in BACKBONES:  # a plug-in encoder: its own signature (it must take ``in_chans``)
+        BACKBONES.check(cfg, key=key)
         return
     if name not in timm_models():
         close = difflib.get_close_matches(str(name), backbone_names(), n=3, cutoff=0.6)
         hint = " — did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
         raise SSLBenchError(f"unknown backbone '{name}' (recipe key {key}.name; not a registered or timm model){hint}")
-    if name not in BACKBONES:
-        check_kwargs(_timm_factory_options, options, key=key, what=f"timm backbone '{name}'")
+    check_kwargs(_timm_factory_options, options, key=key, what=f"timm backbone '{name}'")
 
 
 def build_backbone(cfg: dict, in_chans: int) -> nn.Module:

@@ -20,23 +20,27 @@ import torch
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.data import DATASETS, batches
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.selectors import SELECTORS, SelectionContext
+from ssl_bench.registry import factory_params, load_plugin_file
+from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.models import ModelSelector, load_frozen_objective, resolve_checkpoint
 from ssl_bench.train import Normalize, select_device
 
 
-def build_analysis_selector(name: str, k: int, run_dir: Path, frozen):
+def build_analysis_selector(name: str, k: int, run_dir: Path, frozen, data):
     factory = SELECTORS.get(name, key="--selector")
-    if isinstance(factory, type) and issubclass(factory, ModelSelector):
-        sel = SELECTORS.build({"name": name, "k": k, "model": "pretrained", "checkpoint": str(run_dir)}, key="--selector")
-        sel.frozen = frozen  # share one frozen network between selectors
-        return sel
     if getattr(factory, "kind", "batch") != "batch":
         raise SSLBenchError(f"selector '{name}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
-    try:
-        return SELECTORS.build({"name": name, "k": k}, key="--selector")
-    except SSLBenchError:
-        return SELECTORS.build({"name": name}, key="--selector")
+    cfg = {"name": name}
+    if "k" in factory_params(factory):
+        cfg["k"] = k
+    if isinstance(factory, type) and issubclass(factory, ModelSelector):
+        cfg.update(model="pretrained", checkpoint=str(run_dir))
+        sel = SELECTORS.build(cfg, key="--selector")
+        sel.use_frozen(frozen)  # one frozen network shared by all selectors
+        return sel
+    sel = SELECTORS.build(cfg, key="--selector")
+    sel.setup(frozen, data)
+    return sel
 
 
 @torch.no_grad()
@@ -54,15 +58,16 @@ def analyse_positives(
     ckpt = resolve_checkpoint(run_dir, key="RUN_DIR")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = state["recipe"]
+    for i, p in enumerate(cfg.get("plugins") or []):  # the run's own plug-ins (dataset, objective, …)
+        load_plugin_file(p, [run_dir.resolve(), Path.cwd()], key=f"plugins[{i}] of {run_dir}")
     data = DATASETS.build(cfg["data"], key="data")
     dev = select_device(device)
     frozen = load_frozen_objective(ckpt, in_chans=data.channels, key="RUN_DIR").to(dev)
     norm = Normalize(state["normalize"]["mean"], state["normalize"]["std"]).to(dev)
     light = AUGMENTATIONS.build(cfg["selection_augment"], key="selection_augment")
-    sels = {name: build_analysis_selector(name, k, run_dir, frozen) for name in selectors}
-    for sel in sels.values():
-        if not isinstance(sel, ModelSelector):  # model selectors already share ``frozen``
-            sel.setup(frozen, data)
+    sels = {name: build_analysis_selector(name, k, run_dir, frozen, data) for name in selectors}
+    # pretrained model selectors run their own forwards; others (FNC) read the batch's forward
+    needs_forward = any(not isinstance(sel, ModelSelector) for sel in sels.values())
 
     images, labels = data.train.images, data.train.labels
     bs = cfg["train"]["batch_size"]
@@ -76,7 +81,7 @@ def analyse_positives(
         x = images[idx].to(dev)
         lab = labels[idx].to(dev)
         x1, x2 = (norm(v) for v in light(x, sel_gen))
-        fwd = frozen(x1, x2)
+        fwd = frozen(x1, x2) if needs_forward else None  # only for selectors that read the step's forward
         ctx = SelectionContext(
             out=fwd, labels=lab, indices=idx.to(dev), objective=frozen, generator=sel_gen, lr=1.0,
             light_views=lambda x1=x1, x2=x2: (x1, x2), views=(x1, x2),
@@ -87,9 +92,9 @@ def analyse_positives(
             if extra is None:
                 raise SSLBenchError(f"selector '{name}' chose no positives")
             chosen[name] = extra
-            same = _same(lab, extra)
-            valid = extra >= 0
-            counts[name] += [int((same[:, 0] & valid[:, 0]).sum()), int(valid[:, 0].sum()), int((same & valid).sum()), int(valid.sum())]
+            top1 = selection_counts(extra[:, :1], lab).tolist()
+            topk = selection_counts(extra, lab).tolist()
+            counts[name] += [top1[0], top1[1], topk[0], topk[1]]
         if first is None:
             first = (idx, {n: e.cpu() for n, e in chosen.items()})
 
@@ -111,13 +116,6 @@ def analyse_positives(
     report["gallery"] = str(out_png)
     (out_png.with_suffix(".json")).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _same(labels: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
-    partner = labels[extra.clamp(min=0)]
-    if labels.ndim == 2:
-        return (partner == labels[:, None, :]).all(-1)
-    return partner == labels[:, None]
 
 
 def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: int) -> None:

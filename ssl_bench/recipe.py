@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -37,7 +36,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import check_kwargs, load_plugin_file
+from ssl_bench.registry import accepted_options, check_kwargs, load_plugin_file, option_defaults
 
 
 @dataclass
@@ -55,7 +54,8 @@ class TrainConfig:
     min_lr: float = 0.0
     checkpoint_every: int = 10
     device: str = "auto"
-    precision: str = "32-true"
+    # Lightning Fabric precisions; "mixed" keeps weights in fp32 and autocasts the forward
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     channels_last: bool = True
     drop_last: bool = True
     threads: Optional[int] = None
@@ -70,8 +70,12 @@ class TrainConfig:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
         if self.batch_size < 2:
             raise SSLBenchError("recipe key train.batch_size must be ≥ 2 (contrastive losses need pairs)")
-        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+        import re
+
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", self.device):
             raise SSLBenchError(f"recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if self.threads is not None and self.threads < 1:
+            raise SSLBenchError(f"recipe key train.threads must be ≥ 1 (or null for the default), got {self.threads}")
 
 
 # Recipe top-level keys and their defaults.  Component blocks map to registries (see below).
@@ -150,16 +154,10 @@ def _factory_accepts(block_key: str, name: str) -> Optional[set[str]]:
         from ssl_bench.backbones import backbone_options
 
         return backbone_options(name)
-    regs = component_registries()
-    reg = regs.get(block_key)
+    reg = component_registries().get(block_key)
     if reg is None or name not in reg:
         return None
-    factory = reg.get(name)
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    params = inspect.signature(target).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params) - {"self"}
+    return accepted_options(reg.get(name))
 
 
 def _merge(parent: dict, child: dict) -> dict:
@@ -194,6 +192,8 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Pat
         chain = " → ".join(str(p.name) for p in seen + (path,))
         raise SSLBenchError(f"recipe extends itself in a cycle: {chain}")
     raw = _read_yaml(path)
+    # a file's plug-ins are imported as it is read: merging may need to know their components
+    _load_plugins(raw.get("plugins") or [], _base_dirs(path))
     parents = raw.pop("extends", None)
     if parents is None:
         return raw, [path]
@@ -326,37 +326,18 @@ def validate(cfg: dict) -> None:
         raise SSLBenchError(f"recipe key selector.k ({sel_k}) must be smaller than train.batch_size ({bs})")
 
 
-def _signature_defaults(factory) -> dict:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    out = {}
-    for n, p in inspect.signature(target).parameters.items():
-        if n == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is inspect.Parameter.empty:
-            continue
-        if isinstance(p.default, (int, float, str, bool, type(None), list, tuple)):
-            out[n] = list(p.default) if isinstance(p.default, tuple) else p.default
-    return out
-
-
 def fill_defaults(cfg: dict) -> None:
     """Write every default into ``cfg`` so that the saved recipe is fully resolved."""
     cfg["train"] = dataclasses.asdict(TrainConfig(**cfg["train"]))
     regs = component_registries()
     for key, reg in regs.items():
         block = cfg[key]
-        cfg[key] = {"name": block["name"], **_signature_defaults(reg.get(block["name"])), **block}
+        cfg[key] = {"name": block["name"], **option_defaults(reg.get(block["name"])), **block}
     from ssl_bench.evaluate import EVALUATIONS
 
     cfg["evaluate"] = [
-        {"name": ev["name"], **_signature_defaults(EVALUATIONS.get(ev["name"])), **ev} for ev in cfg["evaluate"]
+        {"name": ev["name"], **option_defaults(EVALUATIONS.get(ev["name"])), **ev} for ev in cfg["evaluate"]
     ]
     from ssl_bench.backbones import backbone_defaults
 
-    cfg["backbone"] = {**backbone_defaults(), **cfg["backbone"]}
-
-
-def recipe_fields() -> list[str]:
-    return list(DEFAULTS)
-
-
-def train_defaults() -> dict:
-    return dataclasses.asdict(TrainConfig())
+    cfg["backbone"] = {"name": cfg["backbone"]["name"], **backbone_defaults(cfg["backbone"]["name"]), **cfg["backbone"]}

@@ -23,7 +23,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ssl_bench.errors import SSLBenchError
 
@@ -137,7 +137,8 @@ class Registry:
         e.g. the backbone an objective wraps).
         """
         key = key or self.kind
-        self.check(cfg, key, skip=kwargs.keys(), n_args=len(args))
+        # positional ``args`` are the ``provided`` arguments (already skipped by name) plus any others
+        self.check(cfg, key, skip=kwargs.keys(), n_args=max(len(args) - len(self.provided), 0))
         factory = self.get(cfg["name"], f"{key}.name")
         options = {k: v for k, v in cfg.items() if k != "name"}
         return factory(*args, **options, **kwargs)
@@ -157,6 +158,30 @@ class Registry:
 # -------------------------------------------------------------------------------------------------
 # Signature-based option checking
 # -------------------------------------------------------------------------------------------------
+def factory_params(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """The parameters of a registered class's ``__init__`` (without ``self``) or of a function."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return {n: p for n, p in inspect.signature(target).parameters.items() if n != "self"}
+
+
+def accepted_options(factory: Callable[..., Any]) -> Optional[set[str]]:
+    """Keyword options ``factory`` accepts, or None if it takes ``**kwargs`` (anything)."""
+    params = factory_params(factory)
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n, p in params.items() if p.kind != p.VAR_POSITIONAL}
+
+
+def option_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Plain (YAML-able) default values of ``factory``'s options, to write a fully resolved recipe."""
+    out = {}
+    for n, p in factory_params(factory).items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is inspect.Parameter.empty:
+            continue
+        if isinstance(p.default, (int, float, str, bool, type(None), list, tuple)):
+            out[n] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
 def _type_ok(value: Any, annotation: Any) -> bool:
     """A lenient runtime check of ``value`` against a type annotation (int→float allowed)."""
     if annotation is inspect.Parameter.empty or annotation is Any:
@@ -210,17 +235,13 @@ def check_kwargs(
 ) -> None:
     """Raise a one-line :class:`SSLBenchError` if ``options`` do not fit ``factory``'s signature."""
     target = factory.__init__ if inspect.isclass(factory) else factory
-    sig = inspect.signature(target)
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable forward references: fall back to no type checks
         hints = {}
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(skip)
-    }
-    accepts_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    all_params = factory_params(factory)
+    params = {n: p for n, p in all_params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(skip)}
+    accepts_any = accepted_options(factory) is None
     for opt, value in options.items():
         if opt not in params:
             if accepts_any:

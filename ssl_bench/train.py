@@ -25,7 +25,7 @@ from torch import nn
 from ssl_bench import runs
 from ssl_bench.augment import AUGMENTATIONS, center_view
 from ssl_bench.backbones import build_backbone
-from ssl_bench.data import DATASETS, DataSplits, batches
+from ssl_bench.data import DATASETS, DataSplits, batches, num_batches
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EVALUATIONS, EvalContext, extract_features
 from ssl_bench.objectives import OBJECTIVES, Objective
@@ -43,8 +43,15 @@ def select_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SSLBenchError(f"recipe key train.device is '{name}' but CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SSLBenchError(f"recipe key train.device is '{name}' but CUDA is not available on this machine")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SSLBenchError(f"recipe key train.device is '{name}' but this machine has {torch.cuda.device_count()} GPU(s)")
+        return dev
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise SSLBenchError("recipe key train.device is 'mps' but MPS is not available on this machine")
     return torch.device(name)
 
 
@@ -81,7 +88,9 @@ def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> floa
         return cfg.lr * (step + 1) / warm
     if cfg.schedule == "constant":
         return cfg.lr
-    return cosine_schedule(step - warm, max(total - warm, 1), cfg.lr, cfg.min_lr)
+    # one step past the run's end reaches min_lr, so the last step's lr is small but not 0 (lightly's
+    # schedule returns end_value at max_steps − 1; TracIn scores are proportional to lr)
+    return cosine_schedule(step - warm, max(total - warm, 1) + 1, cfg.lr, cfg.min_lr)
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -113,7 +122,6 @@ class Components:
     selector: Selector
     evaluations: list
     view_size: int
-    cfg: TrainConfig
     eval_cfgs: list = field(default_factory=list)
 
 
@@ -121,16 +129,17 @@ def build_components(recipe: Recipe) -> Components:
     cfg = recipe.cfg
     data = DATASETS.build(cfg["data"], key="data")
     augment = AUGMENTATIONS.build(cfg["augment"], key="augment")
-    selection_augment = AUGMENTATIONS.build(cfg["selection_augment"], key="selection_augment")
+    view_size = cfg["augment"].get("size") or data.image_size
+    sel_cfg = dict(cfg["selection_augment"])
+    if sel_cfg.get("size") is None:  # selectors see images at the size the network is trained on
+        sel_cfg["size"] = view_size
+    selection_augment = AUGMENTATIONS.build(sel_cfg, key="selection_augment")
     backbone = build_backbone(cfg["backbone"], in_chans=data.channels)
     objective = OBJECTIVES.build(cfg["objective"], backbone, key="objective")
     selector = SELECTORS.build(cfg["selector"], key="selector")
     selector.setup(objective, data)
     selector.seed(recipe.cfg["seed"] + 3)
-    if selector.uses_labels and data.train.labels is None:
-        raise SSLBenchError(f"selector '{cfg['selector']['name']}' needs labels but dataset {data.name} has none")
     evaluations = [EVALUATIONS.build(ev, key=f"evaluate[{i}]") for i, ev in enumerate(cfg["evaluate"])]
-    view_size = cfg["augment"].get("size") or data.image_size
     # one forward on two images: catches a backbone that cannot take this image size, before any write
     with torch.no_grad():
         probe = torch.zeros(2, data.channels, view_size, view_size)
@@ -145,7 +154,7 @@ def build_components(recipe: Recipe) -> Components:
         finally:
             objective.train()
     return Components(
-        data, augment, selection_augment, objective, selector, evaluations, view_size, recipe.train, cfg["evaluate"]
+        data, augment, selection_augment, objective, selector, evaluations, view_size, cfg["evaluate"]
     )
 
 
@@ -190,8 +199,12 @@ def run(
     comp = build_components(recipe)
     data, objective, selector = comp.data, comp.objective, comp.selector
     n = len(data.train)
-    steps_per_epoch = len(range(0, n - n % tcfg.batch_size if tcfg.drop_last and n >= tcfg.batch_size else n, tcfg.batch_size))
+    steps_per_epoch = num_batches(n, tcfg.batch_size, tcfg.drop_last)
     total_steps = steps_per_epoch * tcfg.epochs
+
+    from lightning_fabric import Fabric
+
+    fabric = Fabric(accelerator=dev.type, devices=[dev.index] if dev.index is not None else 1, precision=tcfg.precision)
 
     # ---- only now, with everything built and checked, is anything written ----
     run_dir = runs.create_run_dir(out, cfg["out_dir"], cfg["name"], seed)
@@ -203,9 +216,6 @@ def run(
         f"· selector {cfg['selector']['name']} · {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev}"
     )
 
-    from lightning_fabric import Fabric
-
-    fabric = Fabric(accelerator=dev.type, devices=1, precision=tcfg.precision)
     if tcfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     params = [p for p in objective.parameters() if p.requires_grad]
@@ -227,7 +237,10 @@ def run(
     def prep(v: torch.Tensor) -> torch.Tensor:
         return normalize(v).contiguous(memory_format=memory_format)
 
-    step_fn = TrainStep(model, raw, selector, optimizer, fabric.backward, comp.augment, comp.selection_augment, prep, aug_gen, sel_gen)
+    step_fn = TrainStep(
+        model, raw, selector, optimizer, fabric.backward, comp.augment, comp.selection_augment, prep, aug_gen, sel_gen,
+        autocast=fabric.autocast,
+    )
 
     step = 0
     t_start = time.perf_counter()
@@ -240,6 +253,8 @@ def run(
             seen = 0
             lr = momentum = None
             for idx in batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last):
+                if len(idx) < 2:  # a last batch of one image (drop_last: false): nothing to contrast
+                    continue
                 lr = lr_at(step, total_steps, tcfg, steps_per_epoch)
                 plan = selector.plan(idx)
                 idx_d = plan.view1.to(dev)
@@ -248,6 +263,7 @@ def run(
                 loss, extra, momentum = step_fn(
                     images[idx_d], lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps,
                     x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
+                    view2_indices=None if x2 is None else plan.view2,
                 )
                 step += 1
                 loss_sum += loss.detach()
@@ -283,7 +299,8 @@ def run(
             else:
                 log(msg)
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
-                save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step)
+                rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
+                save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
     train_time = time.perf_counter() - t_start
 
     # ---- evaluation on frozen features ----
@@ -316,7 +333,7 @@ def run(
         "selector": cfg["selector"]["name"],
         "backbone": cfg["backbone"]["name"],
         "epochs": tcfg.epochs,
-        "eval_split": "test",
+        "eval_split": {k: getattr(ev, "test_split", None) for k, ev in zip(eval_results, comp.evaluations)},
         "eval": eval_results,
         "train": {
             "steps": step,
@@ -352,8 +369,11 @@ class TrainStep:
     prep: Callable[[torch.Tensor], torch.Tensor]  # normalise (+ memory format)
     aug_gen: torch.Generator
     sel_gen: torch.Generator
+    autocast: Callable = contextlib.nullcontext  # the precision context of selector forwards and the loss
 
-    def __call__(self, x, labels, indices, groups, lr: float, step: int, total_steps: int, x2=None, planned_extra=None):
+    def __call__(
+        self, x, labels, indices, groups, lr: float, step: int, total_steps: int, x2=None, planned_extra=None, view2_indices=None
+    ):
         """``x``: uint8 images of the batch; ``x2``: other images for view 2 (MICLe), else ``x``."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -375,10 +395,12 @@ class TrainStep:
             light_views=lambda: tuple(self.prep(v) for v in self.selection_augment(x, self.aug_gen)),
             views=(v1, v2),
             planned_extra=planned_extra,
+            planned_view2=view2_indices,
         )
-        extra = self.selector.select(ctx)
-        out = self.selector.transform_outputs(out, ctx)
-        loss = self.objective.loss(out, extra, self.selector.weight)
+        with self.autocast():
+            extra = self.selector.select(ctx)
+            out = self.selector.transform_outputs(out, ctx)
+            loss = self.objective.loss(out, extra, self.selector.weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(loss)
         self.optimizer.step()
@@ -386,8 +408,11 @@ class TrainStep:
         return loss, extra, momentum
 
 
-def save_checkpoint(run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int) -> None:
+def save_checkpoint(
+    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int, rng: dict
+) -> None:
     state = {
+        "rng": {k: v.cpu() for k, v in rng.items()},
         "epoch": epoch,
         "step": step,
         "objective": objective.state_dict(),

@@ -191,6 +191,7 @@ def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     # a lesion's images share the diagnosis, so MICLe's partners always have the anchor's label
-    assert rec["selector_precision"] == 1.0 and rec["selector_coverage"] == 1.0
+    # only anchors whose lesion has another image get an extra positive (1,956 of 7,470 lesions do)
+    assert rec["selector_precision"] == 1.0 and 0.2 < rec["selector_coverage"] < 0.6
     assert rec["selector_chance"] < 0.5
     assert json.loads((out / "results.json").read_text())["method"] == "BYOL-MICLe"

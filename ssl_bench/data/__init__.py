@@ -1,7 +1,7 @@
 """Datasets: registered adapters that load images as uint8 tensors with labels and group ids."""
 
-from ssl_bench.data.base import DATASETS, DataSplits, ImageSet, batches
+from ssl_bench.data.base import DATASETS, DataSplits, ImageSet, batches, num_batches
 from ssl_bench.data import medmnist as _medmnist  # noqa: F401  (registers 'medmnist')
 from ssl_bench.data import npz as _npz  # noqa: F401  (registers 'npz')
 
-__all__ = ["DATASETS", "DataSplits", "ImageSet", "batches"]
+__all__ = ["DATASETS", "DataSplits", "ImageSet", "batches", "num_batches"]

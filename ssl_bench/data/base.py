@@ -43,9 +43,6 @@ class ImageSet:
     def multilabel(self) -> bool:
         return self.labels.ndim == 2
 
-    def subset(self, idx: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[idx], self.labels[idx], None if self.groups is None else self.groups[idx])
-
 
 @dataclass
 class DataSplits:
@@ -93,11 +90,16 @@ class DataSplits:
         return float((p**2).sum())
 
 
+def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """How many batches :func:`batches` yields for ``n`` samples."""
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return -(-stop // batch_size)
+
+
 def batches(
     n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True, drop_last: bool = True
 ) -> Iterator[torch.Tensor]:
     """Index batches of one epoch (a seeded permutation of ``range(n)``)."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
+    for start in range(0, num_batches(n, batch_size, drop_last) * batch_size, batch_size):
         yield order[start : start + batch_size]

@@ -8,7 +8,7 @@ naming its keys.  Images may be [N,H,W], [N,H,W,C] or [N,C,H,W].
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def npz_dataset(
     split: str = "split",
     class_names: Optional[list[str]] = None,
     display_name: Optional[str] = None,
-    task: str = "multi-class",
+    task: Literal["binary-class", "multi-class", "multi-label", "ordinal-regression"] = "multi-class",
 ) -> DataSplits:
     """Images, labels, groups and splits from one .npz file (e.g. the 28 px HAM10000 lesion array)."""
     p = Path(path).expanduser()
@@ -59,6 +59,11 @@ def npz_dataset(
         if g.dtype.kind in "US":  # string ids → integer codes
             _, g = np.unique(g, return_inverse=True)
         grp = torch.from_numpy(g.astype(np.int64).reshape(-1))
+    if not (len(imgs) == len(lab) == len(z[split]) and (grp is None or len(grp) == len(imgs))):
+        raise SSLBenchError(
+            f"npz file {p}: arrays differ in length (images {len(imgs)}, labels {len(lab)}, split {len(z[split])}"
+            + (f", group {len(grp)})" if grp is not None else ")")
+        )
     splits_arr = z[split].astype(str)
     out = {}
     images_t = torch.from_numpy(np.ascontiguousarray(imgs))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from ssl_bench.data.base import DataSplits
 from ssl_bench.registry import Registry
 
 EVALUATIONS = Registry("evaluation")
+Split = Literal["train", "val", "test"]
 
 
 @dataclass

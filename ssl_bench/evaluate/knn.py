@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
 
@@ -15,7 +15,7 @@ class KNN:
     """kNN classifier on frozen features, cosine distance; weights uniform, distance or softmax(τ)."""
 
     def __init__(
-        self, k: int = 20, train_split: str = "train", test_split: str = "test", weights: str = "uniform", temperature: float = 0.07
+        self, k: int = 20, train_split: Split = "train", test_split: Split = "test", weights: str = "uniform", temperature: float = 0.07
     ):
         if k < 1:
             raise SSLBenchError(f"recipe key evaluate.knn.k must be ≥ 1, got {k}")

@@ -12,7 +12,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -24,10 +24,10 @@ class LinearProbe:
 
     def __init__(
         self,
-        train_split: str = "train",
-        test_split: str = "test",
+        train_split: Split = "train",
+        test_split: Split = "test",
         C: Optional[float] = None,
-        select_split: str = "val",
+        select_split: Split = "val",
         max_iter: int = 2000,
     ):
         """``C: null`` picks the inverse regularisation strength from {0.01, 0.1, 1, 10} by AUC on

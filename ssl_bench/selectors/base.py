@@ -39,6 +39,7 @@ class SelectionContext:
     light_views: Optional[Callable[[], tuple[torch.Tensor, torch.Tensor]]] = field(default=None, repr=False)
     views: Optional[tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)  # the step's inputs
     planned_extra: Optional[torch.Tensor] = None  # extra positives fixed by a dataset selector's plan
+    planned_view2: Optional[torch.Tensor] = None  # dataset indices of view 2 when a plan pairs other images
 
 
 @dataclass
@@ -109,9 +110,11 @@ def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Te
     if allowed is not None:
         mask = mask | ~allowed
     masked = scores.masked_fill(mask, float("-inf"))
-    k = min(k, b - 1)
-    vals, idx = masked.topk(k, dim=1)
-    return torch.where(torch.isfinite(vals), idx, torch.full_like(idx, -1))
+    vals, idx = masked.topk(min(k, b - 1), dim=1)
+    out = torch.where(torch.isfinite(vals), idx, torch.full_like(idx, -1))
+    if out.shape[1] < k:  # a batch smaller than k + 1: always [B, k]
+        out = torch.cat([out, out.new_full((b, k - out.shape[1]), -1)], 1)
+    return out
 
 
 def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, topk_excluding_self
 
 
 def fnc_scores(support: list[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,4 @@ class FNCSelector(Selector):
         v1, v2 = ctx.out.views
         f1, f2 = (v1.z, v2.z) if self.feature == "projection" else (v1.h, v2.h)
         scores = fnc_scores([f1.detach(), f2.detach()], f1.detach())
-        b = scores.shape[0]
-        scores.fill_diagonal_(float("-inf"))
-        vals, idx = scores.topk(min(self.k, b - 1), dim=1)
-        return torch.where(vals >= self.threshold, idx, torch.full_like(idx, -1))
+        return topk_excluding_self(scores, self.k, allowed=scores >= self.threshold)

@@ -65,6 +65,9 @@ class MICLeSelector(Selector):
             raise SSLBenchError(f"recipe key selector.mode must be replace or add, got '{mode}'")
         self.mode = mode
         self.partners: Optional[GroupPartners] = None
+        self._labels: Optional[torch.Tensor] = None
+        self._replaced: Optional[torch.Tensor] = None  # view-2 dataset indices of the last step
+        self._anchors: Optional[torch.Tensor] = None
         self._gen = torch.Generator().manual_seed(0)
 
     def setup(self, objective, data) -> None:
@@ -73,6 +76,7 @@ class MICLeSelector(Selector):
                 f"selector micle needs group ids (patient / lesion / volume) but dataset {data.name} has none"
             )
         self.partners = GroupPartners(data.train.groups)
+        self._labels = data.train.labels
 
     def seed(self, seed: int) -> None:
         self._gen.manual_seed(seed)
@@ -81,6 +85,7 @@ class MICLeSelector(Selector):
         if self.partners is None:
             raise RuntimeError("MICLeSelector.setup() was not called")
         if self.mode == "replace":
+            self._anchors = indices
             return BatchPlan(indices, self.partners.sample(indices, self._gen).to(indices.device))
         half = len(indices) // 2
         anchors = indices[:half]
@@ -88,10 +93,25 @@ class MICLeSelector(Selector):
         batch = torch.cat([anchors, partners])
         slots = torch.arange(half, device=indices.device)
         extra = torch.cat([slots + half, slots])[:, None]
+        # an image alone in its group is in the batch twice (two augmentations, like plain BYOL),
+        # but its copy is no *additional* positive: −1, so precision counts real partners only
+        lone = ~self.partners.has_partner(anchors).to(indices.device)
+        extra[torch.cat([lone, lone])] = -1
         return BatchPlan(batch, batch, extra)
 
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:
+        if self.mode == "replace":
+            self._replaced = ctx.planned_view2
         return ctx.planned_extra
+
+    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        if self.mode != "replace" or self._replaced is None:
+            return super().counts(extra, labels)
+        # replace mode: score the partner that became view 2 against the anchor (logging only)
+        partner_labels = self._labels.to(labels.device)[self._replaced.to(labels.device)]
+        real = self.partners.has_partner(self._anchors).to(labels.device)
+        same = (partner_labels == labels) if labels.ndim == 1 else (partner_labels == labels).all(-1)
+        return torch.stack([(same & real).sum(), real.sum(), real.sum()])
 
     def state_dict(self) -> dict:
         return {"generator": self._gen.get_state()}

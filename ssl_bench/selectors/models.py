@@ -81,10 +81,20 @@ class ModelSelector(Selector):
             raise SSLBenchError("recipe key selector.checkpoint is only used with selector.model: pretrained")
         self.model, self.checkpoint, self.views = model, checkpoint, views
         self.frozen: Optional[nn.Module] = None
+        self._frozen_device: Optional[torch.device] = None
 
     def setup(self, objective: nn.Module, data) -> None:
         if self.model == "pretrained":
             self.frozen = load_frozen_objective(self.checkpoint, in_chans=data.channels)
+        self.check_network(self.frozen if self.frozen is not None else objective)
+
+    def use_frozen(self, net: nn.Module) -> None:
+        """Select with an already loaded frozen network (shared between selectors)."""
+        self.frozen = net
+        self.check_network(net)
+
+    def check_network(self, net: nn.Module) -> None:
+        """Raise SSLBenchError if ``net`` lacks what this selector needs."""
 
     def network(self, ctx: SelectionContext) -> nn.Module:
         if self.frozen is not None:
@@ -109,11 +119,11 @@ class ModelSelector(Selector):
         net = self.network(ctx)
         with torch.no_grad():
             if net is self.frozen:
+                device = ctx.labels.device  # the training device
+                if self._frozen_device != device:  # move once, not every step
+                    net.to(device)
+                    self._frozen_device = device
                 yield net
             else:
                 with batchnorm_stats_frozen(net):
                     yield net
-
-    def to_device(self, device: torch.device) -> None:
-        if self.frozen is not None:
-            self.frozen.to(device)

@@ -35,6 +35,7 @@ class NearestNeighbourSelector(Selector):
         self.bank: Optional[MemoryBankModule] = None
         self.bank_labels: Optional[torch.Tensor] = None
         self.filled = 0
+        self._ptr = 0
         self._last_labels: Optional[torch.Tensor] = None  # labels of the chosen neighbours [B, k]
 
     def setup(self, objective, data) -> None:
@@ -54,21 +55,21 @@ class NearestNeighbourSelector(Selector):
         result = out
         self._last_labels = None
         if self.filled >= self.k:
-            _, bank = self.bank(t1, update=False)
-            bank = bank[: self.filled]
+            bank = self.bank.bank[: self.filled]  # read in place (lightly's forward clones the bank)
             labels = self.bank_labels[: self.filled]
             nn1 = (t1 @ bank.T).topk(self.k, dim=1).indices  # neighbours of view 1's target
             nn2 = (t2 @ bank.T).topk(self.k, dim=1).indices
             # view 1's prediction is pulled towards view 2's target: add view 2's neighbours, and vice versa
             result = StepOutput(out.views, extra_targets=(bank[nn2], bank[nn1]))
             self._last_labels = labels[nn2]
-        # FIFO update with this batch's view-1 targets (and their labels, for logging)
-        ptr = int(self.bank.bank_ptr)
-        b = t1.shape[0]
-        self.bank(t1, update=True)
-        # mirror lightly's FIFO: at the end of the bank the batch is cut and the pointer wraps to 0
+        # FIFO update with this batch's view-1 targets (and their labels, for logging); the pointer
+        # is mirrored on the host so that no step waits for the device
+        ptr, b = self._ptr, t1.shape[0]
+        self.bank._dequeue_and_enqueue(t1)
+        # as lightly does: at the end of the bank the batch is cut and the pointer wraps to 0
         stored = min(b, self.bank_size - ptr)
         self.bank_labels[ptr : ptr + stored] = ctx.labels[:stored]
+        self._ptr = 0 if ptr + b >= self.bank_size else ptr + b
         self.filled = min(max(self.filled, ptr + stored), self.bank_size)
         return result
 
@@ -91,3 +92,4 @@ class NearestNeighbourSelector(Selector):
             self.bank.bank.copy_(state["bank"])
             self.bank.bank_ptr.copy_(state["ptr"])
             self.bank_labels, self.filled = state["labels"].clone(), int(state["filled"])
+            self._ptr = int(state["ptr"])

@@ -42,11 +42,13 @@ class FeatureSimilaritySelector(ModelSelector):
     def select(self, ctx: SelectionContext) -> torch.Tensor:
         if self.reuses_step():
             v1, v2 = ctx.out.views
+            f1, f2 = (v1.h, v2.h) if self.feature == "backbone" else (v1.z, v2.z)
         else:
             x1, x2 = self.inputs(ctx)
-            self.to_device(x1.device)
             with self.no_grad_forward(ctx) as net:
-                v1, v2 = net.online(x1), net.online(x2)
-        f1, f2 = (v1.h, v2.h) if self.feature == "backbone" else (v1.z, v2.z)
+                if self.feature == "backbone":  # the heads are not needed
+                    f1, f2 = net.backbone(x1), net.backbone(x2)
+                else:
+                    f1, f2 = net.online(x1).z, net.online(x2).z
         scores = F.normalize(f1.float(), dim=1) @ F.normalize(f2.float(), dim=1).T
         return topk_excluding_self(scores, self.k)

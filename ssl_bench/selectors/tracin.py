@@ -51,8 +51,7 @@ def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float =
     Returns:
         ``[B, B]`` with entry (i, k) = ``lr · ⟨∂ℓ_i/∂W, ∂ℓ_k/∂W⟩`` for ℓ_i = 2 − 2·cos(q_i, z_i).
     """
-    g = byol_loss_grad(q, z)
-    return lr * (g @ g.T) * (a @ a.T)
+    return tracin_matrix_views([q], [z], [a], lr=lr)
 
 
 def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0) -> torch.Tensor:
@@ -63,11 +62,7 @@ def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], 
     the cross-view terms (2 views → 8 small B×B GEMMs).  One pair reduces to :func:`tracin_matrix`.
     """
     gs = [byol_loss_grad(q, z) for q, z in zip(qs, zs)]
-    out = None
-    for gu, au in zip(gs, as_):
-        for gv, av in zip(gs, as_):
-            term = (gu @ gv.T) * (au @ av.T)
-            out = term if out is None else out + term
+    out = sum((gu @ gv.T) * (au @ av.T) for gu, au in zip(gs, as_) for gv, av in zip(gs, as_))
     return lr * out
 
 
@@ -103,9 +98,7 @@ class TracInSelector(ModelSelector):
         # q(view 1) vs z'(view 2), so the extra cost is one frozen forward per view (2 passes)
         self.symmetric = self.reuses_step() if symmetric is None else symmetric
 
-    def setup(self, objective, data) -> None:
-        super().setup(objective, data)
-        net = self.frozen if self.frozen is not None else objective
+    def check_network(self, net) -> None:
         if not hasattr(net, "predictor"):
             raise SSLBenchError(
                 f"selector tracin needs an objective with a predictor (byol, simsiam); "
@@ -119,7 +112,6 @@ class TracInSelector(ModelSelector):
             q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
         else:
             x1, x2 = self.inputs(ctx)
-            self.to_device(x1.device)
             with self.no_grad_forward(ctx) as net:
                 o1 = net.online(x1)
                 if self.symmetric:
