@@ -19,6 +19,8 @@ torch's default number of threads. The last lines are ``ratio_28=...`` and ``rat
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import statistics
 import time
 from pathlib import Path
@@ -31,18 +33,17 @@ from torchvision.transforms import v2
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.augment.ops import blur_kernel_size
 
-DATA = Path("/work/shared/data/medmnist/retinamnist.npz")
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "medmnist" / "retinamnist.npz"
 
 
 def load_images(n: int, size: int, device: torch.device) -> tuple[torch.Tensor, str]:
-    """uint8 [n, 3, size, size]: RetinaMNIST (upsampled to ``size``), or random if the file is absent."""
-    if DATA.exists():
-        arr = np.load(DATA)["train_images"][:n]
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-        source = f"RetinaMNIST train[:{n}]"
-    else:
-        x = torch.randint(0, 256, (n, 3, 28, 28), dtype=torch.uint8)
-        source = "random uint8 (RetinaMNIST not found)"
+    """uint8 [n, 3, size, size]: real RetinaMNIST images (upsampled to ``size``)."""
+    if not DATA.exists():
+        sys.exit(f"RetinaMNIST not found at {DATA}; set SSL_BENCH_SHARED_DATA to the folder holding medmnist/")
+    arr = np.load(DATA)["train_images"][:n]
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    source = f"RetinaMNIST train[:{n}]"
     if size != x.shape[-1]:
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)

@@ -165,7 +165,10 @@ def backbone_options(name: str) -> Optional[set[str]]:
 
 
 def backbone_defaults(name: str) -> dict:
-    return option_defaults(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
+    defaults = option_defaults(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
+    if "in_chans" in defaults:
+        defaults["in_chans"] = None  # null = the dataset's channel count, filled in at build time
+    return defaults
 
 
 def check_backbone(cfg: dict, key: str = "backbone") -> None:
@@ -174,7 +177,7 @@ def check_backbone(cfg: dict, key: str = "backbone") -> None:
     name = cfg["name"]
     options = {k: v for k, v in cfg.items() if k != "name"}
     if name in BACKBONES:  # a plug-in encoder: its own signature (it must take ``in_chans``)
-        BACKBONES.check(cfg, key=key)
+        BACKBONES.check({k: v for k, v in cfg.items() if not (k == "in_chans" and v is None)}, key=key)
         return
     if name not in timm_models():
         close = difflib.get_close_matches(str(name), backbone_names(), n=3, cutoff=0.6)

@@ -105,19 +105,5 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.flush()
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def write_results(run_dir: Path, results: dict) -> None:
     atomic_write_text(Path(run_dir) / RESULTS_FILE, json.dumps(_jsonable(results), indent=2) + "\n")
-
-
-def read_results(run_dir: Path) -> dict:
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise SSLBenchError(f"no {RESULTS_FILE} in {run_dir} (run unfinished or not a run directory)")
-    return json.loads(path.read_text())

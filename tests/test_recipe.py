@@ -68,6 +68,10 @@ def test_changing_a_component_drops_options_it_does_not_take(base):
         ("plugins=[nothere.py]", r"plugin file not found: nothere\.py"),
         ("evaluate=[{name: knn, kk: 3}]", r"unknown recipe key evaluate\[0\]\.kk for evaluation 'knn'"),
         ("train.device=tpu", r"train\.device must be auto, cpu"),
+        ("train.device=cuda:x", r"train\.device must be auto, cpu"),
+        ("train.precision=fp17", r"recipe key train\.precision must be Literal"),
+        ("train.threads=0", r"train\.threads must be ≥ 1"),
+        ("evaluate=[{name: linear, test_split: tset}]", r"evaluate\[0\]\.test_split must be Literal"),
     ],
 )
 def test_bad_recipes_raise_one_line(base, override, message):
@@ -94,11 +98,61 @@ def test_file_errors(tmp_path):
         load_recipe(nodata)
 
 
-def test_shipped_recipes_load():
+def test_shipped_recipes_load_and_their_resolved_form_reloads(tmp_path):
     from pathlib import Path
 
     recipes = sorted((Path(__file__).parents[1] / "recipes").rglob("*.yaml"))
-    assert recipes
+    assert len(recipes) >= 12
     for path in recipes:
-        cfg = load_recipe(path).cfg
-        assert yaml.safe_load(yaml.safe_dump(cfg)) == cfg
+        r = load_recipe(path)
+        saved = tmp_path / f"{path.stem}.yaml"
+        saved.write_text(r.to_yaml())
+        assert load_recipe(saved).cfg == r.cfg, path
+
+
+PLUGIN = '''
+import torch
+from ssl_bench.backbones import BACKBONES
+from ssl_bench.selectors import SELECTORS, Selector
+
+
+@BACKBONES.register("tiny_cnn_test")
+class Tiny(torch.nn.Module):
+    """A two-layer CNN."""
+
+    def __init__(self, in_chans: int = 3, width: int = 8):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(in_chans, width, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.num_features = width
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@SELECTORS.register("plain_test")
+class Plain(Selector):
+    """Nothing."""
+
+    def __init__(self, weight: float = 1.0):
+        super().__init__(weight=weight)
+
+    def select(self, ctx):
+        return None
+'''
+
+
+def test_plugin_components_in_an_extending_recipe(base, tmp_path):
+    """A plug-in backbone and selector named by a recipe that extends another (plug-ins load first)."""
+    plug = tmp_path / "plug.py"
+    plug.write_text(PLUGIN)
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: base.yaml\nplugins: [{plug}]\nbackbone: {{name: tiny_cnn_test, width: 4}}\nselector: {{name: plain_test}}\n")
+    r = load_recipe(child)
+    assert r.cfg["backbone"] == {"name": "tiny_cnn_test", "in_chans": None, "width": 4}
+    assert r.cfg["selector"] == {"name": "plain_test", "weight": 0.5}  # k dropped, weight kept
+    from ssl_bench.backbones import build_backbone
+
+    net = build_backbone(r.cfg["backbone"], in_chans=1)
+    assert net.num_features == 4 and net.net[0].in_channels == 1  # the data's channels
+    with pytest.raises(SSLBenchError, match=r"unknown recipe key backbone\.depth for backbone 'tiny_cnn_test'"):
+        load_recipe(child, ["backbone.depth=2"])

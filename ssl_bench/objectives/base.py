@@ -48,12 +48,19 @@ class StepOutput:
 
 
 class Objective(nn.Module):
-    """Base class.  Subclasses set ``self.backbone`` and implement ``forward`` and ``pair_loss``."""
+    """Base class.  Subclasses set ``self.backbone`` and implement ``online``, ``target``, ``loss``."""
 
     backbone: nn.Module
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
+        """Both views through the online branch, each with its target (what the other view is pulled to)."""
+        return StepOutput((self._view(x1), self._view(x2)))
+
+    def _view(self, x: torch.Tensor) -> ViewOutput:
+        v = self.online(x)
+        if v.t is None:
+            v.t = self.target(x)
+        return v
 
     def online(self, x: torch.Tensor) -> ViewOutput:  # pragma: no cover - abstract
         """The online branch on one view (selectors call it on their own views)."""
@@ -70,10 +77,21 @@ class Objective(nn.Module):
         """Called after each optimiser step; EMA objectives update their target and return m."""
         return None
 
-    @torch.no_grad()
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen features for evaluation: the online backbone's output."""
-        return self.backbone(x)
+
+
+class PredictorObjective(Objective):
+    """BYOL/SimSiam: a prediction pulled towards the other view's target by a cosine term
+    ``offset − scale·cos``, symmetrised; extra positives (indices or virtual targets) alike."""
+
+    scale: float
+    offset: float
+
+    def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
+        v1, v2 = out.views
+        et = out.extra_targets or (None, None)
+        own1, ex1 = cosine_terms(v1.p, v2.t, extra, self.scale, self.offset, extra_t=et[0])
+        own2, ex2 = cosine_terms(v2.p, v1.t, extra, self.scale, self.offset, extra_t=et[1])
+        return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
 
 
 def cosine_terms(

@@ -9,7 +9,6 @@ to ``momentum_end`` (1.0), and the loss is ℓ_i = 2 − 2·cos(q_i, z'_i), symm
 from __future__ import annotations
 
 import copy
-from typing import Optional
 
 import torch
 from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
@@ -17,7 +16,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bench.objectives.base import OBJECTIVES, Objective, StepOutput, ViewOutput, cosine_terms
+from ssl_bench.objectives.base import OBJECTIVES, PredictorObjective, ViewOutput
 
 
 def run_predictor(predictor: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,8 +27,10 @@ def run_predictor(predictor: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 @OBJECTIVES.register("byol")
-class BYOL(Objective):
+class BYOL(PredictorObjective):
     """BYOL (arXiv 2006.07733): online/target networks, EMA 0.99 → 1, loss 2 − 2·cos."""
+
+    scale, offset = 2.0, 2.0  # ℓ = 2 − 2·cos(q, z′)
 
     def __init__(
         self,
@@ -60,21 +61,6 @@ class BYOL(Objective):
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The EMA target network's projection z′ (no gradient)."""
         return self.target_projector(self.target_backbone(x))
-
-    def _view(self, x: torch.Tensor) -> ViewOutput:
-        v = self.online(x)
-        v.t = self.target(x)
-        return v
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        return StepOutput((self._view(x1), self._view(x2)))
-
-    def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
-        v1, v2 = out.views
-        et = out.extra_targets or (None, None)
-        own1, ex1 = cosine_terms(v1.p, v2.t, extra, scale=2.0, offset=2.0, extra_t=et[0])
-        own2, ex2 = cosine_terms(v2.p, v1.t, extra, scale=2.0, offset=2.0, extra_t=et[1])
-        return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
 
     @torch.no_grad()
     def momentum_update(self, step: int, total_steps: int) -> float:

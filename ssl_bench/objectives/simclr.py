@@ -60,12 +60,6 @@ class SimCLR(Objective):
     def target(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.backbone(x))
 
-    def _view(self, x: torch.Tensor) -> ViewOutput:
-        return self.online(x)
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
-        return StepOutput((self._view(x1), self._view(x2)))
-
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
         v1, v2 = out.views
         return multi_positive_nt_xent(v1.z, v2.z, self.temperature, extra, weight)

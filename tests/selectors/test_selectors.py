@@ -196,8 +196,11 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     assert sel.filled == 10 and sel.bank_labels.tolist()[8:] == [20, 21]  # FIFO cut at the end, as lightly does
     # the loss with virtual targets equals the direct formula
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 64}, tiny_resnet(1))
-    base = obj.loss(res)
-    assert torch.isfinite(base)
+    f = torch.nn.functional
+    term = lambda p, t, dim=1: 2 - 2 * f.cosine_similarity(p, t, dim=dim)  # noqa: E731
+    want = 0.5 * (term(t1, t2).mean() + term(t2, t1).mean())
+    want = want + 0.5 * (term(t1[:, None], e1, -1).mean() + term(t2[:, None], e2, -1).mean())
+    assert torch.allclose(obj.loss(res), want, atol=1e-5)  # predictions p = t here (see out_of)
     state = sel.state_dict()
     other = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 10})
     other.load_state_dict(state)
