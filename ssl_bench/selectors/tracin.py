@@ -62,7 +62,13 @@ def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], 
     the cross-view terms (2 views → 8 small B×B GEMMs).  One pair reduces to :func:`tracin_matrix`.
     """
     gs = [byol_loss_grad(q, z) for q, z in zip(qs, zs)]
-    out = sum((gu @ gv.T) * (au @ av.T) for gu, au in zip(gs, as_) for gv, av in zip(gs, as_))
+    out = None
+    for u in range(len(gs)):
+        for v in range(u, len(gs)):
+            # the (v, u) term is the transpose of the (u, v) term: 3 GEMM pairs for 2 views, not 4
+            term = (gs[u] @ gs[v].T) * (as_[u] @ as_[v].T)
+            term = term if u == v else term + term.T
+            out = term if out is None else out + term
     return lr * out
 
 
