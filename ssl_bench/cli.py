@@ -44,6 +44,67 @@ def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Opt
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--grid", multiple=True, metavar="KEY=V1,V2", help="A swept key and its values (repeatable).")
+@click.option("--seeds", default="0", show_default=True, help="Seeds: 0,1,2 or 0-4.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Fixed overrides for every run.")
+@click.option("--out-root", default="runs/sweeps", show_default=True, type=click.Path(file_okay=False))
+@click.option("--device", default=None)
+@click.option("--dry-run", is_flag=True, help="Print the runs (as ssl-bench run commands) and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
+    """Run RECIPE for every combination of --grid values and --seeds, skipping finished runs."""
+    from ssl_bench.sweep import parse_seeds, plan_sweep, run_sweep
+
+    jobs = plan_sweep(recipe, list(grid), parse_seeds(seeds), list(overrides), out_root)
+    if dry_run:
+        for job in jobs:
+            click.echo(("# done: " if job.done else "") + job.command(recipe))
+        return
+    ran, skipped, failures = run_sweep(recipe, jobs, device=device, progress=not quiet)
+    click.echo(f"sweep: {ran} ran, {skipped} already finished, {len(failures)} failed — compare with: ssl-bench compare {out_root}")
+    if failures:
+        for job, msg in failures:
+            click.secho(f"failed: {job.out}: {msg}", fg="red", err=True)
+        sys.exit(1)
+
+
+@main.command(name="compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--metric", default="auc", show_default=True, help="Metric of the cells (auc, balanced_accuracy, accuracy, …).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file.")
+@click.option("--allow-mixed", is_flag=True, help="Average runs of one method even if their recipes differ.")
+@click.option("--lower-is-better", is_flag=True, help="Mark the lowest mean as best.")
+def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better):
+    """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ssl_bench.compare import compare
+
+    table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
+    for s in loaded.skipped:
+        click.secho(f"skipped unfinished or failed run (no results.json): {s}", fg="yellow", err=True)
+    if fmt == "table":
+        n_runs = loaded.frame["run"].nunique()
+        t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")
+        t.add_column("method", style="bold")
+        for c in table.columns:
+            t.add_column(c, justify="right")
+        for m, row in table.iterrows():
+            t.add_row(m, *[(f"[bold green]{v.replace('**', '')} *[/]" if v.startswith("**") else v) for v in row])
+        Console().print(t)
+        text = table.to_string() + "\n"
+    else:
+        click.echo(text, nl=False)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(text)
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 def show(recipe: str, overrides: tuple[str, ...]):
     """Print RECIPE fully resolved (extends, overrides and defaults applied)."""

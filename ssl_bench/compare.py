@@ -1,0 +1,219 @@
+"""Turn run directories into the paper's tables: mean(std) over seeds per method × dataset × protocol.
+
+>>> from ssl_bench.compare import load_runs, summarize
+>>> df = load_runs(["runs/"])            # one row per run × protocol × metric
+>>> table = summarize(df, metric="auc")  # methods × (dataset, protocol), "0.796(.012)" cells
+
+Runs are found by their ``results.json`` (a directory is searched recursively; shell-style globs
+are expanded).  A directory without ``results.json`` is an unfinished or failed run: it is skipped
+and reported.  Runs grouped into one cell must come from the same resolved recipe except for the
+seed (and the keys a sweep varied): otherwise :func:`check_mixing` says which keys differ.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+import yaml
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.runs import RECIPE_FILE, RESULTS_FILE
+
+# keys that may differ between the seeds of one cell without making them different experiments
+IGNORED_KEYS = {"seed", "name", "out_dir", "train.device", "train.threads"}
+
+
+@dataclass
+class LoadedRuns:
+    frame: pd.DataFrame
+    recipes: dict[str, dict] = field(default_factory=dict)  # run dir → resolved recipe
+    skipped: list[str] = field(default_factory=list)  # run dirs without results.json
+
+
+def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    finished, unfinished = [], []
+    for pattern in paths:
+        matches = [Path(p) for p in glob.glob(str(pattern))] or [Path(pattern)]
+        for m in matches:
+            if not m.exists():
+                raise SSLBenchError(f"no run directory or file matches '{pattern}'")
+            if m.is_file() and m.name == RESULTS_FILE:
+                m = m.parent
+            if (m / RESULTS_FILE).is_file():
+                finished.append(m)
+            elif (m / RECIPE_FILE).is_file():
+                unfinished.append(m)
+            else:  # a folder of runs
+                finished += [p.parent for p in sorted(m.rglob(RESULTS_FILE))]
+                unfinished += [p.parent for p in sorted(m.rglob(RECIPE_FILE)) if not (p.parent / RESULTS_FILE).exists()]
+    dedup = lambda xs: list(dict.fromkeys(x.resolve() for x in xs))  # noqa: E731
+    return dedup(finished), dedup(unfinished)
+
+
+def load_runs(paths: Iterable[str]) -> LoadedRuns:
+    """Read every finished run under ``paths`` into a long DataFrame (one row per metric value)."""
+    finished, unfinished = _find_run_dirs(paths)
+    rows, recipes = [], {}
+    for run in finished:
+        try:
+            res = json.loads((run / RESULTS_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise SSLBenchError(f"{run / RESULTS_FILE} could not be read: {e}") from e
+        for key in ("method", "dataset", "seed", "eval"):
+            if key not in res:
+                raise SSLBenchError(f"{run / RESULTS_FILE} has no '{key}' (not an ssl-bench results file)")
+        if (run / RECIPE_FILE).is_file():
+            recipes[str(run)] = yaml.safe_load((run / RECIPE_FILE).read_text())
+        for protocol, metrics in res["eval"].items():
+            fraction = None
+            if isinstance(metrics, dict) and "label_fraction" in metrics:
+                fraction = metrics["label_fraction"]
+            for metric, value in (metrics or {}).items():
+                if metric == "label_fraction" or not isinstance(value, (int, float)) or value is None:
+                    continue
+                rows.append(
+                    {
+                        "run": str(run),
+                        "recipe": res.get("recipe"),
+                        "method": res["method"],
+                        "dataset": res["dataset"],
+                        "seed": res["seed"],
+                        "protocol": protocol,
+                        "label_fraction": fraction,
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
+    columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value"]
+    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished])
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = json.dumps(v, sort_keys=True)
+    return out
+
+
+def check_mixing(loaded: LoadedRuns, allowed: Iterable[str] = ()) -> None:
+    """Refuse to average runs of one cell whose resolved recipes differ beyond seed/allowed keys."""
+    allowed = set(IGNORED_KEYS) | set(allowed)
+    cells = loaded.frame.drop_duplicates("run").groupby(["method", "dataset"])["run"].apply(list)
+    for (method, dataset), run_dirs in cells.items():
+        flats = [_flatten(loaded.recipes[r]) for r in run_dirs if r in loaded.recipes]
+        if len(flats) < 2:
+            continue
+        keys = set().union(*flats)
+        differing = sorted(k for k in keys if k not in allowed and len({f.get(k) for f in flats}) > 1)
+        if differing:
+            shown = ", ".join(differing[:6]) + (" …" if len(differing) > 6 else "")
+            raise SSLBenchError(
+                f"runs of {method} on {dataset} differ in {shown}; they are different experiments "
+                "(give them a distinct recipe 'method' name, or pass --allow-mixed to average anyway)"
+            )
+
+
+def fmt_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """The paper's "0.408(.007)" style (std without the leading zero); "–" for no value."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    m = f"{mean:.{digits}f}"
+    if n < 2 or std is None or math.isnan(std):
+        return m
+    s = f"{std:.{digits}f}"
+    s = s[1:] if s.startswith("0.") else s
+    return f"{m}({s})"
+
+
+def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
+    """Methods × (dataset, protocol[, label fraction]) with mean, std and n over seeds."""
+    sel = df[df["metric"] == metric]
+    if sel.empty:
+        have = ", ".join(sorted(df["metric"].unique())) or "none"
+        raise SSLBenchError(f"no runs report metric '{metric}' (metrics found: {have})")
+    sel = sel.assign(column=sel.apply(_column_name, axis=1))
+    g = sel.groupby(["method", "column"])["value"]
+    return g.agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+
+
+def _column_name(row) -> str:
+    col = f"{row['dataset']} · {row['protocol']}"
+    if row["label_fraction"] is not None and not (isinstance(row["label_fraction"], float) and math.isnan(row["label_fraction"])):
+        col += f" @{row['label_fraction']:g}"
+    return col
+
+
+def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") -> pd.DataFrame:
+    """Formatted table: cells "mean(std)", the best mean of each column marked, n seeds appended."""
+    table = {}
+    for col, part in stats.groupby("column"):
+        best = part["mean"].max() if higher_is_better else part["mean"].min()
+        cells = {}
+        for _, r in part.iterrows():
+            cell = fmt_cell(r["mean"], r["std"], int(r["count"]))
+            if len(part) > 1 and r["mean"] == best:
+                cell = f"{mark}{cell}{mark}" if mark else cell
+            cells[r["method"]] = f"{cell} n={int(r['count'])}"
+        table[col] = cells
+    out = pd.DataFrame(table)
+    out.index.name = "method"
+    return out.fillna("–")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    head = "| method | " + " | ".join(table.columns) + " |"
+    sep = "|---|" + "---|" * len(table.columns)
+    rows = [f"| {m} | " + " | ".join(str(v) for v in r) + " |" for m, r in table.iterrows()]
+    return "\n".join([head, sep, *rows]) + "\n"
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    def esc(s: str) -> str:
+        s = str(s).replace("&", r"\&").replace("%", r"\%").replace("_", r"\_")
+        if s.startswith("**"):
+            inner, rest = s[2:].split("**", 1)
+            s = r"\textbf{" + inner + "}" + rest
+        return s.replace(" n=", r" {\scriptsize n=") + ("}" if " n=" in s else "")
+
+    cols = "l" + "c" * len(table.columns)
+    lines = [r"\begin{tabular}{" + cols + "}", r"\toprule", "Method & " + " & ".join(esc(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines += [esc(m) + " & " + " & ".join(esc(v) for v in r) + r" \\" for m, r in table.iterrows()]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    paths: Iterable[str],
+    metric: str = "auc",
+    fmt: str = "table",
+    allow_mixed: bool = False,
+    allowed_keys: Iterable[str] = (),
+    lower_is_better: bool = False,
+) -> tuple[pd.DataFrame, str, LoadedRuns]:
+    """Load, check and format; returns (formatted table, text in ``fmt``, the loaded runs)."""
+    loaded = load_runs(paths)
+    if loaded.frame.empty:
+        raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)))
+    if not allow_mixed:
+        check_mixing(loaded, allowed_keys)
+    stats = summarize(loaded.frame, metric)
+    table = pivot(stats, higher_is_better=not lower_is_better, mark="**" if fmt != "csv" else "")
+    if fmt == "markdown":
+        text = to_markdown(table)
+    elif fmt == "latex":
+        text = to_latex(table)
+    elif fmt == "csv":
+        text = stats.rename(columns={"count": "n_seeds"}).to_csv(index=False)
+    else:
+        text = ""
+    return table, text, loaded

@@ -1,0 +1,113 @@
+"""Run the cross product of a recipe's swept keys and seeds, sequentially, resumable.
+
+``ssl-bench sweep RECIPE --grid selector.name=none,fs,tracin,oracle --seeds 0,1,2`` runs 12 runs.
+Each combination has a fixed run directory, ``OUT_ROOT/<recipe name>/<key=value+…>/seed<N>``, so a
+sweep started again skips what already finished (``results.json`` present) and re-runs what was
+interrupted (the incomplete directory is kept, renamed ``…incomplete-<time>``).  The list of
+combinations (:func:`plan_sweep`) is plain data — a cluster launcher can take the same list and
+run each entry as one ``ssl-bench run RECIPE --set … --out DIR`` job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.recipe import load_recipe
+from ssl_bench.runs import RESULTS_FILE
+
+
+@dataclass
+class SweepJob:
+    overrides: list[str]  # --set values of this combination (grid values and the seed)
+    out: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.out / RESULTS_FILE).is_file()
+
+    def command(self, recipe: str) -> str:
+        sets = " ".join(f"--set {o}" for o in self.overrides)
+        return f"ssl-bench run {recipe} {sets} --out {self.out}"
+
+
+def parse_grid(grid: list[str]) -> list[tuple[str, list[str]]]:
+    axes = []
+    for g in grid:
+        if "=" not in g:
+            raise SSLBenchError(f"--grid expects key=v1,v2,…, got '{g}'")
+        key, values = g.split("=", 1)
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not key.strip() or not vals:
+            raise SSLBenchError(f"--grid expects key=v1,v2,…, got '{g}'")
+        axes.append((key.strip(), vals))
+    return axes
+
+
+def parse_seeds(seeds: str) -> list[int]:
+    try:
+        if re.fullmatch(r"\d+-\d+", seeds):
+            a, b = map(int, seeds.split("-"))
+            return list(range(a, b + 1))
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError as e:
+        raise SSLBenchError(f"--seeds expects e.g. 0,1,2 or 0-4, got '{seeds}'") from e
+
+
+def _slug(assignments: list[tuple[str, str]]) -> str:
+    if not assignments:
+        return "default"
+    text = "+".join(f"{k}={v}" for k, v in assignments)
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+
+
+def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], out_root: str) -> list[SweepJob]:
+    """Every combination's overrides and run directory; validates each resolved recipe first."""
+    axes = parse_grid(grid)
+    base = load_recipe(recipe, overrides)
+    jobs = []
+    for combo in itertools.product(*[[(k, v) for v in vals] for k, vals in axes]):
+        combo = list(combo)
+        for seed in seeds:
+            sets = list(overrides) + [f"{k}={v}" for k, v in combo] + [f"seed={seed}"]
+            load_recipe(recipe, sets)  # a bad combination is reported before anything runs
+            out = Path(out_root) / base.name / _slug(combo) / f"seed{seed}"
+            jobs.append(SweepJob(sets, out))
+    return jobs
+
+
+def run_sweep(
+    recipe: str,
+    jobs: list[SweepJob],
+    device: Optional[str] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[int, int, list[tuple[SweepJob, str]]]:
+    """Run the jobs that have not finished; returns (ran, skipped, failures)."""
+    from ssl_bench.train import run as run_recipe
+
+    ran = skipped = 0
+    failures = []
+    for i, job in enumerate(jobs, 1):
+        tag = f"[{i}/{len(jobs)}] {' '.join(job.overrides)}"
+        if job.done:
+            log(f"{tag}: done, skipped ({job.out})")
+            skipped += 1
+            continue
+        if job.out.exists():
+            moved = job.out.with_name(job.out.name + time.strftime(".incomplete-%Y%m%d-%H%M%S"))
+            job.out.rename(moved)
+            log(f"{tag}: interrupted earlier; kept as {moved}, running again")
+        log(f"{tag}: running")
+        try:
+            run_recipe(load_recipe(recipe, job.overrides), out=job.out, device=device, progress=progress, log=log)
+            ran += 1
+        except SSLBenchError as e:
+            failures.append((job, str(e)))
+            log(f"{tag}: failed: {e}")
+    return ran, skipped, failures

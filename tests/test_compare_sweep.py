@@ -1,0 +1,92 @@
+"""`ssl-bench sweep` + `ssl-bench compare` on real short BreastMNIST runs."""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssl_bench.cli import main
+from ssl_bench.compare import compare, fmt_cell, load_runs
+from ssl_bench.errors import SSLBenchError
+
+REPO = Path(__file__).resolve().parents[1]
+BREAST = str(REPO / "recipes" / "medmnist" / "byol_breastmnist.yaml")
+FAST = ["--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", "--set", "objective.hidden_dim=512",
+        "--set", "evaluate=[{name: knn, k: 10}]"]
+
+
+def test_fmt_cell_is_the_papers_style():
+    assert fmt_cell(0.40812, 0.0071, 5) == "0.408(.007)"
+    assert fmt_cell(0.5, float("nan"), 1) == "0.500"
+    assert fmt_cell(0.91, 1.234, 3) == "0.910(1.234)"
+    assert fmt_cell(float("nan"), 0.1, 2) == "–"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    args = ["sweep", BREAST, "--grid", "selector.name=none,oracle", "--seeds", "0,1", *FAST, "--out-root", str(root), "--quiet"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "sweep: 4 ran, 0 already finished, 0 failed" in res.output
+    return root, args
+
+
+@pytest.mark.slow
+def test_sweep_skips_finished_and_reruns_interrupted(swept):
+    root, args = swept
+    runs = sorted(p.parent for p in root.rglob("results.json"))
+    assert [p.relative_to(root).as_posix() for p in runs] == [
+        "byol_breastmnist/selector.name=none/seed0", "byol_breastmnist/selector.name=none/seed1",
+        "byol_breastmnist/selector.name=oracle/seed0", "byol_breastmnist/selector.name=oracle/seed1",
+    ]
+    assert json.loads((runs[3] / "results.json").read_text())["seed"] == 1
+    # interrupt one: its results.json never got written
+    victim = runs[2] / "results.json"
+    victim.unlink()
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert "sweep: 1 ran, 3 already finished, 0 failed" in res.output
+    assert victim.is_file()
+    assert len(list(runs[2].parent.glob("seed0.incomplete-*"))) == 1  # the interrupted run is kept, not deleted
+    dry = CliRunner().invoke(main, [*args, "--dry-run"], catch_exceptions=False)
+    assert dry.output.count("# done: ssl-bench run") == 4
+
+
+@pytest.mark.slow
+def test_compare_means_and_stds_match_the_results_files(swept, tmp_path):
+    root, _ = swept
+    table, csv_text, loaded = compare([str(root)], metric="auc", fmt="csv")
+    assert set(table.index) == {"BYOL", "BYOL-Sup"} and list(table.columns) == ["BreastMNIST · knn"]
+    assert any("incomplete" in s for s in loaded.skipped)  # the renamed interrupted run (no results.json)
+    for method, sel in (("BYOL", "none"), ("BYOL-Sup", "oracle")):
+        vals = [json.loads((root / "byol_breastmnist" / f"selector.name={sel}" / f"seed{s}" / "results.json").read_text())["eval"]["knn"]["auc"] for s in (0, 1)]
+        cell = table.loc[method, "BreastMNIST · knn"].replace("**", "")
+        assert cell == f"{fmt_cell(statistics.mean(vals), statistics.stdev(vals), 2)} n=2"
+        assert f"{method},BreastMNIST · knn," in csv_text
+    marked, _, _ = compare([str(root)], metric="auc", fmt="markdown")
+    assert marked.loc[:, "BreastMNIST · knn"].str.startswith("**").sum() == 1  # one best cell
+    res = CliRunner().invoke(main, ["compare", str(root), "--format", "markdown", "--out", str(tmp_path / "t.md")])
+    assert res.exit_code == 0 and (tmp_path / "t.md").read_text().startswith("| method | BreastMNIST · knn |")
+    assert "seed0.incomplete" in res.output  # said on stderr, mixed into CliRunner output
+
+
+@pytest.mark.slow
+def test_compare_refuses_to_mix_different_recipes(swept, tmp_path):
+    root, _ = swept
+    other = tmp_path / "lr"
+    res = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "train.lr=0.01", "--out", str(other), "--quiet"], catch_exceptions=False)
+    assert res.exit_code == 0
+    with pytest.raises(SSLBenchError, match=r"runs of BYOL on BreastMNIST differ in train\.lr"):
+        compare([str(root), str(other)])
+    table, _, _ = compare([str(root), str(other)], allow_mixed=True)
+    assert table.loc["BYOL"].iloc[0].endswith("n=3")
+    res = CliRunner().invoke(main, ["compare", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "no run directory or file matches" in res.output
+
+
+def test_load_runs_rejects_foreign_json(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(SSLBenchError, match="not an ssl-bench results file"):
+        load_runs([str(tmp_path)])
