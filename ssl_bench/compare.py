@@ -148,7 +148,8 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
 
 def _column_name(row) -> str:
     col = f"{row['dataset']} · {row['protocol']}"
-    if row["label_fraction"] is not None and not (isinstance(row["label_fraction"], float) and math.isnan(row["label_fraction"])):
+    fraction = row["label_fraction"]
+    if "@" not in row["protocol"] and fraction is not None and not (isinstance(fraction, float) and math.isnan(fraction)):
         col += f" @{row['label_fraction']:g}"
     return col
 

@@ -61,7 +61,9 @@ class TrainConfig:
     threads: Optional[int] = None
 
     def validate(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every}
+        if self.epochs < 0:
+            raise SSLBenchError(f"recipe key train.epochs must be ≥ 0 (0 = no pre-training, the Random baseline), got {self.epochs}")
+        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every}
         for k, v in positive.items():
             if v < 1:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")

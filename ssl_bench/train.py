@@ -12,6 +12,7 @@ batches, so there are no loader workers to tune on either CPU or GPU.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -243,6 +244,7 @@ def run(
     )
 
     step = 0
+    record = {"loss": None, "selector_precision": None}  # stays so with train.epochs: 0 (Random baseline)
     t_start = time.perf_counter()
     with _progress(progress) as prog:
         task = prog.add_task("epoch 1", total=total_steps, loss="-", lr="-", ips="-") if prog else None
@@ -301,6 +303,9 @@ def run(
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
                 rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
                 save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
+    if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
+        rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
+        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, 0, 0, rng)
     train_time = time.perf_counter() - t_start
 
     # ---- evaluation on frozen features ----
@@ -316,14 +321,28 @@ def run(
             channels_last=tcfg.channels_last,
         )
 
-    ectx = EvalContext(data=data, embed=embed)
+    def fresh_encoder(random: bool = False) -> nn.Module:
+        if random:  # the paper's "Random" row: same architecture, untrained
+            return build_backbone({**cfg["backbone"], "weights": None}, in_chans=data.channels)
+        return copy.deepcopy(raw.backbone)
+
+    ectx = EvalContext(
+        data=data,
+        embed=embed,
+        encoder=fresh_encoder,
+        train_view=lambda x, g: prep(comp.augment.view1(x, g)),
+        eval_view=lambda x: prep(center_view(x, view_size)),
+        device=dev,
+        channels_last=tcfg.channels_last,
+    )
     eval_results: dict = {}
     for ev_cfg, ev in zip(comp.eval_cfgs, comp.evaluations):
-        name = ev_cfg["name"]
-        key = name if name not in eval_results else f"{name}_{len(eval_results)}"
+        key = getattr(ev, "key", ev_cfg["name"])  # e.g. finetune@0.1
+        key = key if key not in eval_results else f"{key}_{len(eval_results)}"
         eval_results[key] = ev.run(ectx)
         chosen = f"  (C = {ev.chosen_C:g}, chosen on val)" if getattr(ev, "chosen_C", None) is not None else ""
-        log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in eval_results[key].items()) + chosen)
+        shown = {k: v for k, v in eval_results[key].items() if isinstance(v, float) and not k.endswith("_std") and k != "label_fraction"}
+        log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()) + chosen)
     results = {
         "recipe": cfg["name"],
         "method": method,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import torch
@@ -21,6 +21,13 @@ class EvalContext:
 
     data: DataSplits
     embed: Callable[[torch.Tensor], np.ndarray]  # uint8 images → features [N, F]
+    # for protocols that train (finetune): a fresh copy of the encoder (``random=True``: untrained),
+    # the training view (pre-training augmentation, normalised) and the evaluation view
+    encoder: Optional[Callable[..., torch.nn.Module]] = None
+    train_view: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
+    eval_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    device: torch.device = torch.device("cpu")
+    channels_last: bool = False
     _cache: dict = field(default_factory=dict, repr=False)
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
