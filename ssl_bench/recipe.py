@@ -117,7 +117,6 @@ def component_registries():
     """Recipe key → registry for every component block (imported lazily: no import cycles)."""
     from ssl_bench.augment import AUGMENTATIONS
     from ssl_bench.data import DATASETS
-    from ssl_bench.evaluate import EVALUATIONS
     from ssl_bench.objectives import OBJECTIVES
     from ssl_bench.selectors import SELECTORS
 

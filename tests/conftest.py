@@ -63,3 +63,9 @@ def real_batch(data, n: int = 16, size: int | None = None, seed: int = 0):
     idx = torch.randperm(len(data.train), generator=g)[:n]
     x = center_view(data.train.images[idx], size or data.image_size)
     return (x - 0.5) / 0.25, data.train.labels[idx]
+
+
+def load_medmnist_train(name: str, n: int) -> torch.Tensor:
+    """uint8 [n, C, H, W]: the first ``n`` training images of a real MedMNIST file."""
+    x = torch.from_numpy(np.load(MEDMNIST_ROOT / f"{name}.npz")["train_images"][:n])
+    return x.unsqueeze(1).contiguous() if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()

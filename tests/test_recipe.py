@@ -1,5 +1,4 @@
 import pytest
-import yaml
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.recipe import load_recipe

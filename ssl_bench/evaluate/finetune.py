@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch

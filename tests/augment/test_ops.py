@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,20 +11,13 @@ import torchvision.transforms.v2.functional as TF
 
 from ssl_bench.augment import ViewTransform, center_view, ops, pipeline
 from ssl_bench.errors import SSLBenchError
+from tests.conftest import load_medmnist_train
 
-# the real data, as tests/conftest.py finds it (never copied into the repository)
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "medmnist"
 N = 32
 
 
 def load(name: str, n: int = N) -> torch.Tensor:
-    """uint8 [n, C, 28, 28] from a MedMNIST .npz (grey images get a channel axis)."""
-    path = DATA / f"{name}.npz"
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    x = torch.from_numpy(np.load(path)["train_images"][:n])
-    return x.unsqueeze(1).contiguous() if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
+    return load_medmnist_train(name, n)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 
 from ssl_bench.objectives import OBJECTIVES
 from ssl_bench.objectives.simclr import multi_positive_nt_xent
-from tests.conftest import real_batch
 
 
 def _views(data, n=16):
