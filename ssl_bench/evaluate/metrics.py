@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, roc_auc_score
 
 
 def full_proba(proba: np.ndarray, classes_seen: np.ndarray, num_classes: int) -> np.ndarray:
@@ -16,7 +16,10 @@ def full_proba(proba: np.ndarray, classes_seen: np.ndarray, num_classes: int) ->
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> dict[str, float]:
-    """Accuracy, balanced accuracy and AUC for binary / multi-class / ordinal / multi-label tasks.
+    """Accuracy, balanced accuracy, AUC, precision and F1 for binary / multi-class / ordinal / multi-label.
+
+    ``precision`` and ``f1`` are macro averages; binary tasks also report ``precision_pos``, the
+    precision of the positive class (label 1; the ISIC 2016 figure of BYOL-TracIn).
 
     ``proba`` is ``[N, C]`` class probabilities (per-label probabilities for multi-label).
     AUC is one-vs-rest for multi-class, computed over the classes present in ``y_true``; for
@@ -35,13 +38,20 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> 
             if present
             else float("nan"),
             "auc": auc,
+            "precision": float(precision_score(y, pred, average="macro", zero_division=0)),
+            "f1": float(f1_score(y, pred, average="macro", zero_division=0)),
         }
     y = y_true.reshape(-1).astype(int)
     pred = proba.argmax(1)
+    labels = np.arange(proba.shape[1])
     out = {
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "precision": float(precision_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
     }
+    if proba.shape[1] == 2:
+        out["precision_pos"] = float(precision_score(y, pred, pos_label=1, zero_division=0))
     present = np.unique(y)
     if len(present) < 2:
         out["auc"] = float("nan")

@@ -50,6 +50,14 @@ def test_metrics_multiclass_with_absent_class_and_multilabel():
     proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]])
     m = classification_metrics(y, proba, "multi-class")
     assert m["accuracy"] == pytest.approx(5 / 6)
+    from sklearn.metrics import f1_score, precision_score
+
+    pred = proba.argmax(1)
+    assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
+    assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert "precision_pos" not in m
+    b = classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]), "binary-class")
+    assert b["precision_pos"] == pytest.approx(0.5) and b["accuracy"] == pytest.approx(0.5)
     assert m["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
     # class 2 absent from y: AUC averages one-vs-rest over present classes instead of failing
     m2 = classification_metrics(y[:4], proba[:4], "multi-class")

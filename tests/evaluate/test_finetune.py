@@ -42,7 +42,7 @@ def test_finetune_is_seeded_and_deterministic(breast):
     a, b, c = ft._one(ctx, 0), ft._one(ctx, 0), ft._one(ctx, 1)
     assert a == b  # same seed on CPU: bit-identical metrics
     assert a != c  # another label subset and head
-    assert set(a) == {"accuracy", "balanced_accuracy", "auc"}
+    assert set(a) == {"accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos"}
     res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(ctx)
     assert res["label_fraction"] == 0.1 and len(res["per_seed"]) == 2
     assert res["auc"] == pytest.approx(np.mean([m["auc"] for m in res["per_seed"]]))
