@@ -75,7 +75,9 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file.")
 @click.option("--allow-mixed", is_flag=True, help="Average runs of one method even if their recipes differ.")
 @click.option("--lower-is-better", is_flag=True, help="Mark the lowest mean as best.")
-def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better):
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Save PNGs here: metric vs label fraction, selector precision per epoch.")
+def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
     """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
     from rich.console import Console
     from rich.table import Table
@@ -101,6 +103,21 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better):
         from pathlib import Path
 
         Path(out).write_text(text)
+    if plot_dir:
+        from pathlib import Path
+
+        from ssl_bench.plots import plot_label_fractions, plot_selector_precision
+
+        d = Path(plot_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        methods = dict(loaded.frame.drop_duplicates("run")[["run", "method"]].itertuples(index=False, name=None))
+        made = [
+            plot_label_fractions(loaded.frame, metric, d / f"label_fraction_{metric}.png"),
+            plot_selector_precision(methods, d / "selector_precision.png"),
+        ]
+        for m in made:
+            if m is not None:
+                click.echo(f"plot: {m}")
 
 
 @main.command()

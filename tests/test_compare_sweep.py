@@ -90,3 +90,29 @@ def test_load_runs_rejects_foreign_json(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(SSLBenchError, match="not an ssl-bench results file"):
         load_runs([str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_compare_plots_selector_precision(swept, tmp_path):
+    root, _ = swept
+    res = CliRunner().invoke(main, ["compare", str(root), "--plot", str(tmp_path / "plots")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "plots" / "selector_precision.png"
+    assert f"plot: {png}" in res.output
+    from PIL import Image
+
+    assert Image.open(png).size[0] > 400
+    assert not (tmp_path / "plots" / "label_fraction_auc.png").exists()  # no fine-tuning runs here
+
+
+def test_label_fraction_plot_from_a_frame(tmp_path):
+    import pandas as pd
+
+    from ssl_bench.plots import plot_label_fractions
+
+    rows = [
+        {"method": m, "dataset": "BreastMNIST", "metric": "auc", "label_fraction": f, "value": v + 0.01 * s, "protocol": f"finetune@{f:g}"}
+        for m, base in (("BYOL", 0.7), ("BYOL-TracIn", 0.72)) for f, v in ((0.1, base), (0.5, base + 0.05), (1.0, base + 0.08)) for s in range(3)
+    ]
+    out = plot_label_fractions(pd.DataFrame(rows), "auc", tmp_path / "lf.png")
+    assert out is not None and out.is_file()
