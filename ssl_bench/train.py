@@ -243,6 +243,10 @@ def run(
         autocast=fabric.autocast,
     )
 
+    def checkpoint(epoch: int, step: int) -> None:
+        rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
+        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
+
     step = 0
     record = {"loss": None, "selector_precision": None}  # stays so with train.epochs: 0 (Random baseline)
     t_start = time.perf_counter()
@@ -301,11 +305,9 @@ def run(
             else:
                 log(msg)
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
-                rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
-                save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
+                checkpoint(epoch, step)
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
-        rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
-        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, 0, 0, rng)
+        checkpoint(0, 0)
     train_time = time.perf_counter() - t_start
 
     # ---- evaluation on frozen features ----
