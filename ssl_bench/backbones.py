@@ -61,6 +61,7 @@ class TimmBackbone(nn.Module):
         import timm
 
         self.name = name
+        self.in_chans = in_chans
         try:
             self.model = timm.create_model(
                 name, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate, **(kwargs or {})

@@ -70,7 +70,8 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 
 @main.command(name="compare")
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--metric", default="auc", show_default=True, help="Metric of the cells (auc, balanced_accuracy, accuracy, …).")
+@click.option("--metric", default=None, help="Metric of the cells: auc, bma (balanced accuracy), accuracy, precision, f1, … "
+              "(default: the recipes' headline_metric).")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file.")
 @click.option("--allow-mixed", is_flag=True, help="Average runs of one method even if their recipes differ.")
@@ -82,9 +83,10 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
     from rich.console import Console
     from rich.table import Table
 
-    from ssl_bench.compare import compare
+    from ssl_bench.compare import METRIC_ALIASES, compare, headline_metric
 
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
+    metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
     for s in loaded.skipped:
         click.secho(f"skipped unfinished or failed run (no results.json): {s}", fg="yellow", err=True)
     if fmt == "table":

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import pandas as pd
 import yaml
@@ -135,8 +135,21 @@ def fmt_cell(mean: float, std: float, n: int, digits: int = 3) -> str:
     return f"{m}({s})"
 
 
+# short names users type (the ISIC challenge calls balanced accuracy "BMA")
+METRIC_ALIASES = {"bma": "balanced_accuracy", "acc": "accuracy", "precision_malignant": "precision_pos"}
+
+
+def headline_metric(loaded: LoadedRuns) -> str:
+    """The metric the runs' recipes name as headline (``headline_metric``); "auc" if they name none."""
+    named = sorted({r.get("headline_metric") for r in loaded.recipes.values() if r.get("headline_metric")})
+    if len(named) > 1:
+        raise SSLBenchError(f"the runs name different headline metrics ({', '.join(named)}); choose one with --metric")
+    return named[0] if named else "auc"
+
+
 def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     """Methods × (dataset, protocol[, label fraction]) with mean, std and n over seeds."""
+    metric = METRIC_ALIASES.get(metric, metric)
     sel = df[df["metric"] == metric]
     if sel.empty:
         have = ", ".join(sorted(df["metric"].unique())) or "none"
@@ -195,18 +208,21 @@ def to_latex(table: pd.DataFrame) -> str:
 
 def compare(
     paths: Iterable[str],
-    metric: str = "auc",
+    metric: Optional[str] = None,
     fmt: str = "table",
     allow_mixed: bool = False,
     allowed_keys: Iterable[str] = (),
     lower_is_better: bool = False,
 ) -> tuple[pd.DataFrame, str, LoadedRuns]:
-    """Load, check and format; returns (formatted table, text in ``fmt``, the loaded runs)."""
+    """Load, check and format; returns (formatted table, text in ``fmt``, the loaded runs).
+
+    ``metric`` None: the ``headline_metric`` the runs' recipes name."""
     loaded = load_runs(paths)
     if loaded.frame.empty:
         raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)))
     if not allow_mixed:
         check_mixing(loaded, allowed_keys)
+    metric = metric or headline_metric(loaded)
     stats = summarize(loaded.frame, metric)
     table = pivot(stats, higher_is_better=not lower_is_better, mark="**" if fmt != "csv" else "")
     if fmt == "markdown":

@@ -95,6 +95,9 @@ DEFAULTS: dict[str, Any] = {
     "selector": {"name": "none"},
     "train": {},
     "evaluate": [{"name": "linear"}, {"name": "knn"}],
+    # the metric the recipe's paper reports (BMA for ISIC, AUC for BreastMNIST/ChestX-ray14, the
+    # silhouette for t-SimCNE): the run summary names it and `ssl-bench compare` tabulates it by default
+    "headline_metric": "auc",
 }
 TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str, type(None)),
@@ -110,6 +113,7 @@ TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "selector": (dict,),
     "train": (dict,),
     "evaluate": (list,),
+    "headline_metric": (str,),
 }
 
 

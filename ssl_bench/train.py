@@ -336,6 +336,8 @@ def run(
         eval_view=lambda x: prep(center_view(x, view_size)),
         device=dev,
         channels_last=tcfg.channels_last,
+        augment=comp.augment.view1,
+        view_size=view_size,
     )
     eval_results: dict = {}
     for ev_cfg, ev in zip(comp.eval_cfgs, comp.evaluations):
@@ -368,7 +370,14 @@ def run(
         "device": str(dev),
         "torch": torch.__version__,
     }
+    headline = cfg["headline_metric"]
+    results["headline_metric"] = headline
     runs.write_results(run_dir, results)
+    shown = [f"{k} {m[headline]:.4f}" for k, m in eval_results.items() if isinstance(m.get(headline), float)]
+    if eval_results and not shown:
+        log(f"warning: no evaluation reported the recipe's headline_metric '{headline}'")
+    elif shown:
+        log(f"headline {headline}: " + "  ".join(shown))
     log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s)")
     return run_dir
 

@@ -116,3 +116,22 @@ def test_label_fraction_plot_from_a_frame(tmp_path):
     ]
     out = plot_label_fractions(pd.DataFrame(rows), "auc", tmp_path / "lf.png")
     assert out is not None and out.is_file()
+
+
+@pytest.mark.slow
+def test_compare_uses_the_recipes_headline_metric_and_aliases(swept, tmp_path):
+    root, _ = swept
+    res = json.loads(next(root.rglob("results.json")).read_text())
+    assert res["headline_metric"] == "auc"
+    default, _, _ = compare([str(root)], fmt="csv")
+    by_auc, _, _ = compare([str(root)], metric="auc", fmt="csv")
+    assert default.equals(by_auc)
+    bma, _, _ = compare([str(root)], metric="bma", fmt="csv")
+    balanced, _, _ = compare([str(root)], metric="balanced_accuracy", fmt="csv")
+    assert bma.equals(balanced) and not bma.equals(by_auc)
+    # a run whose recipe names another headline metric cannot be tabulated without --metric
+    other = tmp_path / "bma"
+    r = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "headline_metric=balanced_accuracy", "--out", str(other), "--quiet"])
+    assert r.exit_code == 0 and "headline balanced_accuracy: knn" in r.output
+    with pytest.raises(SSLBenchError, match="different headline metrics"):
+        compare([str(root), str(other)], allow_mixed=True)

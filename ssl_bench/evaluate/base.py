@@ -28,6 +28,10 @@ class EvalContext:
     eval_view: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     device: torch.device = torch.device("cpu")
     channels_last: bool = False
+    # for protocols on another dataset (transfer): the un-normalised pre-training view (uint8 → float
+    # in [0, 1]) and the side of the views the encoder was trained on
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
+    view_size: Optional[int] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:

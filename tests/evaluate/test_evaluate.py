@@ -14,7 +14,10 @@ def _pixels(images: torch.Tensor) -> np.ndarray:
     return (x @ proj).numpy()
 
 
-TRAINING_PROTOCOL_OPTIONS = {"finetune": {"label_fraction": 0.2, "epochs": 1, "batch_size": 64}}
+TRAINING_PROTOCOL_OPTIONS = {
+    "finetune": {"label_fraction": 0.2, "epochs": 1, "batch_size": 64},
+    "transfer": {"data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn"}},
+}
 
 
 @pytest.mark.parametrize("name", EVALUATIONS.names())

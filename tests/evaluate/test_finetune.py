@@ -33,6 +33,7 @@ def _ctx(data):
     return EvalContext(
         data=data, embed=None, encoder=encoder,
         train_view=lambda x, g: norm(aug.view1(x, g)), eval_view=lambda x: norm(center_view(x, data.image_size)),
+        augment=aug.view1, view_size=data.image_size,
     )
 
 

@@ -1,0 +1,134 @@
+"""Transfer: pre-train on dataset A, evaluate the encoder on dataset B with any other protocol.
+
+The BYOL-TracIn paper (Zeng et al., MICCAI 2023; arXiv 2306.00112, Table 2) pre-trains on ISIC 2019
+and fine-tunes/tests on ISIC 2016, and pre-trains on ChestX-ray14 and tests on Shenzhen.  In a
+recipe the target dataset is its own ``data`` block and the protocol its own ``evaluate`` block::
+
+    evaluate:
+      - name: transfer
+        data: {name: medmnist, flag: breastmnist}          # dataset B (any registered dataset)
+        protocol: {name: finetune, label_fraction: 1.0, epochs: 20, seeds: 5}
+
+Dataset B is loaded when the recipe is built (a bad block fails before anything is written) and
+adapted to the encoder: grayscale images are repeated to three channels for an RGB encoder, RGB
+images are converted to luminance (ITU-R BT.601 weights, as ``torchvision``'s ``rgb_to_grayscale``)
+for a grayscale encoder, and resized once to the pre-training view size.  B is standardised with its own training-split statistics.  Its results are stored
+under the key ``transfer:<B>/<protocol key>`` (e.g. ``transfer:BreastMNIST/finetune@1``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+import torch
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, extract_features
+
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
+def adapt_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` → uint8 ``[N, channels, H, W]`` (gray → RGB by repetition, RGB → gray by luma)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1:
+        return images.expand(-1, channels, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        out = torch.empty(images.shape[0], 1, *images.shape[2:], dtype=torch.uint8)
+        for s in range(0, images.shape[0], 4096):  # float copies of a whole dataset would not fit in RAM
+            x = images[s : s + 4096].float()
+            out[s : s + 4096] = torch.einsum("nchw,c->nhw", x, _LUMA).round_().clamp_(0, 255).unsqueeze(1).to(torch.uint8)
+        return out
+    raise SSLBenchError(f"transfer: cannot adapt {c}-channel images to an encoder with {channels} input channels")
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` → uint8 ``[N, C, size, size]`` (the evaluation view's resample)."""
+    from ssl_bench.augment import center_view
+
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for s in range(0, images.shape[0], 1024):
+        out[s : s + 1024] = center_view(images[s : s + 1024], size).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def adapt_dataset(data, channels: int, size: Optional[int] = None):
+    """A copy of ``data`` (DataSplits) with every split's images adapted to ``channels`` (and ``size``)."""
+    from ssl_bench.data import ImageSet
+
+    out = copy.copy(data)
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        if s is not None:
+            images = adapt_channels(s.images, channels)
+            images = resize_uint8(images, size) if size else images
+            setattr(out, split, ImageSet(images, s.labels, s.groups))
+    return out
+
+
+@EVALUATIONS.register("transfer")
+class Transfer:
+    """Evaluate the pre-trained encoder on another dataset (its own data block) with any protocol."""
+
+    def __init__(self, data: dict, protocol: Optional[dict] = None):
+        """``data``: dataset B's block (as the recipe's ``data``); ``protocol``: an evaluate block
+        (default ``{name: finetune}``) run on B."""
+        from ssl_bench.data import DATASETS
+
+        protocol = dict(protocol or {"name": "finetune"})
+        if protocol.get("name") == "transfer":
+            raise SSLBenchError("recipe key evaluate.transfer.protocol.name cannot be 'transfer' itself")
+        self.data_cfg, self.protocol_cfg = dict(data), protocol
+        self.inner = EVALUATIONS.build(protocol, key="evaluate.transfer.protocol")
+        try:
+            self.target = DATASETS.build(self.data_cfg, key="evaluate.transfer.data")
+        except SSLBenchError as e:  # adapters name their keys relative to the recipe's own data block
+            raise SSLBenchError(str(e).replace("recipe key data", "recipe key evaluate.transfer.data")) from e
+        self.test_split = getattr(self.inner, "test_split", "test")
+
+    @property
+    def key(self) -> str:
+        inner = getattr(self.inner, "key", self.protocol_cfg["name"])
+        return f"transfer:{self.target.name}/{inner}"
+
+    def run(self, ctx: EvalContext) -> dict[str, Any]:
+        if ctx.encoder is None or ctx.augment is None or ctx.view_size is None:
+            raise SSLBenchError("evaluation transfer needs the trained encoder (run it through ssl-bench run)")
+        from ssl_bench.augment import center_view
+        from ssl_bench.train import Normalize
+
+        encoder = ctx.encoder()
+        channels = getattr(encoder, "in_chans", None) or ctx.data.channels
+        size, dev = ctx.view_size, ctx.device
+        # B at the pre-training view size once, so both the training and the evaluation views fit
+        target = adapt_dataset(self.target, channels, size)
+        norm = Normalize.fit(target.train.images).to(dev)
+        memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
+
+        def eval_view(x):
+            return norm(center_view(x, size)).contiguous(memory_format=memory_format)
+
+        def train_view(x, g):
+            return norm(ctx.augment(x, g)).contiguous(memory_format=memory_format)
+
+        encoder.to(dev)
+        tctx = EvalContext(
+            data=target,
+            embed=lambda imgs: extract_features(encoder, imgs, eval_view, dev, channels_last=ctx.channels_last),
+            encoder=ctx.encoder,
+            train_view=train_view,
+            eval_view=eval_view,
+            device=dev,
+            channels_last=ctx.channels_last,
+            augment=ctx.augment,
+            view_size=size,
+        )
+        out = dict(self.inner.run(tctx))
+        out["target_dataset"] = target.name
+        self.chosen_C = getattr(self.inner, "chosen_C", None)
+        return out
