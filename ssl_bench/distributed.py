@@ -20,7 +20,6 @@ Only rank 0 writes the run directory; epoch metrics are summed over ranks first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -44,7 +43,7 @@ class Shard:
     sizes: tuple[int, ...]
 
     @classmethod
-    def split(cls, n: int, rank: int, world_size: int) -> "Shard":
+    def split(cls, n: int, rank: int, world_size: int) -> Shard:
         base, extra = divmod(n, world_size)
         return cls(rank, tuple(base + (r < extra) for r in range(world_size)))
 
@@ -234,6 +233,3 @@ def broadcast_object(obj, src: int = 0):
     dist.broadcast_object_list(box, src=src)
     return box[0]
 
-
-def local_rows(shard: Optional[Shard], x: torch.Tensor) -> torch.Tensor:
-    return x if shard is None else shard.local(x)
