@@ -7,8 +7,8 @@ towards its own other view *and* its extra positives.
 Devices and precision come from Lightning Fabric (``train.device``, ``train.precision``), and so
 does data-parallel training over ``train.devices`` × ``train.nodes`` processes (DDP; see
 ssl_bench/distributed.py: the recipe's batch is the global batch, selectors choose across ranks,
-only rank 0 writes); the loop itself is ours.  Data live on the training device as uint8 and are augmented there in
-batches, so there are no loader workers to tune on either CPU or GPU.
+only rank 0 writes); the loop itself is ours.  Data live on the training device as uint8 and are
+augmented there in batches, so there are no loader workers to tune on either CPU or GPU.
 """
 
 from __future__ import annotations
@@ -213,6 +213,7 @@ def run(
     total_steps = steps_per_epoch * tcfg.epochs
 
     fabric, rank, world = start_processes(dev, tcfg)
+    cfg["train"]["devices"], cfg["train"]["nodes"] = distributed.resolve_world(tcfg.devices, tcfg.nodes)  # as launched
     if rank != 0:  # only rank 0 speaks
         progress, log = False, _silent
 

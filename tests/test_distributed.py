@@ -180,3 +180,24 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     assert res["world_size"] == 2 and res["selector"] == "tracin" and 0.0 <= res["eval"]["knn"]["auc"] <= 1.0
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert proc.stdout.count("run directory:") == 1  # only rank 0 speaks
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--devices", "2", "--set", "train.sync_batchnorm=true", "--set", "train.device=cpu"], "train.sync_batchnorm needs CUDA"),
+        (["--devices", "2", "--set", "train.batch_size=3"], "is the global batch: with 2 processes it must be ≥ 4"),
+        (["--devices", "0"], "train.devices must be ≥ 1"),
+    ],
+)
+def test_bad_distributed_settings_fail_in_one_line_before_any_write(args, message, tmp_path):
+    from click.testing import CliRunner
+
+    from ssl_bench.cli import main
+
+    out = tmp_path / "never"
+    res = CliRunner().invoke(main, ["run", BREAST, "--quiet", "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.output
+    assert not out.exists()
