@@ -6,7 +6,8 @@ global batch.
 Runs ``python -m ssl_bench.cli run`` (BYOL+TracIn on BreastMNIST, light views, no evaluation) once
 with one process and once with ``--devices N`` (CPU, gloo), alternating for ``--reps`` rounds.
 ``--cores`` is shared fairly: one process gets ``train.threads = cores``, each of N processes
-``cores / N``.  Printed per run: the command's wall time (start-up, imports, process launch and
+``cores / N``; a control run of one process with ``cores / N`` threads separates the cost of
+intra-op threading (large on an oversubscribed machine) from that of DDP.  Printed per run: the command's wall time (start-up, imports, process launch and
 training) and the loop's own ``train.wall_time_s`` from results.json; the last lines are the
 medians and the ratio (N processes / 1 process).  On a CPU-only machine DDP cannot beat one
 process using the same cores (the work is the same, plus gradient all-reduce and the selectors'
@@ -61,19 +62,22 @@ def main() -> None:
     per_proc = max(args.cores // args.devices, 1)
     print(f"BYOL+TracIn, BreastMNIST, {args.epochs} epochs, global batch {args.batch}, {args.cores} cores; "
           f"load average {os.getloadavg()[0]:.1f}")
-    res: dict[int, list[tuple[float, float]]] = {1: [], args.devices: []}
+    configs = [(1, args.cores), (args.devices, per_proc), (1, per_proc)]  # the last: the threading control
+    res: dict[tuple[int, int], list[tuple[float, float]]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
-            for devices, threads in ((1, args.cores), (args.devices, per_proc)):
+            for devices, threads in configs:
                 wall, train = one_run(devices, threads, args, Path(tmp))
-                res[devices].append((wall, train))
+                res[devices, threads].append((wall, train))
                 print(f"rep {rep}  processes {devices}  threads/process {threads}  command {wall:.1f} s  training loop {train:.1f} s",
                       flush=True)
-    med = {d: (statistics.median(w for w, _ in r), statistics.median(t for _, t in r)) for d, r in res.items()}
-    for d, (w, t) in med.items():
-        print(f"median processes={d}: command {w:.1f} s, training loop {t:.1f} s")
-    print(f"ratio_command={med[args.devices][0] / med[1][0]:.2f}")
-    print(f"ratio_train={med[args.devices][1] / med[1][1]:.2f}")
+    med = {c: (statistics.median(w for w, _ in r), statistics.median(t for _, t in r)) for c, r in res.items()}
+    for (d, th), (w, t) in med.items():
+        print(f"median processes={d} threads={th}: command {w:.1f} s, training loop {t:.1f} s")
+    one, ddp = med[configs[0]], med[configs[1]]
+    print(f"ratio_command={ddp[0] / one[0]:.2f}")
+    print(f"ratio_train={ddp[1] / one[1]:.2f}")
+    print(f"ratio_train_vs_1proc_{per_proc}thread={ddp[1] / med[configs[2]][1]:.2f}")
 
 
 if __name__ == "__main__":
