@@ -35,7 +35,8 @@ def main():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--devices", type=int, default=None,
               help="Data-parallel processes per node (DDP; GPUs, or CPU processes with gloo). train.batch_size is the global batch.")
-@click.option("--nodes", type=int, default=None, help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use torchrun).")
+@click.option("--nodes", type=int, default=None,
+              help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use torchrun).")
 def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool,
         devices: Optional[int], nodes: Optional[int]):
     """Pre-train and evaluate RECIPE; write a run directory."""
