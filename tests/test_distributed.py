@@ -154,6 +154,7 @@ def test_shard_split_and_index_maps():
     assert torch.equal(localize(torch.tensor([[13, 2], [-1, 24]]), s1), torch.tensor([[0, -1], [-1, 11]]))
 
 
+@pytest.mark.slow
 def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     """`ssl-bench run --devices 2` (Fabric DDP, gloo): 1 epoch of BYOL+TracIn on BreastMNIST."""
     out_dir = tmp_path / "runs"
