@@ -33,13 +33,18 @@ def main():
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool):
+@click.option("--devices", type=int, default=None,
+              help="Data-parallel processes per node (DDP; GPUs, or CPU processes with gloo). train.batch_size is the global batch.")
+@click.option("--nodes", type=int, default=None,
+              help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use torchrun).")
+def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool,
+        devices: Optional[int], nodes: Optional[int]):
     """Pre-train and evaluate RECIPE; write a run directory."""
     from ssl_bench.recipe import load_recipe
     from ssl_bench.train import run as run_recipe
 
     r = load_recipe(recipe, list(overrides))
-    run_recipe(r, out=out, device=device, progress=not quiet)
+    run_recipe(r, out=out, device=device, progress=not quiet, devices=devices, nodes=nodes)
 
 
 @main.command()

@@ -26,7 +26,7 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import RECIPE_FILE, RESULTS_FILE
 
 # keys that may differ between the seeds of one cell without making them different experiments
-IGNORED_KEYS = {"seed", "name", "out_dir", "train.device", "train.threads"}
+IGNORED_KEYS = {"seed", "name", "out_dir", "train.device", "train.threads", "train.devices", "train.nodes"}
 
 
 @dataclass

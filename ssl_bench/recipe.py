@@ -59,11 +59,16 @@ class TrainConfig:
     channels_last: bool = True
     drop_last: bool = True
     threads: Optional[int] = None
+    # data-parallel training (DDP through Lightning Fabric): processes per node × nodes; batch_size
+    # is the global batch.  Under torchrun the defaults take torchrun's layout.
+    devices: int = 1
+    nodes: int = 1
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (CUDA only)
 
     def validate(self) -> None:
         if self.epochs < 0:
             raise SSLBenchError(f"recipe key train.epochs must be ≥ 0 (0 = no pre-training, the Random baseline), got {self.epochs}")
-        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every}
+        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every, "devices": self.devices, "nodes": self.nodes}
         for k, v in positive.items():
             if v < 1:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")

@@ -4,9 +4,11 @@ Reads like Fig. 1 of BYOL-TracIn (arXiv 2306.00112): two augmented views → onl
 outputs → the selector picks extra positives from the batch → the objective pulls each sample
 towards its own other view *and* its extra positives.
 
-Devices and precision come from Lightning Fabric (``train.device``, ``train.precision``); the
-loop itself is ours.  Data live on the training device as uint8 and are augmented there in
-batches, so there are no loader workers to tune on either CPU or GPU.
+Devices and precision come from Lightning Fabric (``train.device``, ``train.precision``), and so
+does data-parallel training over ``train.devices`` × ``train.nodes`` processes (DDP; see
+ssl_bench/distributed.py: the recipe's batch is the global batch, selectors choose across ranks,
+only rank 0 writes); the loop itself is ours.  Data live on the training device as uint8 and are
+augmented there in batches, so there are no loader workers to tune on either CPU or GPU.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -23,7 +25,7 @@ import torch
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from ssl_bench import runs
+from ssl_bench import distributed, runs
 from ssl_bench.augment import AUGMENTATIONS, center_view
 from ssl_bench.backbones import build_backbone
 from ssl_bench.data import DATASETS, DataSplits, batches, num_batches
@@ -183,14 +185,21 @@ def run(
     device: Optional[str] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    devices: Optional[int] = None,
+    nodes: Optional[int] = None,
 ) -> Path:
-    """Train and evaluate ``recipe``; return the run directory."""
+    """Train and evaluate ``recipe``; return the run directory (on every rank of a DDP run)."""
     cfg = recipe.cfg
     tcfg = recipe.train
     if device:
         tcfg.device = device
         tcfg.validate()
         cfg["train"]["device"] = device
+    for key, value in (("devices", devices), ("nodes", nodes)):
+        if value is not None:
+            setattr(tcfg, key, value)
+            tcfg.validate()
+            cfg["train"][key] = value
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     seed = cfg["seed"]
@@ -203,20 +212,22 @@ def run(
     steps_per_epoch = num_batches(n, tcfg.batch_size, tcfg.drop_last)
     total_steps = steps_per_epoch * tcfg.epochs
 
-    from lightning_fabric import Fabric
+    fabric, rank, world = start_processes(dev, tcfg)
+    cfg["train"]["devices"], cfg["train"]["nodes"] = distributed.resolve_world(tcfg.devices, tcfg.nodes)  # as launched
+    if rank != 0:  # only rank 0 speaks
+        progress, log = False, _silent
 
-    fabric = Fabric(accelerator=dev.type, devices=[dev.index] if dev.index is not None else 1, precision=tcfg.precision)
-
-    # ---- only now, with everything built and checked, is anything written ----
-    run_dir = runs.create_run_dir(out, cfg["out_dir"], cfg["name"], seed)
-    runs.atomic_write_text(run_dir / runs.RECIPE_FILE, recipe.to_yaml())
+    # ---- only now, with everything built and checked, is anything written (by rank 0 only) ----
+    run_dir = make_run_dir(recipe, out, rank)
     method = method_name(cfg, selector, objective)
     log(f"run directory: {run_dir}")
     log(
         f"{method} on {data.name} ({n} train images, {data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} "
         f"· selector {cfg['selector']['name']} · {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev}"
+        + (f" · {world} processes (DDP), global batch {tcfg.batch_size}" if world > 1 else "")
     )
 
+    objective = distributed.convert_sync_batchnorm(objective, tcfg.sync_batchnorm, world)
     if tcfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     params = [p for p in objective.parameters() if p.requires_grad]
@@ -231,7 +242,8 @@ def run(
     normalize = Normalize.fit(data.train.images, seed=seed).to(dev)
     chance = data.label_chance_rate()
     data_gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator(device=dev).manual_seed(seed + 1)
+    # each rank augments its own slice: its own augmentation stream (rank 0's is one process's)
+    aug_gen = torch.Generator(device=dev).manual_seed(seed + 1 + 7919 * rank)
     sel_gen = torch.Generator(device=dev).manual_seed(seed + 2)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
 
@@ -244,6 +256,8 @@ def run(
     )
 
     def checkpoint(epoch: int, step: int) -> None:
+        if rank != 0:
+            return
         rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
         save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
 
@@ -261,23 +275,32 @@ def run(
             for idx in batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last):
                 if len(idx) < 2:  # a last batch of one image (drop_last: false): nothing to contrast
                     continue
+                global_plan = selector.plan(idx)  # of the global batch, the same on every rank
+                plan, shard = distributed.shard_plan(global_plan, rank, world)
+                if plan is None:  # DDP: a last batch too small to give every rank 2 images
+                    continue
                 lr = lr_at(step, total_steps, tcfg, steps_per_epoch)
-                plan = selector.plan(idx)
                 idx_d = plan.view1.to(dev)
                 lab = labels[idx_d]
                 x2 = None if plan.view2 is plan.view1 else images[plan.view2.to(dev)]
                 loss, extra, momentum = step_fn(
                     images[idx_d], lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps,
                     x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
-                    view2_indices=None if x2 is None else plan.view2,
+                    view2_indices=None if x2 is None else plan.view2, shard=shard,
                 )
                 step += 1
-                loss_sum += loss.detach()
-                counts += selector.counts(extra, lab)
+                if shard is None:
+                    loss_sum += loss.detach()
+                    counts += selector.counts(extra, lab)
+                else:  # weighted so that the sum over ranks is the global batch's mean loss
+                    loss_sum += loss.detach() * (shard.local_size / shard.total)
+                    counts += step_fn.counts(extra, lab, shard, labels[global_plan.view1.to(dev)])
                 seen += len(idx_d)
                 if prog is not None and (step % 5 == 0 or step == total_steps):
                     elapsed = time.perf_counter() - t_epoch
                     prog.update(task, completed=step, loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", ips=f"{seen / elapsed:.0f}")
+            if world > 1:  # metrics of the global batch: summed over ranks
+                loss_sum, counts, seen = distributed.sum_epoch_stats(loss_sum, counts, seen)
             n_steps = max(steps_per_epoch, 1)
             mean_loss = float(loss_sum) / n_steps
             if not math.isfinite(mean_loss):
@@ -296,7 +319,8 @@ def run(
                 "images_per_s": seen / dt,
                 "epoch_time_s": dt,
             }
-            runs.append_metrics(run_dir, record)
+            if rank == 0:
+                runs.append_metrics(run_dir, record)
             prec = f"  sel-prec {record['selector_precision']:.3f} (chance {chance:.3f})" if chosen else ""
             msg = f"epoch {epoch}/{tcfg.epochs}  loss {mean_loss:.4f}  lr {lr:.4g}{prec}  {seen / dt:.0f} img/s"
             if prog is not None:
@@ -309,6 +333,8 @@ def run(
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
         checkpoint(0, 0)
     train_time = time.perf_counter() - t_start
+    if rank != 0:  # evaluation and results.json are rank 0's
+        return run_dir
 
     # ---- evaluation on frozen features ----
     t_eval = time.perf_counter()
@@ -326,7 +352,8 @@ def run(
     def fresh_encoder(random: bool = False) -> nn.Module:
         if random:  # the paper's "Random" row: same architecture, untrained
             return build_backbone({**cfg["backbone"], "weights": None}, in_chans=data.channels)
-        return copy.deepcopy(raw.backbone)
+        # rank 0 evaluates alone: SyncBatchNorm back to BatchNorm (no collective to wait on)
+        return distributed.revert_sync_batchnorm(copy.deepcopy(raw.backbone))
 
     ectx = EvalContext(
         data=data,
@@ -368,6 +395,7 @@ def run(
         },
         "eval_time_s": time.perf_counter() - t_eval,
         "device": str(dev),
+        "world_size": world,
         "torch": torch.__version__,
     }
     headline = cfg["headline_metric"]
@@ -380,6 +408,41 @@ def run(
         log(f"headline {headline}: " + "  ".join(shown))
     log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s)")
     return run_dir
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def start_processes(dev: torch.device, tcfg: TrainConfig):
+    """Fabric for one process or DDP over ``train.devices`` × ``train.nodes`` (started here: the
+    other local processes re-run this command); returns ``(fabric, rank, world_size)``."""
+    devices, nodes = distributed.resolve_world(tcfg.devices, tcfg.nodes)
+    world = devices * nodes
+    if world > 1 and tcfg.batch_size < 2 * world:
+        raise SSLBenchError(
+            f"recipe key train.batch_size ({tcfg.batch_size}) is the global batch: with {world} processes "
+            f"it must be ≥ {2 * world} (2 images per process)"
+        )
+    fabric = distributed.build_fabric(dev, tcfg.devices, tcfg.nodes, tcfg.precision, tcfg.sync_batchnorm)
+    distributed.launch(fabric)
+    return fabric, fabric.global_rank, fabric.world_size
+
+
+def make_run_dir(recipe: Recipe, out, rank: int) -> Path:
+    """Rank 0 creates the run directory and writes the resolved recipe; every rank gets its path
+    (or rank 0's error, so that no rank waits for a run that will not start)."""
+    run_dir = error = None
+    if rank == 0:
+        try:
+            run_dir = runs.create_run_dir(out, recipe.cfg["out_dir"], recipe.cfg["name"], recipe.cfg["seed"])
+            runs.atomic_write_text(run_dir / runs.RECIPE_FILE, recipe.to_yaml())
+        except SSLBenchError as e:
+            error = str(e)
+    run_dir, error = distributed.broadcast_object((run_dir, error))
+    if error:
+        raise SSLBenchError(error)
+    return Path(run_dir)
 
 
 @dataclass
@@ -401,10 +464,27 @@ class TrainStep:
     sel_gen: torch.Generator
     autocast: Callable = contextlib.nullcontext  # the precision context of selector forwards and the loss
 
+    def global_positives(self, shard) -> bool:
+        """DDP: do this step's selector and objective work on the global batch?  (An objective
+        without ``global_positives`` gets positives chosen among its rank's own samples.)"""
+        return shard is not None and shard.world_size > 1 and getattr(self.objective, "global_positives", False)
+
+    def counts(self, extra, labels, shard, pool_labels) -> torch.Tensor:
+        """Selector-precision counts of a DDP step; ``pool_labels``: the global batch's labels."""
+        if extra is None or not self.global_positives(shard):
+            return self.selector.counts(extra, labels)
+        return self.selector.counts(extra, labels, pool_labels=pool_labels)
+
     def __call__(
-        self, x, labels, indices, groups, lr: float, step: int, total_steps: int, x2=None, planned_extra=None, view2_indices=None
+        self, x, labels, indices, groups, lr: float, step: int, total_steps: int, x2=None, planned_extra=None, view2_indices=None,
+        shard=None,
     ):
-        """``x``: uint8 images of the batch; ``x2``: other images for view 2 (MICLe), else ``x``."""
+        """``x``: uint8 images of the batch; ``x2``: other images for view 2 (MICLe), else ``x``.
+
+        ``shard`` (DDP): this rank's slice of the global batch; ``x`` … are the slice's."""
+        global_pos = self.global_positives(shard)
+        if shard is not None and not global_pos and planned_extra is not None:
+            planned_extra = distributed.localize(planned_extra, shard)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         if x2 is None:
@@ -426,13 +506,21 @@ class TrainStep:
             views=(v1, v2),
             planned_extra=planned_extra,
             planned_view2=view2_indices,
+            shard=shard if global_pos else None,
         )
         with self.autocast():
             extra = self.selector.select(ctx)
+            if global_pos and extra is not None and not self.selector.selects_globally:
+                extra = distributed.globalize(extra, shard)  # a selector that chose among local samples
             out = self.selector.transform_outputs(out, ctx)
+            if global_pos:
+                out = replace(out, shard=shard)
             loss = self.objective.loss(out, extra, self.selector.weight)
         self.optimizer.zero_grad(set_to_none=True)
-        self.backward(loss)
+        # DDP averages gradients over ranks; with uneven slices each rank's mean loss is weighted by
+        # its share, so that the update is the global batch's (factor 1 for even slices)
+        scale = 1.0 if shard is None else shard.world_size * shard.local_size / shard.total
+        self.backward(loss if scale == 1.0 else loss * scale)
         self.optimizer.step()
         momentum = self.objective.momentum_update(step + 1, total_steps)
         return loss, extra, momentum

@@ -13,13 +13,16 @@ the same term computed against sample ``j``'s target (DESIGN.md, "Objectives wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench.registry import Registry
+
+if TYPE_CHECKING:
+    from ssl_bench.distributed import Shard
 
 OBJECTIVES = Registry("objective", provided=("backbone",))
 
@@ -41,6 +44,9 @@ class StepOutput:
     # virtual extra positives that are not batch samples (e.g. nearest neighbours from a memory
     # bank): per view u, [B, k, D] targets that view u's prediction is also pulled towards
     extra_targets: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    # data-parallel training (set by the loop for objectives with ``global_positives``): this
+    # rank's slice of the global batch; ``extra`` indices then point into the global batch
+    shard: Optional["Shard"] = None
 
     @property
     def batch_size(self) -> int:
@@ -51,6 +57,9 @@ class Objective(nn.Module):
     """Base class.  Subclasses set ``self.backbone`` and implement ``online``, ``target``, ``loss``."""
 
     backbone: nn.Module
+    # True if ``loss`` reads ``out.shard`` and pulls towards extra positives held by other ranks
+    # (data-parallel global-batch selection); otherwise each rank selects among its own samples
+    global_positives = False
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> StepOutput:
         """Both views through the online branch, each with its target (what the other view is pulled to)."""
@@ -85,12 +94,16 @@ class PredictorObjective(Objective):
 
     scale: float
     offset: float
+    global_positives = True
 
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
         v1, v2 = out.views
         et = out.extra_targets or (None, None)
-        own1, ex1 = cosine_terms(v1.p, v2.t, extra, self.scale, self.offset, extra_t=et[0])
-        own2, ex2 = cosine_terms(v2.p, v1.t, extra, self.scale, self.offset, extra_t=et[1])
+        # data-parallel: extra positives index the global batch; their targets are gathered from
+        # all ranks (detached, so gradients flow through this rank's predictions only)
+        pool1, pool2 = (None, None) if out.shard is None or extra is None else (out.shard.gather(v2.t), out.shard.gather(v1.t))
+        own1, ex1 = cosine_terms(v1.p, v2.t, extra, self.scale, self.offset, extra_t=et[0], pool_t=pool1)
+        own2, ex2 = cosine_terms(v2.p, v1.t, extra, self.scale, self.offset, extra_t=et[1], pool_t=pool2)
         return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
 
 
@@ -101,12 +114,14 @@ def cosine_terms(
     scale: float,
     offset: float,
     extra_t: Optional[torch.Tensor] = None,
+    pool_t: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``offset - scale·cos(p_i, t_i)`` and the mean of the same term over ``t[extra[i]]``.
 
     Returns ``own [B]`` and ``extra_mean [B]`` (0 for samples without a valid extra positive).
-    The extra targets are gathered from the batch (no new forward pass): one ``[B, k, D]`` gather;
-    or given directly as ``extra_t`` ``[B, k, D]`` (virtual positives, all valid).
+    The extra targets are gathered from the batch (no new forward pass): one ``[B, k, D]`` gather
+    (from ``pool_t`` [N, D], the global batch's targets, when ``extra`` indexes that); or given
+    directly as ``extra_t`` ``[B, k, D]`` (virtual positives, all valid).
     """
     pn = F.normalize(p, dim=-1)
     tn = F.normalize(t, dim=-1)
@@ -117,7 +132,8 @@ def cosine_terms(
     if extra is None:
         return own, torch.zeros_like(own)
     valid = extra >= 0
-    te = tn[extra.clamp(min=0)]  # [B, k, D]
+    pool = tn if pool_t is None else F.normalize(pool_t, dim=-1)
+    te = pool[extra.clamp(min=0)]  # [B, k, D]
     terms = offset - scale * torch.einsum("bd,bkd->bk", pn, te)
     n = valid.sum(1)
     extra_mean = (terms * valid).sum(1) / n.clamp(min=1)

@@ -16,25 +16,42 @@ import torch.nn.functional as F
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 
+from ssl_bench.distributed import Shard, gather_with_grad
 from ssl_bench.objectives.base import OBJECTIVES, Objective, StepOutput, ViewOutput
 
 
 def multi_positive_nt_xent(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float, extra: Optional[torch.Tensor] = None, weight: float = 1.0
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float,
+    extra: Optional[torch.Tensor] = None,
+    weight: float = 1.0,
+    shard: Optional[Shard] = None,
 ) -> torch.Tensor:
-    """NT-Xent with optional extra positives ``extra`` [B, k] (−1 = none)."""
+    """NT-Xent with optional extra positives ``extra`` [B, k] (−1 = none).
+
+    Data-parallel (``shard``): this rank's 2B views are the rows, the 2N views of the global batch
+    (gathered with gradients) the columns, and ``extra`` indexes the global batch — the global
+    batch's loss restricted to this rank's anchors (as lightly's ``gather_distributed``)."""
     b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
-    sim = z @ z.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
-    logp = torch.log_softmax(sim, dim=1)
+    if shard is None or shard.world_size == 1:
+        n, off, cols = b, 0, z
+    else:
+        n, off = shard.total, shard.offset
+        cols = F.normalize(torch.cat([gather_with_grad(z1, shard), gather_with_grad(z2, shard)]), dim=-1)
+    sim = z @ cols.T / temperature
     rows = torch.arange(2 * b, device=z.device)
-    other = (rows + b) % (2 * b)  # each view's own positive: the other view of the same sample
+    first = rows < b
+    self_col = torch.where(first, off + rows, n + off + rows - b)  # the view itself
+    sim = sim.masked_fill(self_col[:, None] == torch.arange(2 * n, device=z.device)[None, :], float("-inf"))
+    logp = torch.log_softmax(sim, dim=1)
+    other = torch.where(first, n + off + rows, off + rows - b)  # each view's own positive: the other view
     loss = -logp[rows, other]
     if extra is not None:
         ex = torch.cat([extra, extra])  # [2B, k]: the same extra samples for both views
         valid = ex >= 0
-        shift = torch.where(rows < b, b, 0)[:, None]  # the other view of sample j
+        shift = torch.where(first, n, 0)[:, None]  # the other view of sample j
         cols = ex.clamp(min=0) + shift
         terms = -logp.gather(1, cols)
         loss = loss + weight * (terms * valid).sum(1) / valid.sum(1).clamp(min=1)
@@ -44,6 +61,8 @@ def multi_positive_nt_xent(
 @OBJECTIVES.register("simclr")
 class SimCLR(Objective):
     """SimCLR (arXiv 2002.05709): NT-Xent, temperature τ; multi-positive with extra positives."""
+
+    global_positives = True
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.5):
         super().__init__()
@@ -62,4 +81,4 @@ class SimCLR(Objective):
 
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
         v1, v2 = out.views
-        return multi_positive_nt_xent(v1.z, v2.z, self.temperature, extra, weight)
+        return multi_positive_nt_xent(v1.z, v2.z, self.temperature, extra, weight, shard=out.shard)

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ssl_bench.distributed import Shard
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives.base import Objective, StepOutput
 from ssl_bench.registry import Registry
@@ -40,6 +41,22 @@ class SelectionContext:
     views: Optional[tuple[torch.Tensor, torch.Tensor]] = field(default=None, repr=False)  # the step's inputs
     planned_extra: Optional[torch.Tensor] = None  # extra positives fixed by a dataset selector's plan
     planned_view2: Optional[torch.Tensor] = None  # dataset indices of view 2 when a plan pairs other images
+    # data-parallel training: this rank's slice of the global batch.  Batch selectors then return
+    # indices into the *global* batch (see :func:`pool` and ssl_bench/distributed.py)
+    shard: Optional[Shard] = None
+
+    @property
+    def offset(self) -> int:
+        """Position of this rank's first sample in the global batch (0 in one process)."""
+        return 0 if self.shard is None else self.shard.offset
+
+
+def pool(ctx: SelectionContext, t: torch.Tensor) -> torch.Tensor:
+    """``t`` for the whole global batch (all ranks' rows, detached); ``t`` itself in one process.
+
+    Batch selectors score their local rows against the pool's columns, so the candidates are the
+    samples of every rank while gradients stay with the local samples."""
+    return t if ctx.shard is None else ctx.shard.gather(t)
 
 
 @dataclass
@@ -58,6 +75,10 @@ class Selector:
 
     kind = "batch"
     uses_labels = False
+    # data-parallel training: True if ``select`` returns indices into the *global* batch (it reads
+    # ``ctx.shard``).  A selector that leaves this False picks among its rank's own samples and the
+    # loop shifts its local indices into global positions.
+    selects_globally = False
 
     def __init__(self, k: int = 1, weight: float = 1.0):
         if k < 1:
@@ -84,9 +105,9 @@ class Selector:
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Selector-precision counts of this step (see :func:`selection_counts`); logging only."""
-        return selection_counts(extra, labels)
+        return selection_counts(extra, labels, pool_labels)
 
     def state_dict(self) -> dict:
         return {}
@@ -102,28 +123,32 @@ def same_label_matrix(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, None] == labels[None, :]
 
 
-def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Row-wise top-k of ``scores`` [B, B] with the diagonal (and ``~allowed``) masked; −1 where
-    fewer than k candidates exist."""
-    b = scores.shape[0]
-    mask = torch.eye(b, dtype=torch.bool, device=scores.device)
+def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Tensor] = None, offset: int = 0) -> torch.Tensor:
+    """Row-wise top-k of ``scores`` [B, N] with the sample itself (column ``offset + row``; the
+    diagonal of a square batch) and ``~allowed`` masked; −1 where fewer than k candidates exist.
+
+    ``[B_local, B_global]`` scores of a data-parallel rank use ``offset`` = its first global row."""
+    b, n = scores.shape
+    rows = torch.arange(b, device=scores.device)[:, None] + offset
+    mask = rows == torch.arange(n, device=scores.device)[None, :]
     if allowed is not None:
         mask = mask | ~allowed
     masked = scores.masked_fill(mask, float("-inf"))
-    vals, idx = masked.topk(min(k, b - 1), dim=1)
+    vals, idx = masked.topk(min(k, n - 1), dim=1)
     out = torch.where(torch.isfinite(vals), idx, torch.full_like(idx, -1))
     if out.shape[1] < k:  # a batch smaller than k + 1: always [B, k]
         out = torch.cat([out, out.new_full((b, k - out.shape[1]), -1)], 1)
     return out
 
 
-def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """LongTensor [3] on the labels' device (no host sync): chosen positives sharing the anchor's
-    label, chosen positives, anchors with ≥ 1 positive."""
+    label, chosen positives, anchors with ≥ 1 positive.  ``pool_labels``: the labels ``extra``
+    indexes (the global batch's, in data-parallel training); default ``labels``."""
     if extra is None:
         return torch.zeros(3, dtype=torch.long, device=labels.device)
     valid = extra >= 0
-    partner = labels[extra.clamp(min=0)]  # [B, k] or [B, k, L]
+    partner = (labels if pool_labels is None else pool_labels)[extra.clamp(min=0)]  # [B, k] or [B, k, L]
     if labels.ndim == 2:
         same = (partner == labels[:, None, :]).all(-1)
     else:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, topk_excluding_self
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, pool, topk_excluding_self
 
 
 def fnc_scores(support: list[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,7 @@ class FNCSelector(Selector):
     """FNC (arXiv 2011.11765): top-k by max similarity to the anchor's support views, above a threshold."""
 
     display = "FNC"
+    selects_globally = True
 
     def __init__(
         self,
@@ -50,5 +51,5 @@ class FNCSelector(Selector):
     def select(self, ctx: SelectionContext) -> torch.Tensor:
         v1, v2 = ctx.out.views
         f1, f2 = (v1.z, v2.z) if self.feature == "projection" else (v1.h, v2.h)
-        scores = fnc_scores([f1.detach(), f2.detach()], f1.detach())
-        return topk_excluding_self(scores, self.k, allowed=scores >= self.threshold)
+        scores = fnc_scores([f1.detach(), f2.detach()], pool(ctx, f1))  # candidates: the global batch
+        return topk_excluding_self(scores, self.k, allowed=scores >= self.threshold, offset=ctx.offset)

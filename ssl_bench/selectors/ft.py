@@ -47,8 +47,10 @@ class FTSelector(Selector):
         v1, v2 = out.views
         b = v1.z.shape[0]
         # λ − 1 ~ Beta(α, α) by inverse CDF of a uniform from the seeded selector generator
-        # (torch.distributions has no generator argument, which would break run determinism)
-        u = torch.rand(b, generator=ctx.generator, device=ctx.generator.device)
+        # (torch.distributions has no generator argument, which would break run determinism);
+        # data-parallel: drawn for the global batch on every rank, each keeps its own slice
+        n = b if ctx.shard is None else ctx.shard.total
+        u = torch.rand(n, generator=ctx.generator, device=ctx.generator.device)[ctx.offset : ctx.offset + b]
         lam = 1.0 + _beta_icdf(u.cpu(), self.alpha).to(v1.z.device)
         if v1.p is not None:  # BYOL / SimSiam: harder targets
             t1, t2 = extrapolate(v1.t, v2.t, lam)

@@ -58,6 +58,9 @@ class MICLeSelector(Selector):
 
     kind = "dataset"
     display = "MICLe"
+    # the plan is made for the global batch on every rank (same generator), so its extra
+    # positives are global batch positions
+    selects_globally = True
 
     def __init__(self, mode: Literal["replace", "add"] = "add", weight: float = 1.0):
         super().__init__(k=1, weight=weight)
@@ -101,12 +104,12 @@ class MICLeSelector(Selector):
 
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:
         if self.mode == "replace":
-            self._replaced = ctx.planned_view2
+            self._replaced, self._anchors = ctx.planned_view2, ctx.indices  # this rank's rows
         return ctx.planned_extra
 
-    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.mode != "replace" or self._replaced is None:
-            return super().counts(extra, labels)
+            return super().counts(extra, labels, pool_labels)
         # replace mode: score the partner that became view 2 against the anchor (logging only)
         partner_labels = self._labels.to(labels.device)[self._replaced.to(labels.device)]
         real = self.partners.has_partner(self._anchors).to(labels.device)

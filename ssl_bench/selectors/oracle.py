@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, same_label_matrix, topk_excluding_self
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, pool, same_label_matrix, topk_excluding_self
 
 
 @SELECTORS.register("oracle")
@@ -16,6 +16,7 @@ class OracleSelector(Selector):
     """Upper bound (BYOL-Sup): k random other in-batch samples with the anchor's label."""
 
     uses_labels = True
+    selects_globally = True
     display = "Sup"  # the paper's name: BYOL-Sup
 
     def __init__(self, k: int = 1, weight: float = 1.0):
@@ -23,6 +24,11 @@ class OracleSelector(Selector):
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:
-        b = ctx.labels.shape[0]
+        # data-parallel: every rank draws the global batch's [B, B] scores from the same seeded
+        # generator and keeps its rows, so the choice equals one process's on the global batch
+        labels = pool(ctx, ctx.labels)
+        b = labels.shape[0]
         scores = torch.rand(b, b, generator=ctx.generator, device=ctx.generator.device).to(ctx.labels.device)
-        return topk_excluding_self(scores, self.k, allowed=same_label_matrix(ctx.labels))
+        rows = slice(ctx.offset, ctx.offset + ctx.labels.shape[0])
+        allowed = same_label_matrix(labels)[rows]
+        return topk_excluding_self(scores[rows], self.k, allowed=allowed, offset=ctx.offset)

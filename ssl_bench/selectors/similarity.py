@@ -10,7 +10,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from ssl_bench.selectors.base import SELECTORS, SelectionContext, topk_excluding_self
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
 
@@ -21,10 +21,12 @@ class FeatureSimilaritySelector(ModelSelector):
     ``feature: backbone`` (pooled encoder output) or ``projection`` (the projector's output);
     ``model`` / ``checkpoint`` / ``views`` as for TracIn (``fs`` with a checkpoint = FS-pretrained).
     Similarity is between view 1 of the anchor and view 2 of each candidate (with light views: the
-    image and its flipped centre crop), so duplicates of the anchor score highest.
+    image and its flipped centre crop), so duplicates of the anchor score highest.  In data-parallel
+    training the candidates are the samples of all ranks (view-2 features all-gathered).
     """
 
     display = "FS"
+    selects_globally = True
 
     def __init__(
         self,
@@ -50,5 +52,6 @@ class FeatureSimilaritySelector(ModelSelector):
                     f1, f2 = net.backbone(x1), net.backbone(x2)
                 else:
                     f1, f2 = net.online(x1).z, net.online(x2).z
-        scores = F.normalize(f1.float(), dim=1) @ F.normalize(f2.float(), dim=1).T
-        return topk_excluding_self(scores, self.k)
+        # candidates: view 2 of every sample of the global batch (all ranks' features, gathered)
+        scores = F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T
+        return topk_excluding_self(scores, self.k, offset=ctx.offset)

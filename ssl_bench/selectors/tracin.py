@@ -24,7 +24,7 @@ from typing import Literal, Optional, Sequence
 import torch
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.selectors.base import SELECTORS, SelectionContext, topk_excluding_self
+from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
 _EPS = 1e-12
@@ -72,6 +72,21 @@ def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], 
     return lr * out
 
 
+def tracin_cross(
+    gs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], gs_all: Sequence[torch.Tensor], as_all: Sequence[torch.Tensor], lr: float = 1.0
+) -> torch.Tensor:
+    """``[B, N]`` TracIn of B anchors (loss gradients ``gs``, predictor inputs ``as_`` per view)
+    against N candidates (``gs_all``, ``as_all``): Σ_u Σ_v lr · (g_i^(u)·g_k^(v)) (a_i^(u)·a_k^(v)),
+    the rectangular form of :func:`tracin_matrix_views` used by data-parallel ranks (anchors = the
+    rank's rows, candidates = the gathered global batch; all four view pairs, no transpose trick)."""
+    out = None
+    for u in range(len(gs)):
+        for v in range(len(gs_all)):
+            term = (gs[u] @ gs_all[v].T) * (as_[u] @ as_all[v].T)
+            out = term if out is None else out + term
+    return lr * out
+
+
 @SELECTORS.register("tracin")
 class TracInSelector(ModelSelector):
     """BYOL-TracIn (arXiv 2306.00112): top-k in-batch TracIn influence, closed form, last linear layer.
@@ -85,10 +100,13 @@ class TracInSelector(ModelSelector):
     added before the inner product, cross terms included, :func:`tracin_matrix_views`);
     ``false`` scores the single pair q(view 1) vs z′(view 2), the paper's light-view setting
     (identity vs flipped centre crop).  Default: symmetric only when reusing the step's forward.
-    Symmetric selection on separate views costs 4 backbone passes instead of 2.
+    Symmetric selection on separate views costs 4 backbone passes instead of 2.  In data-parallel
+    training each rank all-gathers ``g`` and ``a`` (one call) and scores its anchors against the
+    samples of all ranks (:func:`tracin_cross`): the same choice as one process on the global batch.
     """
 
     display = "TracIn"
+    selects_globally = True
 
     def __init__(
         self,
@@ -125,5 +143,11 @@ class TracInSelector(ModelSelector):
                     q, z, a = [o1.p, o2.p], [net.target(x2), net.target(x1)], [o1.a, o2.a]
                 else:
                     q, z, a = [o1.p], [net.target(x2)], [o1.a]
-        scores = tracin_matrix_views(q, z, a, lr=ctx.lr)
-        return topk_excluding_self(scores.float(), self.k)
+        if ctx.shard is None:
+            scores = tracin_matrix_views(q, z, a, lr=ctx.lr)
+        else:  # data-parallel: all-gather g and a of every rank in one call, score local rows
+            gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
+            packs = [gs + a] if len({t.dtype for t in gs + a}) == 1 else [gs, a]  # mixed precision: 2 calls
+            gathered = [t for p in packs for t in pool(ctx, torch.cat(p, 1)).split([t.shape[1] for t in p], 1)]
+            scores = tracin_cross(gs, a, gathered[: len(gs)], gathered[len(gs) :], lr=ctx.lr)
+        return topk_excluding_self(scores.float(), self.k, offset=ctx.offset)
