@@ -23,12 +23,18 @@ def multi_positive_nt_xent(
     z1: torch.Tensor, z2: torch.Tensor, temperature: float, extra: Optional[torch.Tensor] = None, weight: float = 1.0
 ) -> torch.Tensor:
     """NT-Xent with optional extra positives ``extra`` [B, k] (−1 = none)."""
-    b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
-    sim = z @ z.T / temperature
-    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    return multi_positive_infonce(z @ z.T / temperature, extra, weight)
+
+
+def multi_positive_infonce(logits: torch.Tensor, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
+    """InfoNCE over the 2B views given their pairwise ``logits`` [2B, 2B] (rows: view 1 of samples
+    0…B−1, then view 2): −log softmax at the other view of the same sample, plus ``weight ×`` the mean
+    over extra positives j of −log softmax at the other view of j.  The diagonal is excluded."""
+    b = logits.shape[0] // 2
+    sim = logits.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=logits.device), float("-inf"))
     logp = torch.log_softmax(sim, dim=1)
-    rows = torch.arange(2 * b, device=z.device)
+    rows = torch.arange(2 * b, device=logits.device)
     other = (rows + b) % (2 * b)  # each view's own positive: the other view of the same sample
     loss = -logp[rows, other]
     if extra is not None:
