@@ -15,7 +15,7 @@ RANDROT = str(REPO / "recipes" / "tsimcne" / "tsimcne_breastmnist_randrot.yaml")
 # a tiny schedule: one epoch per stage, the standard (downsampling) stem, a narrow projector
 TINY = [
     "--set", "objective.stages=[1,1,1]", "--set", "train.epochs=3", "--set", "objective.stage_warmup=[0,0,0]",
-    "--set", "objective.hidden_dim=64", "--set", "backbone.small_image_stem=false", "--set", "train.batch_size=256",
+    "--set", "objective.hidden_dim=64", "--set", "backbone.small_image_stem=false",
 ]
 
 
@@ -23,10 +23,26 @@ def _cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+N_TRAIN, N_TEST = 160, 64
+
+
 @pytest.fixture(scope="module")
 def tsimcne_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tsimcne") / "run"
-    res = _cli("run", RANDROT, *TINY, "--out", out, "--quiet")
+    """A real-data subset (the first 160 training and 64 test BreastMNIST images) keeps the run cheap."""
+    from tests.conftest import MEDMNIST_ROOT
+
+    tmp = tmp_path_factory.mktemp("tsimcne")
+    z = np.load(MEDMNIST_ROOT / "breastmnist.npz")
+    np.savez(
+        tmp / "breast_subset.npz",
+        images=np.concatenate([z["train_images"][:N_TRAIN], z["test_images"][:N_TEST]]),
+        labels=np.concatenate([z["train_labels"][:N_TRAIN], z["test_labels"][:N_TEST]]),
+        split=np.array(["train"] * N_TRAIN + ["test"] * N_TEST),
+    )
+    data = ["--set", "data.name=npz", "--set", f"data.path={tmp / 'breast_subset.npz'}", "--set", "data.group=null",
+            "--set", "data.class_names=[malignant,benign]", "--set", "train.batch_size=128"]
+    out = tmp / "run"
+    res = _cli("run", RANDROT, *TINY, *data, "--out", out, "--quiet")
     assert res.exit_code == 0, res.output
     return out
 
@@ -41,7 +57,7 @@ def test_run_reports_map_metrics_and_saves_the_map(tsimcne_run):
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert lines[2]["lr"] < 1e-3 * lines[0]["lr"] * 1.01  # stage 3: the 1000× lower learning rate
     csv = pd.read_csv(tsimcne_run / "embedding.csv")
-    assert csv.shape == (546 + 156, 5) and np.isfinite(csv[["x", "y"]].to_numpy()).all()
+    assert csv.shape == (N_TRAIN + N_TEST, 5) and np.isfinite(csv[["x", "y"]].to_numpy()).all()
     assert (tsimcne_run / "embedding.png").stat().st_size > 10_000
 
 
@@ -51,7 +67,7 @@ def test_embed_reproduces_the_training_embedding_and_maps_new_images(tsimcne_run
     stored = pd.read_csv(tsimcne_run / "embedding.csv")
     stored = stored[stored.split == "train"]
     again = pd.read_csv(tmp_path / "train.csv")
-    assert len(again) == 546 and (again["label"].to_numpy() == stored["label"].to_numpy()).all()
+    assert len(again) == N_TRAIN and (again["label"].to_numpy() == stored["label"].to_numpy()).all()
     np.testing.assert_allclose(again[["x", "y"]].to_numpy(), stored[["x", "y"]].to_numpy(), rtol=1e-5, atol=1e-5)
     # out-of-sample: another real dataset (grey, 28 px) through the same network
     res = _cli("embed", tsimcne_run, "--data", "{name: medmnist, flag: pneumoniamnist}", "--split", "test",
