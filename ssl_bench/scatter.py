@@ -107,7 +107,7 @@ def _add_thumbnails(ax, xy: np.ndarray, images: torch.Tensor, k: int, seed: int)
     centres = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(xy).cluster_centers_
     nearest = np.unique(((xy[None, :, :] - centres[:, None, :]) ** 2).sum(-1).argmin(1))
     side = images.shape[-1]
-    zoom = 36.0 / side  # about half an inch per thumbnail whatever the image size
+    zoom = 24.0 / side  # about a third of an inch per thumbnail whatever the image size
     for i in nearest:
         img = images[int(i)].permute(1, 2, 0).cpu().numpy()
         img = img[..., 0] if img.shape[-1] == 1 else img
