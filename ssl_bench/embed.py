@@ -120,12 +120,12 @@ def embed_run(
             batch_size=batch_size, channels_last=channels_last,
         )
         parts[s] = (z, images.labels.numpy())
-    out = write_embedding_csv(Path(out), parts)
     dim = next(iter(parts.values()))[0].shape[1]
+    if png is not None and dim != 2:  # checked before anything is written
+        raise SSLBenchError(f"--png needs a 2-D embedding; run {run_dir}'s head outputs {dim}-D")
+    out = write_embedding_csv(Path(out), parts)
     summary = {"csv": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim, "dataset": dataset.name, "epoch": epoch}
     if png is not None:
-        if dim != 2:
-            raise SSLBenchError(f"--png needs a 2-D embedding; run {run_dir}'s head outputs {dim}-D")
         from ssl_bench.scatter import scatter_embedding
 
         xy = np.concatenate([z for z, _ in parts.values()])

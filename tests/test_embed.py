@@ -39,12 +39,15 @@ def tsimcne_run(tmp_path_factory):
         labels=np.concatenate([z["train_labels"][:N_TRAIN], z["test_labels"][:N_TEST]]),
         split=np.array(["train"] * N_TRAIN + ["test"] * N_TEST),
     )
-    data = ["--set", "data.name=npz", "--set", f"data.path={tmp / 'breast_subset.npz'}", "--set", "data.group=null",
-            "--set", "data.class_names=[malignant,benign]", "--set", "train.batch_size=128"]
     out = tmp / "run"
-    res = _cli("run", RANDROT, *TINY, *data, "--out", out, "--quiet")
+    res = _cli("run", RANDROT, *TINY, *_subset_args(tmp / "breast_subset.npz"), "--out", out, "--quiet")
     assert res.exit_code == 0, res.output
     return out
+
+
+def _subset_args(path):
+    return ["--set", "data.name=npz", "--set", f"data.path={path}", "--set", "data.group=null",
+            "--set", "data.class_names=[malignant,benign]", "--set", "train.batch_size=128"]
 
 
 def test_run_reports_map_metrics_and_saves_the_map(tsimcne_run):
@@ -98,3 +101,16 @@ def test_embed_of_a_non_run_and_stage_mismatch_are_refused(tmp_path):
     res = _cli("run", RANDROT, *TINY, "--set", "train.epochs=5", "--out", tmp_path / "never", "--quiet")
     assert res.exit_code == 2 and "train.epochs is 5 but objective.stages [1, 1, 1] sum to 3" in res.output
     assert not (tmp_path / "never").exists()
+
+
+def test_untrained_run_embeds_its_128d_output_and_refuses_a_png(tsimcne_run, tmp_path):
+    """train.epochs: 0 (the Random baseline) ends before stage 2: the head is the 128-D projector."""
+    subset = tsimcne_run.parent / "breast_subset.npz"
+    res = _cli("run", RANDROT, *TINY, "--set", "train.epochs=0", *_subset_args(subset), "--out", tmp_path / "r0", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r0" / "results.json").read_text())["eval"]["embedding"]["dim"] == 128
+    res = _cli("embed", tmp_path / "r0", "--out", tmp_path / "z.csv", "--png", tmp_path / "z.png")
+    assert res.exit_code == 2 and "needs a 2-D embedding" in res.output
+    assert not (tmp_path / "z.csv").exists() and not (tmp_path / "z.png").exists()
+    res = _cli("embed", tmp_path / "r0", "--split", "test", "--out", tmp_path / "z.csv")
+    assert res.exit_code == 0 and pd.read_csv(tmp_path / "z.csv").shape == (N_TEST, 3 + 128)
