@@ -1,4 +1,4 @@
-"""The ``ssl-bench`` command line: ``run``, ``list``, ``show``."""
+"""The ``ssl-bench`` command line: ``run``, ``list``, ``show``, ``embed``, …"""
 
 from __future__ import annotations
 
@@ -166,6 +166,26 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
         table.add_row(name, f"{r['precision_top1']:.3f}", f"{r[f'precision_top{k}']:.3f}", f"{rep['chance']:.3f}")
     Console().print(table)
     click.echo(f"gallery: {rep['gallery']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: split, index, label, x, y.")
+@click.option("--data", "data_spec", default=None, metavar="BLOCK|RECIPE|FLAG",
+              help="Images to embed: a data block ('{name: medmnist, flag: pneumoniamnist}'), a recipe file "
+                   "(its data block) or a MedMNIST flag; default: the run's own data.")
+@click.option("--split", default="all", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--png", default=None, type=click.Path(dir_okay=False), help="Also save a scatter plot (2-D heads).")
+@click.option("--thumbnails", default=0, show_default=True, help="Image thumbnails at cluster positions in the PNG.")
+@click.option("--device", default="auto")
+def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int, device: str):
+    """Embed new (out-of-sample) images with a trained run: t-SimCNE → 2-D coordinates, others → their head output."""
+    from ssl_bench.embed import embed_run
+
+    rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device)
+    click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D) → {rep['csv']}")
+    if "png" in rep:
+        click.echo(f"plot: {rep['png']}")
 
 
 KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "evaluations")

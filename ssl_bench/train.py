@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,7 @@ from ssl_bench.backbones import build_backbone
 from ssl_bench.data import DATASETS, DataSplits, batches, num_batches
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EVALUATIONS, EvalContext, extract_features
-from ssl_bench.objectives import OBJECTIVES, Objective
+from ssl_bench.objectives import OBJECTIVES, Embedder, Objective
 from ssl_bench.recipe import Recipe, TrainConfig
 from ssl_bench.selectors import SELECTORS, SelectionContext, Selector
 
@@ -94,6 +95,38 @@ def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> floa
     # one step past the run's end reaches min_lr, so the last step's lr is small but not 0 (lightly's
     # schedule returns end_value at max_steps − 1; TracIn scores are proportional to lr)
     return cosine_schedule(step - warm, max(total - warm, 1) + 1, cfg.lr, cfg.min_lr)
+
+
+def check_stages(objective: Objective, cfg: TrainConfig) -> None:
+    """A staged objective (t-SimCNE) owns the epoch count: ``train.epochs`` must be the sum of its stages
+    (or 0, the untrained baseline)."""
+    stages = objective.stages()
+    if stages and cfg.epochs and sum(st.epochs for st in stages) != cfg.epochs:
+        per = [st.epochs for st in stages]
+        raise SSLBenchError(
+            f"recipe key train.epochs is {cfg.epochs} but objective.stages {per} sum to {sum(per)}; make them agree"
+        )
+
+
+def enter_epoch(objective: Objective, optimizer: torch.optim.Optimizer, epoch: int):
+    """Start epoch ``epoch`` (1-based): a staged objective sets its stage from the epoch number; the first
+    epoch of every later stage starts from a fresh optimiser state (t-SimCNE builds a new SGD per stage).
+    Both depend on ``epoch`` only, so a resumed run enters the same stage with the same state."""
+    stage = objective.begin_epoch(epoch)
+    if stage is not None and stage.index > 0 and epoch == stage.first_epoch:
+        getattr(optimizer, "optimizer", optimizer).state.clear()
+    return stage
+
+
+def staged_lr(stage, step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """:func:`lr_at`, or within a stage: its own warm-up and cosine decay from ``lr_scale × train.lr``."""
+    if stage is None:
+        return lr_at(step, total, cfg, steps_per_epoch)
+    start = (stage.first_epoch - 1) * steps_per_epoch
+    scaled = dataclasses.replace(
+        cfg, lr=cfg.lr * stage.lr_scale, min_lr=cfg.min_lr * stage.lr_scale, warmup_epochs=stage.warmup_epochs
+    )
+    return lr_at(step - start, stage.epochs * steps_per_epoch, scaled, steps_per_epoch)
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -208,6 +241,7 @@ def run(
 
     comp = build_components(recipe)
     data, objective, selector = comp.data, comp.objective, comp.selector
+    check_stages(objective, tcfg)
     n = len(data.train)
     steps_per_epoch = num_batches(n, tcfg.batch_size, tcfg.drop_last)
     total_steps = steps_per_epoch * tcfg.epochs
@@ -272,6 +306,7 @@ def run(
             counts = torch.zeros(3, dtype=torch.long, device=dev)
             seen = 0
             lr = momentum = None
+            stage = enter_epoch(raw, optimizer, epoch)
             for idx in batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last):
                 if len(idx) < 2:  # a last batch of one image (drop_last: false): nothing to contrast
                     continue
@@ -279,7 +314,7 @@ def run(
                 plan, shard = distributed.shard_plan(global_plan, rank, world)
                 if plan is None:  # DDP: a last batch too small to give every rank 2 images
                     continue
-                lr = lr_at(step, total_steps, tcfg, steps_per_epoch)
+                lr = staged_lr(stage, step, total_steps, tcfg, steps_per_epoch)
                 idx_d = plan.view1.to(dev)
                 lab = labels[idx_d]
                 x2 = None if plan.view2 is plan.view1 else images[plan.view2.to(dev)]
@@ -352,8 +387,9 @@ def run(
     def fresh_encoder(random: bool = False) -> nn.Module:
         if random:  # the paper's "Random" row: same architecture, untrained
             return build_backbone({**cfg["backbone"], "weights": None}, in_chans=data.channels)
-        # rank 0 evaluates alone: SyncBatchNorm back to BatchNorm (no collective to wait on)
-        return distributed.revert_sync_batchnorm(copy.deepcopy(raw.backbone))
+        # rank 0 evaluates alone: SyncBatchNorm back to BatchNorm (no collective to wait on);
+        # requires_grad on again: a staged objective (t-SimCNE) may end with a frozen backbone
+        return distributed.revert_sync_batchnorm(copy.deepcopy(raw.backbone)).requires_grad_(True)
 
     ectx = EvalContext(
         data=data,
@@ -365,6 +401,10 @@ def run(
         channels_last=tcfg.channels_last,
         augment=comp.augment.view1,
         view_size=view_size,
+        project=lambda imgs: extract_features(
+            Embedder(raw), imgs, lambda x: prep(center_view(x, view_size)), dev, channels_last=tcfg.channels_last
+        ),
+        out_dir=run_dir,
     )
     eval_results: dict = {}
     for ev_cfg, ev in zip(comp.eval_cfgs, comp.evaluations):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from ssl_bench.augment.pipeline import TwoViews, ViewTransform, check_fraction
+from ssl_bench.errors import SSLBenchError
 from ssl_bench.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
@@ -32,12 +33,20 @@ def _simclr_like(
     hue: float,
     grayscale: float,
     blur: float,
+    crop: bool = True,
     **extra,
 ) -> TwoViews:
-    """Both views from the same distribution (two independent draws of one transform)."""
+    """Both views from the same distribution (two independent draws of one transform).
+
+    ``crop: false`` is the "no crops" ablation of Nwabufo et al. (arXiv 2402.14566): the full image
+    (resized to ``size``) instead of a random resized crop; ``jitter: 0`` and ``grayscale: 0`` are
+    their "no colour jitter" and "no grayscale" ablations.
+    """
+    if not isinstance(crop, bool):
+        raise SSLBenchError(f"augmentation option crop must be true or false, got {crop!r}")
     view = ViewTransform(
         size=size,
-        crop_scale=crop_scale,
+        crop_scale=crop_scale if crop else None,
         hflip=hflip,
         jitter=jitter,
         brightness=brightness,
@@ -113,8 +122,9 @@ def simclr(
     hue: float = 0.1,
     grayscale: float = 0.2,
     blur: float = 0.0,
+    crop: bool = True,
 ) -> TwoViews:
-    """SimCLR views: random crop, hflip, colour jitter 0.8, grayscale 0.2.
+    """SimCLR views: random crop, hflip, colour jitter 0.8, grayscale 0.2 (t-SimCNE's 'default').
 
     Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
     arXiv 2002.05709, Appendix A: crop (area 0.08–1) + flip, colour distortion (jitter with
@@ -122,7 +132,7 @@ def simclr(
     strengths are the colour-distortion strength 0.5 used for small images; blur is off by default
     (small images, as SimCLR's CIFAR-10 setting) and can be turned on with ``blur: 0.5``.
     """
-    return _simclr_like(size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur)
+    return _simclr_like(size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur, crop)
 
 
 @AUGMENTATIONS.register("rot90")
@@ -137,6 +147,7 @@ def rot90(
     hue: float = 0.1,
     grayscale: float = 0.2,
     blur: float = 0.0,
+    crop: bool = True,
 ) -> TwoViews:
     """SimCLR views + random 90° rotations (t-SimCNE on medical images).
 
@@ -147,7 +158,7 @@ def rot90(
     this covers all 8 symmetries of the square, and multiples of 90° need no fill.
     """
     return _simclr_like(
-        size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur, rot90=True
+        size, crop_scale, hflip, jitter, brightness, contrast, saturation, hue, grayscale, blur, crop, rot90=True
     )
 
 
@@ -165,6 +176,7 @@ def randrot(
     hue: float = 0.1,
     grayscale: float = 0.2,
     blur: float = 0.0,
+    crop: bool = True,
 ) -> TwoViews:
     """SimCLR views + arbitrary rotation (uniform ±180°, reflection fill).
 
@@ -183,6 +195,7 @@ def randrot(
         hue,
         grayscale,
         blur,
+        crop,
         rotation=rotation,
         padding_mode=padding_mode,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal, Optional
 
 import numpy as np
@@ -32,6 +33,9 @@ class EvalContext:
     # in [0, 1]) and the side of the views the encoder was trained on
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
     view_size: Optional[int] = None
+    # uint8 images → the objective's head output (t-SimCNE: the 2-D map); the run directory (figures)
+    project: Optional[Callable[[torch.Tensor], np.ndarray]] = None
+    out_dir: Optional[Path] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +43,17 @@ class EvalContext:
             s = self.data.split(split)
             self._cache[split] = (self.embed(s.images), s.labels.numpy())
         return self._cache[split]
+
+    def projections(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The head output (2-D for t-SimCNE) of a split's images, and its labels."""
+        if self.project is None:
+            from ssl_bench.errors import SSLBenchError
+
+            raise SSLBenchError("this evaluation needs the objective's head output, which the context does not provide")
+        if ("project", split) not in self._cache:
+            s = self.data.split(split)
+            self._cache[("project", split)] = (self.project(s.images), s.labels.numpy())
+        return self._cache[("project", split)]
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ the same term computed against sample ``j``'s target (DESIGN.md, "Objectives wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,67 @@ class Objective(nn.Module):
     def momentum_update(self, step: int, total_steps: int) -> Optional[float]:
         """Called after each optimiser step; EMA objectives update their target and return m."""
         return None
+
+    # -- multi-stage schedules (t-SimCNE) ---------------------------------------------------------
+    def stages(self) -> Optional[list["Stage"]]:
+        """The objective's training stages, or None for one stage driven by the ``train`` block."""
+        return None
+
+    def begin_epoch(self, epoch: int) -> Optional["Stage"]:
+        """Called by the loop before each (1-based) epoch; a staged objective derives its stage from
+        ``epoch`` alone (so resuming at any epoch restores it) and returns it."""
+        return None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output for a normalised batch (the 2-D map of t-SimCNE; z of the others)."""
+        return self.online(x).z
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a staged schedule: epochs ``first_epoch … first_epoch + epochs − 1`` (1-based),
+    learning rate ``lr_scale × train.lr`` with its own warm-up and cosine decay."""
+
+    index: int  # 0-based
+    first_epoch: int
+    epochs: int
+    lr_scale: float = 1.0
+    warmup_epochs: float = 0.0
+
+    @property
+    def last_epoch(self) -> int:
+        return self.first_epoch + self.epochs - 1
+
+
+def make_stages(epochs: Sequence[int], lr_scale: Sequence[float], warmup: Sequence[float]) -> list[Stage]:
+    """Consecutive stages from per-stage epochs (0 = skipped stage), lr multipliers and warm-ups."""
+    out, first = [], 1
+    for i, (e, s, w) in enumerate(zip(epochs, lr_scale, warmup)):
+        out.append(Stage(i, first, int(e), float(s), float(w)))
+        first += int(e)
+    return out
+
+
+def stage_at(stages: Sequence[Stage], epoch: int) -> Stage:
+    """The stage that epoch ``epoch`` belongs to (epoch 0, before training, is in the first)."""
+    for st in stages:
+        if st.epochs > 0 and st.first_epoch <= epoch <= st.last_epoch:
+            return st
+    nonempty = [st for st in stages if st.epochs > 0]
+    if epoch <= 0 or not nonempty:
+        return stages[0]
+    return nonempty[-1]  # past the end (evaluation after the last epoch): the last stage run
+
+
+class Embedder(nn.Module):
+    """``objective.embed`` as a module (for :func:`~ssl_bench.evaluate.extract_features`)."""
+
+    def __init__(self, objective: Objective):
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.objective.embed(x)
 
 
 

@@ -33,20 +33,30 @@ def multi_positive_nt_xent(
     Data-parallel (``shard``): this rank's 2B views are the rows, the 2N views of the global batch
     (gathered with gradients) the columns, and ``extra`` indexes the global batch — the global
     batch's loss restricted to this rank's anchors (as lightly's ``gather_distributed``)."""
-    b = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=-1)
     if shard is None or shard.world_size == 1:
-        n, off, cols = b, 0, z
+        off, cols = 0, z
     else:
-        n, off = shard.total, shard.offset
+        off = shard.offset
         cols = F.normalize(torch.cat([gather_with_grad(z1, shard), gather_with_grad(z2, shard)]), dim=-1)
-    sim = z @ cols.T / temperature
-    rows = torch.arange(2 * b, device=z.device)
+    return multi_positive_infonce(z @ cols.T / temperature, extra, weight, offset=off)
+
+
+def multi_positive_infonce(
+    logits: torch.Tensor, extra: Optional[torch.Tensor] = None, weight: float = 1.0, offset: int = 0
+) -> torch.Tensor:
+    """InfoNCE given pairwise ``logits`` [2B, 2N]: rows are this process's 2B views (view 1 of its B
+    samples, then view 2), columns the 2N views of the (global) batch in the same order; local sample
+    i is sample ``offset + i`` of the batch (N = B, ``offset`` 0 on one process).  The loss is −log
+    softmax at the other view of the same sample, plus ``weight ×`` the mean over extra positives j
+    (indices into the N samples) of −log softmax at the other view of j.  The view itself is excluded."""
+    b, n = logits.shape[0] // 2, logits.shape[1] // 2
+    rows = torch.arange(2 * b, device=logits.device)
     first = rows < b
-    self_col = torch.where(first, off + rows, n + off + rows - b)  # the view itself
-    sim = sim.masked_fill(self_col[:, None] == torch.arange(2 * n, device=z.device)[None, :], float("-inf"))
+    self_col = torch.where(first, offset + rows, n + offset + rows - b)  # the view itself
+    sim = logits.masked_fill(self_col[:, None] == torch.arange(2 * n, device=logits.device)[None, :], float("-inf"))
     logp = torch.log_softmax(sim, dim=1)
-    other = torch.where(first, n + off + rows, off + rows - b)  # each view's own positive: the other view
+    other = torch.where(first, n + offset + rows, offset + rows - b)  # each view's own positive: the other view
     loss = -logp[rows, other]
     if extra is not None:
         ex = torch.cat([extra, extra])  # [2B, k]: the same extra samples for both views

@@ -148,3 +148,19 @@ def test_set_runs_on_cuda(name):
     v1, v2 = AUGMENTATIONS.build({"name": name, "size": 32})(x, torch.Generator(device="cuda").manual_seed(0))
     assert v1.device.type == "cuda" and v2.shape == (N, 3, 32, 32)
     assert torch.isfinite(v1).all() and torch.isfinite(v2).all()
+
+
+@pytest.mark.parametrize("name", ["simclr", "rot90", "randrot"])
+def test_tsimcne_ablation_options_switch_ops_off(name):
+    """The poster's ablations (arXiv 2402.14566): no crops / no colour jitter / no grayscale."""
+    x = load("breastmnist", 8)
+    plain = AUGMENTATIONS.build({"name": name, "crop": False, "jitter": 0, "grayscale": 0, "hflip": 0.0})
+    v, _ = plain(x, gen(0))
+    if name == "simclr":  # nothing random is left: the views are the images
+        assert torch.equal(v, x.float() / 255)
+    else:  # only the rotation is left: same pixel histogram up to resampling, not the same images
+        assert not torch.equal(v, x.float() / 255)
+    cropped, _ = AUGMENTATIONS.build({"name": name, "jitter": 0, "grayscale": 0, "hflip": 0.0})(x, gen(0))
+    assert not torch.allclose(cropped, v)
+    with pytest.raises(SSLBenchError, match="crop"):
+        AUGMENTATIONS.build({"name": name, "crop": "no"})

@@ -1,0 +1,136 @@
+"""``ssl-bench embed``: map new images with a trained run's network (what makes t-SimCNE parametric).
+
+Unlike t-SNE, a trained t-SimCNE network places images it has never seen: they go through the
+backbone and the 2-D head exactly as the training images did at evaluation time (the run's
+normalisation statistics, the deterministic centre view at the training size).  Any other run
+works too: its head's output (z, e.g. 128-D for SimCLR) is written instead of 2-D coordinates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from ssl_bench import runs
+from ssl_bench.errors import SSLBenchError
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_data_spec(spec: Optional[str], run_data: dict) -> dict:
+    """The data block for ``--data``: None → the run's own; a YAML/recipe file → its ``data`` block
+    (or the file itself if it is a data block); an inline mapping ``{name: …, …}``; or a MedMNIST flag
+    (``pneumoniamnist``) at the run's image size."""
+    if spec is None:
+        return dict(run_data)
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise SSLBenchError(f"--data: file not found: {path}")
+        from ssl_bench.recipe import load_recipe
+
+        raw = yaml.safe_load(path.read_text()) or {}
+        if isinstance(raw, dict) and "name" in raw and "data" not in raw and "extends" not in raw:
+            return raw  # the file is a data block
+        block = load_recipe(str(path)).cfg.get("data")
+        if not isinstance(block, dict):
+            raise SSLBenchError(f"--data: recipe {path} has no data block")
+        return block
+    try:
+        value = yaml.safe_load(spec)
+    except yaml.YAMLError as e:
+        raise SSLBenchError(f"--data is neither a file, a YAML mapping nor a dataset name: {spec!r} ({e})") from e
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise SSLBenchError(f"--data mapping needs a 'name' (a dataset of `ssl-bench list datasets`), got {spec!r}")
+        return value
+    if isinstance(value, str):
+        return {"name": "medmnist", "flag": value, "size": run_data.get("size", 28)}
+    raise SSLBenchError(f"--data must be a data block, a recipe file or a MedMNIST flag, got {spec!r}")
+
+
+def load_trained(run_dir: str | Path, device: torch.device):
+    """(objective in eval mode at its final stage, normalisation, recipe, checkpoint epoch) of a run."""
+    from ssl_bench.backbones import build_backbone
+    from ssl_bench.objectives import OBJECTIVES
+    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.train import Normalize
+
+    run_dir = Path(run_dir)
+    recipe_path, ckpt_path = run_dir / runs.RECIPE_FILE, run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
+    if not recipe_path.is_file() or not ckpt_path.is_file():
+        raise SSLBenchError(f"{run_dir} is not a finished run directory (needs {runs.RECIPE_FILE} and {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT})")
+    cfg = yaml.safe_load(recipe_path.read_text())
+    for p in cfg.get("plugins") or []:
+        load_plugin_file(p, [run_dir, Path.cwd()])
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
+    backbone = build_backbone({**cfg["backbone"], "weights": None}, in_chans=len(mean))
+    objective = OBJECTIVES.build(cfg["objective"], backbone, key="objective")
+    objective.load_state_dict(ckpt["objective"])
+    epoch = int(ckpt.get("epoch", 0))
+    objective.begin_epoch(max(epoch, 0))  # a staged objective (t-SimCNE) in the stage it ended in
+    objective.to(device).eval()
+    return objective, Normalize(mean, std).to(device), cfg, epoch
+
+
+def embed_run(
+    run_dir: str | Path,
+    out: str | Path,
+    data: Optional[str] = None,
+    split: str = "all",
+    png: Optional[str | Path] = None,
+    thumbnails: int = 0,
+    device: str = "auto",
+    batch_size: int = 512,
+) -> dict:
+    """Embed the images of ``data`` (default: the run's own) with the run's network; write ``out`` (CSV:
+    split, index, label, x, y) and optionally a scatter PNG.  Returns a summary dict."""
+    from ssl_bench.augment import center_view
+    from ssl_bench.data import DATASETS
+    from ssl_bench.evaluate import extract_features
+    from ssl_bench.evaluate.embedding import write_embedding_csv
+    from ssl_bench.objectives import Embedder
+    from ssl_bench.train import select_device
+
+    if split not in (*SPLITS, "all"):
+        raise SSLBenchError(f"--split must be train, val, test or all, got '{split}'")
+    dev = select_device(device)
+    objective, normalize, cfg, epoch = load_trained(run_dir, dev)
+    block = parse_data_spec(data, cfg["data"])
+    dataset = DATASETS.build(block, key="--data")
+    if dataset.channels != normalize.mean.shape[1]:
+        raise SSLBenchError(
+            f"--data has {dataset.channels}-channel images but run {run_dir} was trained on {normalize.mean.shape[1]}-channel ones"
+        )
+    view_size = cfg["augment"].get("size") or cfg["data"].get("size") or dataset.image_size
+    channels_last = bool(cfg.get("train", {}).get("channels_last", False))
+    if channels_last:
+        objective.to(memory_format=torch.channels_last)
+    wanted = [s for s in SPLITS if getattr(dataset, s, None) is not None] if split == "all" else [split]
+    parts = {}
+    for s in wanted:
+        images = dataset.split(s)
+        z = extract_features(
+            Embedder(objective), images.images, lambda x: normalize(center_view(x, view_size)), dev,
+            batch_size=batch_size, channels_last=channels_last,
+        )
+        parts[s] = (z, images.labels.numpy())
+    dim = next(iter(parts.values()))[0].shape[1]
+    if png is not None and dim != 2:  # checked before anything is written
+        raise SSLBenchError(f"--png needs a 2-D embedding; run {run_dir}'s head outputs {dim}-D")
+    out = write_embedding_csv(Path(out), parts)
+    summary = {"csv": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim, "dataset": dataset.name, "epoch": epoch}
+    if png is not None:
+        from ssl_bench.scatter import scatter_embedding
+
+        xy = np.concatenate([z for z, _ in parts.values()])
+        labels = np.concatenate([y.reshape(len(y), -1)[:, 0] for _, y in parts.values()])
+        imgs = torch.cat([dataset.split(s).images for s in parts]) if thumbnails else None
+        title = f"{dataset.name} ({', '.join(parts)}) embedded by {Path(run_dir).name}"
+        summary["png"] = scatter_embedding(xy, labels, png, dataset.class_names, title, imgs, thumbnails)
+    return summary

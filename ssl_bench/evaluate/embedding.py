@@ -1,0 +1,135 @@
+"""Quality of a 2-D map (t-SimCNE): kNN accuracy on the map and on backbone features, silhouette.
+
+The t-SimCNE protocol (Böhm et al., ICLR 2023, arXiv 2210.09879; Nwabufo et al., MIDL 2024,
+arXiv 2402.14566): a k = 15 nearest-neighbour classifier (Euclidean) on the 2-D embedding, and the
+silhouette score (scikit-learn) of the embedding with the classes as clusters.  Here the split is
+fixed: the classifier is fitted on the embedded ``train_split`` and scored on ``test_split`` (the
+map of the test images is out-of-sample: t-SimCNE is parametric); the silhouette is computed on
+both splits together, on a seeded subsample of ``silhouette_samples`` points when there are more
+(silhouette is O(N²)).  The same kNN is run on the backbone features for comparison.
+
+Results: the classification metrics of the 2-D kNN (``accuracy`` is the kNN accuracy, plus
+``balanced_accuracy``, ``auc``, …), ``silhouette``, ``knn_accuracy_features`` and ``dim`` (the
+head's output size: 2 after t-SimCNE's stage 2).  The run directory gets ``embedding.csv`` (split,
+index, label, coordinates) and, for 2-D maps, ``embedding.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import silhouette_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.metrics import classification_metrics, full_proba
+
+
+def knn_accuracy(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, k: int = 15) -> float:
+    """Accuracy of a Euclidean k-nearest-neighbour classifier fitted on (x_tr, y_tr)."""
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(x_tr))).fit(x_tr, y_tr.reshape(-1))
+    return float((knn.predict(x_te) == y_te.reshape(-1)).mean())
+
+
+def map_metrics(
+    xy_tr: np.ndarray,
+    y_tr: np.ndarray,
+    xy_te: np.ndarray,
+    y_te: np.ndarray,
+    task: str,
+    num_classes: int,
+    k: int = 15,
+    silhouette_samples: int = 10000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """kNN (k, Euclidean) classification metrics train → test, and the silhouette of both splits by class."""
+    if task == "multi-label":
+        raise SSLBenchError("map metrics (kNN, silhouette by class) need single-label classes, not a multi-label task")
+    y_tr, y_te = y_tr.reshape(-1), y_te.reshape(-1)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(xy_tr))).fit(xy_tr, y_tr)
+    out = classification_metrics(y_te, full_proba(knn.predict_proba(xy_te), knn.classes_, num_classes), task)
+    xy, y = np.concatenate([xy_tr, xy_te]), np.concatenate([y_tr, y_te])
+    if len(np.unique(y)) < 2:
+        out["silhouette"] = float("nan")
+    else:
+        sample = silhouette_samples if len(xy) > silhouette_samples else None
+        out["silhouette"] = float(silhouette_score(xy, y, sample_size=sample, random_state=seed))
+    return out
+
+
+def write_embedding_csv(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """``split,index,label,x,y`` (``z0 … z{d−1}`` beyond 2-D) for each split's coordinates, atomically."""
+    from ssl_bench import runs
+
+    frames = []
+    for split, (z, y) in parts.items():
+        cols = ["x", "y"] if z.shape[1] == 2 else [f"z{i}" for i in range(z.shape[1])]
+        df = pd.DataFrame(z, columns=cols)
+        df.insert(0, "label", y.reshape(len(z), -1)[:, 0] if y.size else -1)
+        df.insert(0, "index", np.arange(len(z)))
+        df.insert(0, "split", split)
+        frames.append(df)
+    runs.atomic_write_text(Path(path), pd.concat(frames).to_csv(index=False, float_format="%.7g"))
+    return Path(path)
+
+
+@EVALUATIONS.register("embedding")
+class EmbeddingQuality:
+    """2-D map quality: kNN (k = 15) on the map and on backbone features, silhouette by class."""
+
+    def __init__(
+        self,
+        k: int = 15,
+        train_split: Split = "train",
+        test_split: Split = "test",
+        silhouette_samples: int = 10000,
+        seed: int = 0,
+        plot: bool = True,
+        thumbnails: int = 0,
+    ):
+        if k < 1:
+            raise SSLBenchError(f"recipe key evaluate.embedding.k must be ≥ 1, got {k}")
+        if silhouette_samples < 2:
+            raise SSLBenchError(f"recipe key evaluate.embedding.silhouette_samples must be ≥ 2, got {silhouette_samples}")
+        self.k, self.train_split, self.test_split = k, train_split, test_split
+        self.silhouette_samples, self.seed, self.plot, self.thumbnails = silhouette_samples, seed, plot, thumbnails
+        self.files: dict[str, Path] = {}
+
+    def run(self, ctx: EvalContext) -> dict[str, float]:
+        z_tr, y_tr = ctx.projections(self.train_split)
+        z_te, y_te = ctx.projections(self.test_split)
+        out = map_metrics(
+            z_tr, y_tr, z_te, y_te, ctx.data.task, ctx.data.num_classes, self.k, self.silhouette_samples, self.seed
+        )
+        f_tr, fy_tr = ctx.features(self.train_split)
+        f_te, fy_te = ctx.features(self.test_split)
+        out["knn_accuracy_features"] = knn_accuracy(f_tr, fy_tr, f_te, fy_te, self.k)
+        out["dim"] = int(z_tr.shape[1])
+        if ctx.out_dir is not None:
+            self.files["csv"] = write_embedding_csv(
+                Path(ctx.out_dir) / "embedding.csv", {self.train_split: (z_tr, y_tr), self.test_split: (z_te, y_te)}
+            )
+            if self.plot and z_tr.shape[1] == 2:
+                self.files["png"] = self._plot(ctx, z_tr, y_tr, z_te, y_te, out)
+        return out
+
+    def _plot(self, ctx: EvalContext, z_tr, y_tr, z_te, y_te, m: dict) -> Optional[Path]:
+        from ssl_bench.scatter import scatter_embedding
+
+        images = None
+        if self.thumbnails:
+            import torch
+
+            images = torch.cat([ctx.data.split(self.train_split).images, ctx.data.split(self.test_split).images])
+        title = (
+            f"{ctx.data.name}: {len(z_tr)} {self.train_split} + {len(z_te)} {self.test_split} images · "
+            f"kNN acc {m['accuracy']:.3f} · silhouette {m['silhouette']:.3f}"
+        )
+        return scatter_embedding(
+            np.concatenate([z_tr, z_te]), np.concatenate([y_tr.reshape(-1), y_te.reshape(-1)]),
+            Path(ctx.out_dir) / "embedding.png", ctx.data.class_names, title, images, self.thumbnails, self.seed,
+        )
