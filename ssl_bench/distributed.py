@@ -168,8 +168,13 @@ def resolve_world(devices: int, nodes: int) -> tuple[int, int]:
     return devices, nodes
 
 
-def build_fabric(device: torch.device, devices: int, nodes: int, precision: str, sync_batchnorm: bool = False):
-    """Lightning Fabric for ``devices`` × ``nodes`` processes (DDP), or the single ``device``."""
+def build_fabric(
+    device: torch.device, devices: int, nodes: int, precision: str, sync_batchnorm: bool = False, find_unused: bool = False
+):
+    """Lightning Fabric for ``devices`` × ``nodes`` processes (DDP), or the single ``device``.
+
+    ``find_unused``: some parameters get no gradient in some steps (a staged objective such as
+    t-SimCNE freezes parts and leaves its 2-D layer unused in stage 1), which DDP must be told."""
     from lightning_fabric import Fabric
 
     devices, nodes = resolve_world(devices, nodes)
@@ -184,7 +189,10 @@ def build_fabric(device: torch.device, devices: int, nodes: int, precision: str,
     if sync_batchnorm and device.type != "cuda":
         raise SSLBenchError("recipe key train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
     try:
-        return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy="ddp", precision=precision)
+        from lightning_fabric.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=True) if find_unused else "ddp"
+        return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy=strategy, precision=precision)
     except ValueError as e:  # e.g. a device count torchrun disagrees with
         raise SSLBenchError(f"cannot start {devices} × {nodes} processes: {e}") from e
 

@@ -246,7 +246,7 @@ def run(
     steps_per_epoch = num_batches(n, tcfg.batch_size, tcfg.drop_last)
     total_steps = steps_per_epoch * tcfg.epochs
 
-    fabric, rank, world = start_processes(dev, tcfg)
+    fabric, rank, world = start_processes(dev, tcfg, find_unused=bool(objective.stages()))
     cfg["train"]["devices"], cfg["train"]["nodes"] = distributed.resolve_world(tcfg.devices, tcfg.nodes)  # as launched
     if rank != 0:  # only rank 0 speaks
         progress, log = False, _silent
@@ -454,7 +454,7 @@ def _silent(*args, **kwargs) -> None:
     pass
 
 
-def start_processes(dev: torch.device, tcfg: TrainConfig):
+def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = False):
     """Fabric for one process or DDP over ``train.devices`` × ``train.nodes`` (started here: the
     other local processes re-run this command); returns ``(fabric, rank, world_size)``."""
     devices, nodes = distributed.resolve_world(tcfg.devices, tcfg.nodes)
@@ -464,7 +464,7 @@ def start_processes(dev: torch.device, tcfg: TrainConfig):
             f"recipe key train.batch_size ({tcfg.batch_size}) is the global batch: with {world} processes "
             f"it must be ≥ {2 * world} (2 images per process)"
         )
-    fabric = distributed.build_fabric(dev, tcfg.devices, tcfg.nodes, tcfg.precision, tcfg.sync_batchnorm)
+    fabric = distributed.build_fabric(dev, tcfg.devices, tcfg.nodes, tcfg.precision, tcfg.sync_batchnorm, find_unused)
     distributed.launch(fabric)
     return fabric, fabric.global_rank, fabric.world_size
 
