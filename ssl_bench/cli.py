@@ -28,18 +28,33 @@ def main():
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool):
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its last checkpoint: RUN_DIR (or a checkpoint in it); "
+              "alone, the --out directory or the newest unfinished run of RECIPE.")
+def run(recipe: Optional[str], overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool, resume: Optional[str]):
     """Pre-train and evaluate RECIPE; write a run directory."""
+    from pathlib import Path
+
     from ssl_bench.recipe import load_recipe
+    from ssl_bench.runs import RECIPE_FILE
     from ssl_bench.train import run as run_recipe
 
+    if resume and recipe is None and Path(resume).suffix in (".yaml", ".yml"):  # `run --resume RECIPE`
+        recipe, resume = resume, ""
+    if recipe is None:
+        if not resume:
+            raise SSLBenchError("ssl-bench run needs a RECIPE file (or --resume RUN_DIR)")
+        run_dir = Path(resume).parent.parent if Path(resume).is_file() else Path(resume)
+        recipe = str(run_dir / RECIPE_FILE)  # the run's own resolved recipe
+        if not Path(recipe).is_file():
+            raise SSLBenchError(f"--resume {resume}: not a run directory (no {RECIPE_FILE})")
     r = load_recipe(recipe, list(overrides))
-    run_recipe(r, out=out, device=device, progress=not quiet)
+    run_recipe(r, out=out, device=device, progress=not quiet, resume=resume)
 
 
 @main.command()

@@ -23,6 +23,7 @@ import torch
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_bench import checkpoint as ckpt
 from ssl_bench import runs
 from ssl_bench.augment import AUGMENTATIONS, center_view
 from ssl_bench.backbones import build_backbone
@@ -183,8 +184,27 @@ def run(
     device: Optional[str] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    resume: Optional[str | Path] = None,
 ) -> Path:
-    """Train and evaluate ``recipe``; return the run directory."""
+    """Train and evaluate ``recipe``; return the run directory.
+
+    ``resume``: continue an interrupted run from its last checkpoint — a run directory, a
+    checkpoint file in one, or ``""`` for ``out`` (else the newest unfinished run of the recipe).
+    The run directory is locked while this process writes to it; a run that stops on an error is
+    marked failed in its ``status.json`` (see :mod:`ssl_bench.checkpoint`, :mod:`ssl_bench.runs`).
+    """
+    with contextlib.ExitStack() as cleanup:
+        claimed: list[Path] = []
+        try:
+            return _run(recipe, out, device, progress, log, resume, cleanup, claimed)
+        except Exception as e:
+            if claimed and not runs.read_status(claimed[0]):
+                first = str(e).splitlines()[0] if str(e) else ""
+                runs.mark_failed(claimed[0], f"{type(e).__name__}: {first}", resumable=True)
+            raise
+
+
+def _run(recipe: Recipe, out, device, progress, log, resume, cleanup: contextlib.ExitStack, claimed: list) -> Path:
     cfg = recipe.cfg
     tcfg = recipe.train
     if device:
@@ -208,10 +228,19 @@ def run(
     fabric = Fabric(accelerator=dev.type, devices=[dev.index] if dev.index is not None else 1, precision=tcfg.precision)
 
     # ---- only now, with everything built and checked, is anything written ----
-    run_dir = runs.create_run_dir(out, cfg["out_dir"], cfg["name"], seed)
+    start: Optional[ckpt.ResumePoint] = None
+    if resume is None:
+        run_dir, lock = runs.claim_run_dir(out, cfg["out_dir"], cfg["name"], seed)
+        cleanup.callback(lock.release)
+    else:  # lock first, then check and load: nothing is written before the checkpoint is known good
+        run_dir, named = ckpt.find_run_dir(str(resume), out, cfg["out_dir"], cfg["name"])
+        cleanup.callback(runs.lock_run_dir(run_dir).release)
+        start = ckpt.open_run(run_dir, cfg, named)
+        runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
+    claimed.append(run_dir)
     runs.atomic_write_text(run_dir / runs.RECIPE_FILE, recipe.to_yaml())
     method = method_name(cfg, selector, objective)
-    log(f"run directory: {run_dir}")
+    log(f"run directory: {run_dir}" + (f"  (resumed after epoch {start.epoch} from {start.path.name})" if start else ""))
     log(
         f"{method} on {data.name} ({n} train images, {data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} "
         f"· selector {cfg['selector']['name']} · {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev}"
@@ -224,6 +253,8 @@ def run(
     model, optimizer = fabric.setup(objective, optimizer)
     raw: Objective = objective  # loss/EMA math lives on the module itself, outside forward
     dev = fabric.device
+    if start is not None:  # online and EMA target networks, BatchNorm statistics, optimiser, selector
+        ckpt.restore_modules(start, raw, optimizer, selector)
 
     images = data.train.images.to(dev)
     labels = data.train.labels.to(dev)
@@ -243,18 +274,26 @@ def run(
         autocast=fabric.autocast,
     )
 
-    def checkpoint(epoch: int, step: int) -> None:
-        rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
-        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
+    generators = {"data": data_gen, "augment": aug_gen, "selector": sel_gen}
 
-    step = 0
+    def checkpoint(epoch: int, step: int) -> None:
+        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, generators,
+                        train_time_s=time.perf_counter() - t_start + time_before)
+
+    step, first_epoch, time_before = 0, 1, 0.0
     record = {"loss": None, "selector_precision": None}  # stays so with train.epochs: 0 (Random baseline)
+    if start is not None:  # the interrupted epoch is redone from its start, with the same random numbers
+        step, first_epoch = start.step, start.epoch + 1
+        time_before = float(start.state.get("train_time_s", 0.0))
+        record = ckpt.truncate_metrics(run_dir, start.epoch) or record
+        ckpt.set_rng_state(start.state["rng"], generators)
     t_start = time.perf_counter()
     with _progress(progress) as prog:
-        task = prog.add_task("epoch 1", total=total_steps, loss="-", lr="-", ips="-") if prog else None
-        for epoch in range(1, tcfg.epochs + 1):
+        task = prog.add_task(f"epoch {first_epoch}", total=total_steps, completed=step, loss="-", lr="-", ips="-") if prog else None
+        for epoch in range(first_epoch, tcfg.epochs + 1):
             t_epoch = time.perf_counter()
             loss_sum = torch.zeros((), device=dev)
+            first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a NaN/inf loss
             counts = torch.zeros(3, dtype=torch.long, device=dev)
             seen = 0
             lr = momentum = None
@@ -271,6 +310,8 @@ def run(
                     x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
                     view2_indices=None if x2 is None else plan.view2,
                 )
+                # found on the device, checked once per epoch: no host sync per step on a GPU
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
                 step += 1
                 loss_sum += loss.detach()
                 counts += selector.counts(extra, lab)
@@ -280,8 +321,8 @@ def run(
                     prog.update(task, completed=step, loss=f"{loss.item():.4f}", lr=f"{lr:.4g}", ips=f"{seen / elapsed:.0f}")
             n_steps = max(steps_per_epoch, 1)
             mean_loss = float(loss_sum) / n_steps
-            if not math.isfinite(mean_loss):
-                raise SSLBenchError(f"loss became {mean_loss} in epoch {epoch}; lower train.lr or check the data")
+            if int(first_bad) >= 0 or not math.isfinite(mean_loss):
+                stop_on_bad_loss(run_dir, epoch, int(first_bad), steps_per_epoch, mean_loss)
             dt = time.perf_counter() - t_epoch
             same, chosen, anchors = (int(c) for c in counts)
             record = {
@@ -308,7 +349,7 @@ def run(
                 checkpoint(epoch, step)
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
         checkpoint(0, 0)
-    train_time = time.perf_counter() - t_start
+    train_time = time.perf_counter() - t_start + time_before
 
     # ---- evaluation on frozen features ----
     t_eval = time.perf_counter()
@@ -365,11 +406,16 @@ def run(
             "selector_chance": chance,
         },
         "eval_time_s": time.perf_counter() - t_eval,
+        "peak_rss_mb": runs.peak_rss_mb(),
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "resumed_from_epoch": start.epoch if start is not None else None,
         "device": str(dev),
         "torch": torch.__version__,
     }
     runs.write_results(run_dir, results)
-    log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s)")
+    rss = f", peak RSS {results['peak_rss_mb']:.0f} MiB" if results["peak_rss_mb"] is not None else ""
+    gpu = f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB" if results["peak_gpu_memory_mb"] is not None else ""
+    log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s{rss}{gpu})")
     return run_dir
 
 
@@ -430,10 +476,12 @@ class TrainStep:
 
 
 def save_checkpoint(
-    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int, rng: dict
+    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int,
+    generators: dict[str, torch.Generator], train_time_s: float = 0.0,
 ) -> None:
+    """Everything :func:`run` needs to resume after ``epoch`` (see :mod:`ssl_bench.checkpoint`)."""
     state = {
-        "rng": {k: v.cpu() for k, v in rng.items()},
+        "rng": ckpt.rng_state(generators),
         "epoch": epoch,
         "step": step,
         "objective": objective.state_dict(),
@@ -441,5 +489,16 @@ def save_checkpoint(
         "selector": selector.state_dict(),
         "normalize": normalize.state_dict(),
         "recipe": cfg,
+        "train_time_s": train_time_s,
     }
-    runs.atomic_torch_save(state, Path(run_dir) / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT)
+    ckpt.save(run_dir, state)
+
+
+def stop_on_bad_loss(run_dir: Path, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float) -> None:
+    """A NaN/inf loss: mark the run failed and stop; the last good checkpoint stays as it is."""
+    where = f"epoch {epoch}" + (f", step {first_bad + 1} (step {first_bad - (epoch - 1) * steps_per_epoch + 1} of the epoch)" if first_bad >= 0 else "")
+    kept = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
+    keep = f"last good checkpoint kept: {kept}" if kept.is_file() else "no checkpoint was written before"
+    bad = "non-finite" if first_bad >= 0 else f"{mean_loss}"
+    runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None, resumable=False)
+    raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check the data")
