@@ -101,7 +101,9 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
 
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
     for s in loaded.skipped:
-        click.secho(f"skipped unfinished or failed run (no results.json): {s}", fg="yellow", err=True)
+        click.secho(f"skipped unfinished run (no results.json): {s}", fg="yellow", err=True)
+    for s, reason in loaded.failed:
+        click.secho(f"ignored failed run: {s} ({reason})", fg="yellow", err=True)
     if fmt == "table":
         n_runs = loaded.frame["run"].nunique()
         t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")
