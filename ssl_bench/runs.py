@@ -37,14 +37,17 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise SSLBenchError(f"run directory {path} already exists and is not empty; choose another --out")
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(exist_ok=True)
         except OSError as e:
-            raise SSLBenchError(f"cannot create run directory {path}: {e}") from e
+            raise SSLBenchError(f"cannot create run directory {path} (--out): {e.strerror or e}") from e
         return path
     parent = Path(out_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SSLBenchError(f"cannot create run directories under {parent} (recipe key out_dir): {e.strerror or e}") from e
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = parent / (f"seed{seed}-{stamp}" + (f"-{i}" if i else ""))
@@ -53,6 +56,8 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise SSLBenchError(f"cannot create run directory {path} (recipe key out_dir): {e.strerror or e}") from e
     raise SSLBenchError(f"could not find a free run directory name under {parent}")
 
 
