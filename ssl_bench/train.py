@@ -213,6 +213,8 @@ def _run(recipe: Recipe, out, device, progress, log, resume, cleanup: contextlib
         cfg["train"]["device"] = device
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
+    if select_device(tcfg.device).type == "cpu":  # activations live in host memory: give freed ones back
+        runs.return_freed_memory_to_the_os()
     seed = cfg["seed"]
     torch.manual_seed(seed)
     dev = select_device(tcfg.device)
