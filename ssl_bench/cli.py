@@ -28,7 +28,7 @@ def main():
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
@@ -37,14 +37,29 @@ def main():
               help="Data-parallel processes per node (DDP; GPUs, or CPU processes with gloo). train.batch_size is the global batch.")
 @click.option("--nodes", type=int, default=None,
               help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use torchrun).")
-def run(recipe: str, overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool,
-        devices: Optional[int], nodes: Optional[int]):
+@click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its last checkpoint: RUN_DIR (or a checkpoint in it); "
+              "alone, the --out directory or the newest unfinished run of RECIPE.")
+def run(recipe: Optional[str], overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool,
+        devices: Optional[int], nodes: Optional[int], resume: Optional[str]):
     """Pre-train and evaluate RECIPE; write a run directory."""
+    from pathlib import Path
+
     from ssl_bench.recipe import load_recipe
+    from ssl_bench.runs import RECIPE_FILE
     from ssl_bench.train import run as run_recipe
 
+    if resume and recipe is None and Path(resume).suffix in (".yaml", ".yml"):  # `run --resume RECIPE`
+        recipe, resume = resume, ""
+    if recipe is None:
+        if not resume:
+            raise SSLBenchError("ssl-bench run needs a RECIPE file (or --resume RUN_DIR)")
+        run_dir = Path(resume).parent.parent if Path(resume).is_file() else Path(resume)
+        recipe = str(run_dir / RECIPE_FILE)  # the run's own resolved recipe
+        if not Path(recipe).is_file():
+            raise SSLBenchError(f"--resume {resume}: not a run directory (no {RECIPE_FILE})")
     r = load_recipe(recipe, list(overrides))
-    run_recipe(r, out=out, device=device, progress=not quiet, devices=devices, nodes=nodes)
+    run_recipe(r, out=out, device=device, progress=not quiet, devices=devices, nodes=nodes, resume=resume)
 
 
 @main.command()
@@ -93,7 +108,9 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
     metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
     for s in loaded.skipped:
-        click.secho(f"skipped unfinished or failed run (no results.json): {s}", fg="yellow", err=True)
+        click.secho(f"skipped unfinished run (no results.json): {s}", fg="yellow", err=True)
+    for s, reason in loaded.failed:
+        click.secho(f"ignored failed run: {s} ({reason})", fg="yellow", err=True)
     if fmt == "table":
         n_runs = loaded.frame["run"].nunique()
         t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")

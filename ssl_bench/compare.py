@@ -5,8 +5,8 @@
 >>> table = summarize(df, metric="auc")  # methods × (dataset, protocol), "0.796(.012)" cells
 
 Runs are found by their ``results.json`` (a directory is searched recursively; shell-style globs
-are expanded).  A directory without ``results.json`` is an unfinished or failed run: it is skipped
-and reported.  Runs grouped into one cell must come from the same resolved recipe except for the
+are expanded).  A directory without ``results.json`` is an unfinished run, one whose
+``status.json`` says it failed (e.g. a NaN loss) is a failed run: both are skipped and reported.  Runs grouped into one cell must come from the same resolved recipe except for the
 seed (and the keys a sweep varied): otherwise :func:`check_mixing` says which keys differ.
 """
 
@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.runs import RECIPE_FILE, RESULTS_FILE
+from ssl_bench.runs import RECIPE_FILE, RESULTS_FILE, read_status
 
 # keys that may differ between the seeds of one cell without making them different experiments
 IGNORED_KEYS = {"seed", "name", "out_dir", "train.device", "train.threads", "train.devices", "train.nodes"}
@@ -34,6 +34,7 @@ class LoadedRuns:
     frame: pd.DataFrame
     recipes: dict[str, dict] = field(default_factory=dict)  # run dir → resolved recipe
     skipped: list[str] = field(default_factory=list)  # run dirs without results.json
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (run dir, reason) of runs marked failed
 
 
 def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
@@ -57,8 +58,13 @@ def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
 
 
 def load_runs(paths: Iterable[str]) -> LoadedRuns:
-    """Read every finished run under ``paths`` into a long DataFrame (one row per metric value)."""
+    """Read every finished run under ``paths`` into a long DataFrame (one row per metric value);
+    runs marked failed are left out and listed in ``failed``."""
     finished, unfinished = _find_run_dirs(paths)
+    failed = [(str(r), st.get("reason", "")) for r in finished + unfinished if (st := read_status(r)).get("status") == "failed"]
+    failed_dirs = {f for f, _ in failed}
+    finished = [r for r in finished if str(r) not in failed_dirs]
+    unfinished = [r for r in unfinished if str(r) not in failed_dirs]
     rows, recipes = [], {}
     for run in finished:
         try:
@@ -91,7 +97,7 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
                     }
                 )
     columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value"]
-    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished])
+    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -219,7 +225,8 @@ def compare(
     ``metric`` None: the ``headline_metric`` the runs' recipes name."""
     loaded = load_runs(paths)
     if loaded.frame.empty:
-        raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)))
+        also = f" ({len(loaded.failed)} failed run(s) ignored)" if loaded.failed else ""
+        raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)) + also)
     if not allow_mixed:
         check_mixing(loaded, allowed_keys)
     metric = metric or headline_metric(loaded)

@@ -3,6 +3,9 @@
 Nothing is ever overwritten: a new run gets a new directory (``os.mkdir`` is atomic, so two
 processes never share one), ``--out DIR`` must be new or empty, and files are written through a
 temporary file and an atomic rename so that a crash never leaves a half-written file behind.
+A process holds an exclusive lock on its run directory while it writes there
+(:func:`lock_run_dir`), so two ``ssl-bench run`` processes (say a run and its ``--resume``) never
+write into the same directory.  A run that stopped on an error says so in ``status.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
+STATUS_FILE = "status.json"
 
 
 def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int) -> Path:
@@ -33,14 +37,17 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise SSLBenchError(f"run directory {path} already exists and is not empty; choose another --out")
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(exist_ok=True)
         except OSError as e:
-            raise SSLBenchError(f"cannot create run directory {path}: {e}") from e
+            raise SSLBenchError(f"cannot create run directory {path} (--out): {e.strerror or e}") from e
         return path
     parent = Path(out_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SSLBenchError(f"cannot create run directories under {parent} (recipe key out_dir): {e.strerror or e}") from e
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = parent / (f"seed{seed}-{stamp}" + (f"-{i}" if i else ""))
@@ -49,6 +56,8 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise SSLBenchError(f"cannot create run directory {path} (recipe key out_dir): {e.strerror or e}") from e
     raise SSLBenchError(f"could not find a free run directory name under {parent}")
 
 
@@ -73,14 +82,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
+def torch_save_to_temp(obj: Any, path: Path) -> str:
+    """``torch.save`` into a complete, fsync'ed temporary file next to ``path``; return its name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     os.chmod(tmp, _umask_mode())
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never publish a file the disk has not got yet
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = torch_save_to_temp(obj, path)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,3 +128,104 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 def write_results(run_dir: Path, results: dict) -> None:
     atomic_write_text(Path(run_dir) / RESULTS_FILE, json.dumps(_jsonable(results), indent=2) + "\n")
+
+
+def read_status(run_dir: Path) -> dict:
+    """``status.json`` of a run (``{"status": "failed", "reason": …}``), or {} when there is none."""
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {"status": "failed", "reason": f"unreadable {STATUS_FILE}"}
+
+
+def mark_failed(run_dir: Path, reason: str, **info: Any) -> None:
+    """Mark a run failed: ``compare`` and ``--resume`` then leave it alone."""
+    atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(_jsonable({"status": "failed", "reason": reason, **info}), indent=2) + "\n")
+
+
+def clear_status(run_dir: Path) -> None:
+    (Path(run_dir) / STATUS_FILE).unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive ``flock`` on the run directory itself (no lock file is left behind).  The
+    kernel drops it when the process ends, even by SIGKILL, so a killed run can be resumed at once."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._fd: Optional[int] = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: atomic mkdir is the only guard
+            return
+        fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SSLBenchError(f"run directory {self.run_dir} is in use by another ssl-bench process") from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run_dir(run_dir: Path) -> RunLock:
+    return RunLock(run_dir)
+
+
+def claim_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int) -> tuple[Path, RunLock]:
+    """:func:`create_run_dir`, locked; ``--out DIR`` is checked to be empty again under the lock
+    (two processes given the same new ``--out`` may both have created it)."""
+    path = create_run_dir(out, out_dir, name, seed)
+    lock = lock_run_dir(path)
+    if any(path.iterdir()):
+        lock.release()
+        raise SSLBenchError(f"run directory {path} already exists and is not empty; choose another --out")
+    return path, lock
+
+
+def peak_rss_mb() -> Optional[float]:
+    """Peak resident memory of this process so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def return_freed_memory_to_the_os() -> bool:
+    """On Linux/glibc, serve large allocations (≥ 1 MiB: activations, gradients) from ``mmap`` so
+    that freeing them returns the memory to the OS at once.
+
+    glibc's default threshold adapts upwards (to 32 MiB) as soon as such blocks are freed, after
+    which a CPU training step's activations come from the heap, fragment it and are kept: the
+    resident size of a BYOL run on 28 px HAM10000 (ResNet-18, batch 256, 1 thread) then creeps
+    from step to step (peak 2229 MiB after 4 steps, still rising) instead of staying at one step's
+    working set (peak 1951 MiB, back to 1130 MiB between steps).  Fixing the threshold turns the
+    adaptation off (mallopt(3)).
+    Returns whether it was applied.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20))
+    except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
+        return False

@@ -26,6 +26,7 @@ import torch
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
+from ssl_bench import checkpoint as ckpt
 from ssl_bench import distributed, runs
 from ssl_bench.augment import AUGMENTATIONS, center_view
 from ssl_bench.backbones import build_backbone
@@ -220,8 +221,27 @@ def run(
     log: Callable[[str], None] = print,
     devices: Optional[int] = None,
     nodes: Optional[int] = None,
+    resume: Optional[str | Path] = None,
 ) -> Path:
-    """Train and evaluate ``recipe``; return the run directory (on every rank of a DDP run)."""
+    """Train and evaluate ``recipe``; return the run directory (on every rank of a DDP run).
+
+    ``resume``: continue an interrupted run from its last checkpoint — a run directory, a
+    checkpoint file in one, or ``""`` for ``out`` (else the newest unfinished run of the recipe).
+    The run directory is locked while this process writes to it; a run that stops on an error is
+    marked failed in its ``status.json`` (see :mod:`ssl_bench.checkpoint`, :mod:`ssl_bench.runs`).
+    """
+    with contextlib.ExitStack() as cleanup:
+        claimed: list[Path] = []
+        try:
+            return _run(recipe, out, device, progress, log, devices, nodes, resume, cleanup, claimed)
+        except Exception as e:
+            if claimed and not runs.read_status(claimed[0]):
+                first = str(e).splitlines()[0] if str(e) else ""
+                runs.mark_failed(claimed[0], f"{type(e).__name__}: {first}", resumable=True)
+            raise
+
+
+def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cleanup: contextlib.ExitStack, claimed: list) -> Path:
     cfg = recipe.cfg
     tcfg = recipe.train
     if device:
@@ -235,6 +255,8 @@ def run(
             cfg["train"][key] = value
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
+    if select_device(tcfg.device).type == "cpu":  # activations live in host memory: give freed ones back
+        runs.return_freed_memory_to_the_os()
     seed = cfg["seed"]
     torch.manual_seed(seed)
     dev = select_device(tcfg.device)
@@ -252,9 +274,9 @@ def run(
         progress, log = False, _silent
 
     # ---- only now, with everything built and checked, is anything written (by rank 0 only) ----
-    run_dir = make_run_dir(recipe, out, rank)
+    run_dir, start = make_run_dir(recipe, out, rank, resume, cleanup, claimed)
     method = method_name(cfg, selector, objective)
-    log(f"run directory: {run_dir}")
+    log(f"run directory: {run_dir}" + (f"  (resumed after epoch {start.epoch} from {start.path.name})" if start else ""))
     log(
         f"{method} on {data.name} ({n} train images, {data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} "
         f"· selector {cfg['selector']['name']} · {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev}"
@@ -269,6 +291,8 @@ def run(
     model, optimizer = fabric.setup(objective, optimizer)
     raw: Objective = objective  # loss/EMA math lives on the module itself, outside forward
     dev = fabric.device
+    if start is not None:  # online and EMA target networks, BatchNorm statistics, optimiser, selector
+        ckpt.restore_modules(start, raw, optimizer, selector)
 
     images = data.train.images.to(dev)
     labels = data.train.labels.to(dev)
@@ -289,20 +313,31 @@ def run(
         autocast=fabric.autocast,
     )
 
-    def checkpoint(epoch: int, step: int) -> None:
-        if rank != 0:
-            return
-        rng = {"data": data_gen.get_state(), "augment": aug_gen.get_state(), "selector": sel_gen.get_state()}
-        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, rng)
+    generators = {"data": data_gen, "augment": aug_gen, "selector": sel_gen}
 
-    step = 0
+    def checkpoint(epoch: int, step: int) -> None:
+        if rank != 0:  # the states every rank shares are rank 0's; other ranks' augmentation streams are not saved
+            return
+        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, generators,
+                        train_time_s=time.perf_counter() - t_start + time_before)
+
+    step, first_epoch, time_before = 0, 1, 0.0
     record = {"loss": None, "selector_precision": None}  # stays so with train.epochs: 0 (Random baseline)
+    if start is not None:  # the interrupted epoch is redone from its start, with the same random numbers
+        step, first_epoch = start.step, start.epoch + 1
+        time_before = float(start.state.get("train_time_s", 0.0))
+        record = (ckpt.truncate_metrics(run_dir, start.epoch) if rank == 0 else None) or record
+        # DDP: rank 0's augmentation stream is the saved one; the others start a fresh stream per resumed epoch
+        ckpt.set_rng_state(start.state["rng"], generators if rank == 0 else {k: g for k, g in generators.items() if k != "augment"})
+        if rank != 0:
+            aug_gen.manual_seed(seed + 1 + 7919 * rank + 104729 * start.epoch)
     t_start = time.perf_counter()
     with _progress(progress) as prog:
-        task = prog.add_task("epoch 1", total=total_steps, loss="-", lr="-", ips="-") if prog else None
-        for epoch in range(1, tcfg.epochs + 1):
+        task = prog.add_task(f"epoch {first_epoch}", total=total_steps, completed=step, loss="-", lr="-", ips="-") if prog else None
+        for epoch in range(first_epoch, tcfg.epochs + 1):
             t_epoch = time.perf_counter()
             loss_sum = torch.zeros((), device=dev)
+            first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a NaN/inf loss
             counts = torch.zeros(3, dtype=torch.long, device=dev)
             seen = 0
             lr = momentum = None
@@ -323,6 +358,8 @@ def run(
                     x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
                     view2_indices=None if x2 is None else plan.view2, shard=shard,
                 )
+                # found on the device, checked once per epoch: no host sync per step on a GPU
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
                 step += 1
                 if shard is None:
                     loss_sum += loss.detach()
@@ -338,8 +375,8 @@ def run(
                 loss_sum, counts, seen = distributed.sum_epoch_stats(loss_sum, counts, seen)
             n_steps = max(steps_per_epoch, 1)
             mean_loss = float(loss_sum) / n_steps
-            if not math.isfinite(mean_loss):
-                raise SSLBenchError(f"loss became {mean_loss} in epoch {epoch}; lower train.lr or check the data")
+            if int(first_bad) >= 0 or not math.isfinite(mean_loss):
+                stop_on_bad_loss(run_dir, epoch, int(first_bad), steps_per_epoch, mean_loss, write=rank == 0)
             dt = time.perf_counter() - t_epoch
             same, chosen, anchors = (int(c) for c in counts)
             record = {
@@ -367,7 +404,7 @@ def run(
                 checkpoint(epoch, step)
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
         checkpoint(0, 0)
-    train_time = time.perf_counter() - t_start
+    train_time = time.perf_counter() - t_start + time_before
     if rank != 0:  # evaluation and results.json are rank 0's
         return run_dir
 
@@ -434,6 +471,9 @@ def run(
             "selector_chance": chance,
         },
         "eval_time_s": time.perf_counter() - t_eval,
+        "peak_rss_mb": runs.peak_rss_mb(),
+        "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
+        "resumed_from_epoch": start.epoch if start is not None else None,
         "device": str(dev),
         "world_size": world,
         "torch": torch.__version__,
@@ -446,7 +486,9 @@ def run(
         log(f"warning: no evaluation reported the recipe's headline_metric '{headline}'")
     elif shown:
         log(f"headline {headline}: " + "  ".join(shown))
-    log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s)")
+    rss = f", peak RSS {results['peak_rss_mb']:.0f} MiB" if results["peak_rss_mb"] is not None else ""
+    gpu = f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB" if results["peak_gpu_memory_mb"] is not None else ""
+    log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s{rss}{gpu})")
     return run_dir
 
 
@@ -469,20 +511,37 @@ def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = Fa
     return fabric, fabric.global_rank, fabric.world_size
 
 
-def make_run_dir(recipe: Recipe, out, rank: int) -> Path:
-    """Rank 0 creates the run directory and writes the resolved recipe; every rank gets its path
-    (or rank 0's error, so that no rank waits for a run that will not start)."""
-    run_dir = error = None
+def make_run_dir(
+    recipe: Recipe, out, rank: int, resume, cleanup: contextlib.ExitStack, claimed: list
+) -> tuple[Path, Optional[ckpt.ResumePoint]]:
+    """Rank 0 claims (locks) the run directory — a new one, or with ``resume`` the interrupted run,
+    whose checkpoint is checked before anything is written — and writes the resolved recipe; every
+    rank gets its path and resume point (or rank 0's error, so that no rank waits for a run that
+    will not start).  Returns ``(run_dir, resume point or None)``."""
+    cfg = recipe.cfg
+    run_dir = error = ckpt_path = None
+    start: Optional[ckpt.ResumePoint] = None
     if rank == 0:
         try:
-            run_dir = runs.create_run_dir(out, recipe.cfg["out_dir"], recipe.cfg["name"], recipe.cfg["seed"])
+            if resume is None:
+                run_dir, lock = runs.claim_run_dir(out, cfg["out_dir"], cfg["name"], cfg["seed"])
+                cleanup.callback(lock.release)
+            else:  # lock first, then check and load: nothing is written before the checkpoint is known good
+                run_dir, named = ckpt.find_run_dir(str(resume), out, cfg["out_dir"], cfg["name"])
+                cleanup.callback(runs.lock_run_dir(run_dir).release)
+                start = ckpt.open_run(run_dir, cfg, named)
+                ckpt_path = start.path
+                runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
+            claimed.append(run_dir)
             runs.atomic_write_text(run_dir / runs.RECIPE_FILE, recipe.to_yaml())
         except SSLBenchError as e:
             error = str(e)
-    run_dir, error = distributed.broadcast_object((run_dir, error))
+    run_dir, error, ckpt_path = distributed.broadcast_object((run_dir, error, ckpt_path))
     if error:
         raise SSLBenchError(error)
-    return Path(run_dir)
+    if ckpt_path is not None and start is None:  # the other ranks read the checkpoint rank 0 checked
+        start = ckpt.ResumePoint(Path(run_dir), Path(ckpt_path), ckpt.load(Path(ckpt_path)))
+    return Path(run_dir), start
 
 
 @dataclass
@@ -567,10 +626,12 @@ class TrainStep:
 
 
 def save_checkpoint(
-    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int, rng: dict
+    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int,
+    generators: dict[str, torch.Generator], train_time_s: float = 0.0,
 ) -> None:
+    """Everything :func:`run` needs to resume after ``epoch`` (see :mod:`ssl_bench.checkpoint`)."""
     state = {
-        "rng": {k: v.cpu() for k, v in rng.items()},
+        "rng": ckpt.rng_state(generators),
         "epoch": epoch,
         "step": step,
         "objective": objective.state_dict(),
@@ -578,5 +639,19 @@ def save_checkpoint(
         "selector": selector.state_dict(),
         "normalize": normalize.state_dict(),
         "recipe": cfg,
+        "train_time_s": train_time_s,
     }
-    runs.atomic_torch_save(state, Path(run_dir) / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT)
+    ckpt.save(run_dir, state)
+
+
+def stop_on_bad_loss(
+    run_dir: Path, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float, write: bool = True
+) -> None:
+    """A NaN/inf loss: mark the run failed and stop; the last good checkpoint stays as it is."""
+    where = f"epoch {epoch}" + (f", step {first_bad + 1} (step {first_bad - (epoch - 1) * steps_per_epoch + 1} of the epoch)" if first_bad >= 0 else "")
+    kept = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
+    keep = f"last good checkpoint kept: {kept}" if kept.is_file() else "no checkpoint was written before"
+    bad = "non-finite" if first_bad >= 0 else f"{mean_loss}"
+    if write:  # rank 0 (the loss sum is all-reduced, so every rank stops at the same epoch)
+        runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None, resumable=False)
+    raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check the data")

@@ -49,6 +49,9 @@ class NearestNeighbourSelector(Selector):
     def transform_outputs(self, out: StepOutput, ctx: SelectionContext) -> StepOutput:
         v1, v2 = out.views
         t1, t2 = F.normalize(v1.t.float(), dim=1), F.normalize(v2.t.float(), dim=1)
+        if self.bank is not None and self.bank.bank.device != t1.device:  # a resumed run: state loaded on the CPU
+            self.bank.to(t1.device)
+            self.bank_labels = self.bank_labels.to(t1.device)
         if self.bank is None:
             self.bank = MemoryBankModule(size=(self.bank_size, t1.shape[1]), feature_dim_first=False).to(t1.device)
             self.bank_labels = torch.full((self.bank_size, *ctx.labels.shape[1:]), -1, dtype=ctx.labels.dtype, device=t1.device)

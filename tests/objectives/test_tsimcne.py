@@ -26,7 +26,7 @@ def _direct(z1, z2, extra=None, weight=1.0):
     """Term by term: ℓ_i = −log q(i, pos) / Σ_{k≠i} q(i, k), q = 1 / (1 + ‖z_i − z_k‖²)."""
     z = torch.cat([z1, z2]).double()
     n, b = len(z), len(z1)
-    q = lambda i, k: 1.0 / (1.0 + ((z[i] - z[k]) ** 2).sum())
+    q = lambda i, k: 1.0 / (1.0 + ((z[i] - z[k]) ** 2).sum())  # noqa: E731
     total = 0.0
     for i in range(n):
         denom = sum(q(i, k) for k in range(n) if k != i)
