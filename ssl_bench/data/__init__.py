@@ -3,5 +3,6 @@
 from ssl_bench.data.base import DATASETS, DataSplits, ImageSet, batches, num_batches
 from ssl_bench.data import medmnist as _medmnist  # noqa: F401  (registers 'medmnist')
 from ssl_bench.data import npz as _npz  # noqa: F401  (registers 'npz')
+from ssl_bench.data import isic as _isic  # noqa: F401  (registers 'isic')
 
 __all__ = ["DATASETS", "DataSplits", "ImageSet", "batches", "num_batches"]
