@@ -191,7 +191,7 @@ def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_c
         im = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
     else:
         im = im.resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(im, dtype=np.uint8)
+    arr = np.array(im, dtype=np.uint8)  # a writable copy
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -409,15 +409,20 @@ def assemble(
             )
         keep[[c[0] for c in dec.corrupt]] = False
         log(f"data: skipped {len(dec.corrupt)} corrupt image(s) (data.skip_corrupt: true): {shown}{more}")
-    out = {}
+    out, files = {}, {}
+    split = np.asarray(split)
     for s in ("train", "val", "test"):
-        idx = torch.from_numpy(np.nonzero((split == s) & keep)[0])
-        if len(idx) == 0:
+        rows = np.nonzero((split == s) & keep)[0]
+        if len(rows) == 0:
             if s == "val":
                 continue
             raise SSLBenchError(f"dataset {name} has no images in its '{s}' split (check data.split_ratios)")
+        idx = torch.from_numpy(rows)
         out[s] = ImageSet(dec.images[idx], labels[idx], None if groups is None else groups[idx])
+        files[s] = [members[i] for i in rows]
     data = DataSplits(name=name, task=task, class_names=list(class_names), **out)
-    data.skipped = [c[1] for c in dec.corrupt] if skip_corrupt else []  # reported in the run log above
+    # extras for users and tests: the file of every row, what was skipped, where the cache lives
+    data.files = files
+    data.skipped = [m for _, m, _ in dec.corrupt] if skip_corrupt else []
     data.cache_file = dec.cache_file
     return data
