@@ -193,6 +193,9 @@ def run(
         cfg["train"]["device"] = device
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
+    from ssl_bench.pretrained import resolve_pretrained
+
+    resolve_pretrained(recipe, device=device, progress=progress, log=log)  # selector.checkpoint: a recipe
     seed = cfg["seed"]
     torch.manual_seed(seed)
     dev = select_device(tcfg.device)
