@@ -6,8 +6,8 @@ run of the same recipe) may name its checkpoint by recipe instead of by run dire
     selector: {name: tracin, model: pretrained, checkpoint: recipes/isic/byol_isic.yaml}
 
 ``ssl-bench run`` then looks for a finished run of that recipe (``results.json`` and
-``checkpoints/last.pt`` under ``<out_dir>/<name>/``) whose resolved recipe equals the producer's,
-with the same ``--set`` overrides applied (except ``selector.*``, ``name`` and ``method``, which
+``checkpoints/last.pt`` under ``<out_dir>/<name>/``) whose resolved recipe equals the producer's
+(evaluations, device and threads aside), with the same ``--set`` overrides applied (except ``selector.*``, ``name`` and ``method``, which
 belong to the consumer).  When there is none it runs the producer first, and says so, so that the
 flagship is one command.  The consumer's saved ``recipe.yaml`` records the run directory used.
 
@@ -61,6 +61,7 @@ def _comparable(cfg: dict) -> dict:
     if is_recipe_ref(sel.get("checkpoint")) or sel.get("model") == "pretrained":
         sel.pop("checkpoint", None)  # a producer's own producer: resolved to some run directory
     c.pop("out_dir", None)
+    c.pop("evaluate", None)  # evaluations read the checkpoint, they do not change it
     return c
 
 
