@@ -147,6 +147,7 @@ def isic_dataset(
     workers: Optional[int] = None,
 ) -> DataSplits:
     """ISIC 2019 / HAM10000 / ISIC 2016 dermoscopy (folder or .zip), lesion-disjoint splits, cached decode."""
+    check_ratios(split_ratios)  # before any file is read
     path = resolve_root(root, ROOT_ENV, "ISIC data", HOWTO)
     store = ImageStore(path)
     found = {

@@ -43,6 +43,7 @@ def shenzhen_dataset(
     workers: Optional[int] = None,
 ) -> DataSplits:
     """Shenzhen tuberculosis X-rays: label from the file name (``CHNCXR_0001_0.png``), seeded split."""
+    check_ratios(split_ratios)  # before any file is read
     path = resolve_root(root, ROOT_ENV, "Shenzhen data", HOWTO)
     store = ImageStore(path)
     members = [m for m in store.images() if m.lower().endswith(".png") and PurePosixPath(m).name.upper().startswith("CHNCXR_")]

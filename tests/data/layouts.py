@@ -7,6 +7,7 @@ HAM10000 JPEGs (``subsets/ham10000_200x150_jpeg.zip``) or real PneumoniaMNIST ch
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from pathlib import Path
@@ -22,13 +23,22 @@ HAM_PREFIX = "ham10000_200x150/"
 DX_TO_ISIC2019 = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}
 
 
+@functools.lru_cache(maxsize=1)
+def _ham_zip() -> zipfile.ZipFile:
+    return zipfile.ZipFile(HAM_ZIP)  # opened once: its 10,016-entry directory is read once
+
+
 def ham_metadata() -> pd.DataFrame:
-    with zipfile.ZipFile(HAM_ZIP) as z:
-        return pd.read_csv(io.BytesIO(z.read(HAM_PREFIX + "HAM10000_metadata.csv")))
+    return pd.read_csv(io.BytesIO(_ham_zip().read(HAM_PREFIX + "HAM10000_metadata.csv")))
 
 
 def ham_rows(n: int = 48) -> pd.DataFrame:
     """``n`` real metadata rows: whole lesions (some with several images), every diagnosis present."""
+    return _ham_rows(n).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _ham_rows(n: int) -> pd.DataFrame:
     meta = ham_metadata()
     multi = meta[meta.duplicated("lesion_id", keep=False)]
     picked = []
@@ -44,15 +54,13 @@ def ham_rows(n: int = 48) -> pd.DataFrame:
 
 
 def ham_jpeg(image_id: str) -> bytes:
-    with zipfile.ZipFile(HAM_ZIP) as z:
-        return z.read(f"{HAM_PREFIX}images/{image_id}.jpg")
+    return _ham_zip().read(f"{HAM_PREFIX}images/{image_id}.jpg")
 
 
 def copy_jpegs(ids, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(HAM_ZIP) as z:
-        for i in ids:
-            (folder / f"{i}.jpg").write_bytes(z.read(f"{HAM_PREFIX}images/{i}.jpg"))
+    for i in ids:
+        (folder / f"{i}.jpg").write_bytes(ham_jpeg(i))
 
 
 def write_ham10000(root: Path, rows: pd.DataFrame) -> Path:

@@ -127,6 +127,9 @@ def test_env_root_and_missing_root_say_where_to_download(tmp_path, monkeypatch):
         DATASETS.build({"name": "isic"})
     with pytest.raises(SSLBenchError, match=r"ISIC data not found at .*nowhere.*ISIC_2019_Training_GroundTruth.csv"):
         DATASETS.build({"name": "isic", "root": str(tmp_path / "nowhere")})
+    (tmp_path / "notes.txt").write_text("not a zip")
+    with pytest.raises(SSLBenchError, match=r"notes.txt is a file but not a .zip archive"):
+        DATASETS.build({"name": "isic", "root": str(tmp_path / "notes.txt")})
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSLBenchError, match="no ISIC label file in"):
         DATASETS.build({"name": "isic", "root": str(tmp_path / "empty")})
