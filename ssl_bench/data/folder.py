@@ -38,7 +38,7 @@ def _manifest_frame(store: ImageStore, manifest: str, root: Path):
     if p.is_file():
         try:
             return pd.read_csv(p, dtype=str, keep_default_na=False), str(p)
-        except Exception as e:  # noqa: BLE001 — pandas raises several parser errors
+        except Exception as e:  # pandas raises several parser errors
             raise SSLBenchError(f"manifest {p} could not be read as CSV: {type(e).__name__}: {e}") from e
     member = manifest if manifest in store.files else store.find(manifest)
     if member is None:
