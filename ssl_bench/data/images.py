@@ -305,6 +305,9 @@ class DecodeCache:
         t0 = time.perf_counter()
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        from ssl_bench.runs import _umask_mode
+
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; a cache may be shared between users
         try:
             arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
             corrupt = decode_all(
