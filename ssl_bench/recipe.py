@@ -242,6 +242,7 @@ class Recipe:
     cfg: dict
     path: Optional[Path] = None
     files: list[Path] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # the --set list (a pretrained recipe inherits them)
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -281,7 +282,9 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = (), data:
         merged["name"] = Path(path).stem if path is not None else "recipe"
     validate(merged)
     fill_defaults(merged)
-    return Recipe(cfg=merged, path=Path(path).resolve() if path is not None else None, files=files)
+    return Recipe(
+        cfg=merged, path=Path(path).resolve() if path is not None else None, files=files, overrides=list(overrides)
+    )
 
 
 def _base_dirs(path: Path) -> list[Path]:

@@ -257,6 +257,9 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
         torch.set_num_threads(tcfg.threads)
     if select_device(tcfg.device).type == "cpu":  # activations live in host memory: give freed ones back
         runs.return_freed_memory_to_the_os()
+    from ssl_bench.pretrained import resolve_pretrained
+
+    resolve_pretrained(recipe, device=device, progress=progress, log=log)  # selector.checkpoint: a recipe
     seed = cfg["seed"]
     torch.manual_seed(seed)
     dev = select_device(tcfg.device)

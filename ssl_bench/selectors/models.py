@@ -1,7 +1,8 @@
 """Selectors that look at the batch through a network: the one being trained or a frozen one.
 
 "On-the-fly" variants (``model: online``) use the model being trained; "pretrained" variants
-(``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT``) load the encoder and heads of an earlier run
+(``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT`` or the producing recipe's ``.yaml``, see
+:mod:`ssl_bench.pretrained`) load the encoder and heads of an earlier run
 (e.g. a vanilla BYOL run of the same recipe) once, freeze them, and never train them.
 """
 
@@ -19,6 +20,10 @@ from ssl_bench.selectors.base import SelectionContext, Selector
 
 
 def resolve_checkpoint(path: str | Path, key: str = "selector.checkpoint") -> Path:
+    from ssl_bench.pretrained import checkpoint_of_recipe, is_recipe_ref
+
+    if is_recipe_ref(str(path)):  # named by the recipe that produces it (ssl-bench run resolves it first)
+        path = checkpoint_of_recipe(str(path), key)
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"

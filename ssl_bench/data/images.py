@@ -1,0 +1,431 @@
+"""Image files on disk → the uint8 ``[N, C, S, S]`` tensors of :class:`~ssl_bench.data.base.ImageSet`.
+
+Shared by every file-based adapter (isic, chestxray14, shenzhen, folder):
+
+* :class:`ImageStore` reads a dataset from a folder **or a .zip without extracting it** (members
+  are found by file name wherever the archive puts them, e.g. ``ham10000_200x150/images/``).
+* :func:`decode_image` decodes one JPEG/PNG with Pillow and fits it to ``size × size``
+  (``fit: center_crop`` — shorter side to ``size``, centre crop, as torchvision's
+  ``Resize(size)`` + ``CenterCrop(size)``; ``fit: squash`` — plain resize).  For JPEGs Pillow's
+  ``draft`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much smaller,
+  which is what makes a first decode of 112k ChestX-ray14 PNGs/JPEGs bearable on a laptop.
+* :class:`DecodeCache` decodes every image **once** into a memory-mapped uint8 file keyed by the
+  image files (zip CRCs, or file sizes and mtimes) and the output geometry; a change to any of them
+  gives a new key, and the stale file is removed.  Decoding JPEGs every epoch is what bounds the
+  epoch time on a 2-core machine; the cache turns loading into a page-cache read.
+* Missing, unreadable and corrupt images are named in one-line :class:`SSLBenchError` messages;
+  ``skip_corrupt: true`` drops corrupt files instead, counts them and reports them (never silently).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Literal, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ssl_bench.data.base import DataSplits, ImageSet
+from ssl_bench.errors import SSLBenchError
+
+Fit = Literal["center_crop", "squash"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+CACHE_ENV = "SSL_BENCH_CACHE_DIR"
+CACHE_VERSION = 1  # bump when decoding changes, so old caches are never reused
+
+
+def cache_root(cache_dir: Optional[str] = None) -> Path:
+    """``cache_dir`` (recipe key ``data.cache_dir``), else ``$SSL_BENCH_CACHE_DIR``, else ``~/.cache/ssl-bench``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path("~/.cache/ssl-bench").expanduser()
+
+
+def resolve_root(root: Optional[str], env: str, what: str, howto: str) -> Path:
+    """The dataset root from the recipe (``data.root``) or ``$env``; a missing one says where to get it."""
+    if not root and os.environ.get(env):
+        root = os.environ[env]
+    if not root:
+        raise SSLBenchError(f"{what}: no data root (set recipe key data.root or ${env}); {howto}")
+    p = Path(root).expanduser()
+    if not p.exists():
+        raise SSLBenchError(f"{what} not found at {p} (recipe key data.root or ${env}); {howto}")
+    if p.is_file() and not zipfile.is_zipfile(p):
+        raise SSLBenchError(f"{what}: data.root {p} is a file but not a .zip archive")
+    return p
+
+
+class ImageStore:
+    """The files of one dataset, in a folder or in a .zip read in place."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.is_zip = self.root.is_file()
+        if self.is_zip:
+            try:
+                self._zip = zipfile.ZipFile(self.root)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise SSLBenchError(f"data.root {self.root} could not be opened as a zip: {e}") from e
+            self._infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
+            self.files = sorted(self._infos)
+        else:
+            files = []
+            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                rel = Path(dirpath).relative_to(self.root).as_posix()
+                files += [f if rel == "." else f"{rel}/{f}" for f in filenames if not f.startswith(".")]
+            self.files = sorted(files)
+        self._by_name: Optional[dict[str, list[str]]] = None
+        self._by_stem: Optional[dict[str, str]] = None
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def find(self, *names: str) -> Optional[str]:
+        """The shallowest member whose file name is one of ``names`` (case-sensitive), or None."""
+        if self._by_name is None:
+            self._by_name = {}
+            for f in self.files:
+                self._by_name.setdefault(PurePosixPath(f).name, []).append(f)
+        hits = [f for n in names for f in self._by_name.get(n, [])]
+        return min(hits, key=lambda f: (f.count("/"), f)) if hits else None
+
+    def glob(self, pattern: str) -> list[str]:
+        """Members whose file name matches ``pattern`` (fnmatch), shallowest first."""
+        import fnmatch
+
+        hits = [f for f in self.files if fnmatch.fnmatch(PurePosixPath(f).name, pattern)]
+        return sorted(hits, key=lambda f: (f.count("/"), f))
+
+    def images(self, under: Optional[str] = None) -> list[str]:
+        """Image members (by suffix), optionally only those under the folder ``under``."""
+        pre = under.rstrip("/") + "/" if under else ""
+        return [f for f in self.files if f.lower().endswith(IMAGE_SUFFIXES) and f.startswith(pre)]
+
+    def by_stem(self) -> dict[str, str]:
+        """Image file stem (``ISIC_0024306``) → member path; the shallowest wins on duplicates."""
+        if self._by_stem is None:
+            self._by_stem = {}
+            for f in sorted(self.images(), key=lambda f: (f.count("/"), f)):
+                self._by_stem.setdefault(PurePosixPath(f).stem, f)
+        return self._by_stem
+
+    def locate(self, ids: Sequence[str], listed_in: str) -> list[str]:
+        """Member paths of the images ``ids`` (stems or relative paths); missing ones are an error."""
+        stems, members = self.by_stem(), set(self.files)
+        out, missing = [], []
+        for i in ids:
+            i = str(i)
+            hit = i if i in members else stems.get(PurePosixPath(i).stem if "." in PurePosixPath(i).name else i)
+            if hit is None:
+                missing.append(i)
+            out.append(hit)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", … ({len(missing)} in all)" if len(missing) > 5 else "")
+            raise SSLBenchError(f"{len(missing)} image(s) listed in {listed_in} are missing from {self.root}: {shown}")
+        return out
+
+    # -- reading --------------------------------------------------------------------------------
+    def read(self, member: str) -> bytes:
+        if self.is_zip:
+            return self._zip.read(self._infos[member])
+        return (self.root / member).read_bytes()
+
+    def where(self, member: str) -> str:
+        """How to show ``member`` to the user: ``archive.zip:member`` or the full path."""
+        return f"{self.root}:{member}" if self.is_zip else str(self.root / member)
+
+    def read_csv(self, member: str, **kwargs):
+        """A CSV member as a pandas DataFrame; an unreadable one is an error naming the file."""
+        import pandas as pd
+
+        try:
+            return pd.read_csv(io.BytesIO(self.read(member)), **kwargs)
+        except Exception as e:
+            raise SSLBenchError(f"{self.where(member)} could not be read as CSV: {type(e).__name__}: {e}") from e
+
+    def read_text(self, member: str) -> str:
+        return self.read(member).decode("utf-8", errors="replace")
+
+    def fingerprint(self, members: Sequence[str]) -> str:
+        """A hash of the listed files' identity: CRC and size in a zip; size and mtime in a folder."""
+        h = hashlib.sha1()
+        for m in members:
+            if self.is_zip:
+                i = self._infos[m]
+                h.update(f"{m}\0{i.file_size}\0{i.CRC}\n".encode())
+            else:
+                st = (self.root / m).stat()
+                h.update(f"{m}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------------
+# Decoding
+# -------------------------------------------------------------------------------------------------
+def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop") -> np.ndarray:
+    """Decode JPEG/PNG bytes to uint8 ``[channels, size, size]``; raises on a corrupt file."""
+    from PIL import Image, ImageOps
+
+    im = Image.open(io.BytesIO(data))
+    mode = "RGB" if channels == 3 else "L"
+    if im.format == "JPEG":
+        im.draft(mode, (size, size))  # DCT-domain downscale: decode at ≥ size, never below
+    im.load()  # forces the full decode: truncated / corrupt data raises here
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale (some X-ray PNGs): keep the top byte
+        arr = np.asarray(im, dtype=np.int64)
+        im = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).clip(0, 255).astype(np.uint8))
+    if im.mode != mode:
+        im = im.convert(mode)
+    if fit == "center_crop":
+        im = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
+    else:
+        im = im.resize((size, size), Image.Resampling.BICUBIC)
+    arr = np.array(im, dtype=np.uint8)  # a writable copy
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+@dataclass
+class Decoded:
+    """Images of a list of members plus the ones that could not be decoded."""
+
+    images: torch.Tensor  # uint8 [N, C, S, S] (rows of corrupt files are zeros)
+    corrupt: list[tuple[int, str, str]] = field(default_factory=list)  # (row, member, reason)
+    cache_file: Optional[Path] = None
+    built: bool = False  # decoded now (False: read from the cache)
+    seconds: float = 0.0
+
+
+def _progress(enabled: bool):
+    """A rich progress bar (the first build of a cache can take minutes), or nothing."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+    )
+
+
+def decode_all(
+    store: ImageStore,
+    members: Sequence[str],
+    out: np.ndarray,
+    size: int,
+    channels: int,
+    fit: Fit,
+    workers: Optional[int] = None,
+    progress: bool = True,
+    description: str = "decoding images",
+) -> list[tuple[int, str, str]]:
+    """Decode ``members`` into the rows of ``out`` with a thread pool (Pillow releases the GIL while
+    decoding and resizing); return the corrupt ones instead of raising."""
+    corrupt: list[tuple[int, str, str]] = []
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def one(i: int) -> Optional[tuple[int, str, str]]:
+        m = members[i]
+        try:
+            out[i] = decode_image(store.read(m), size, channels, fit)
+        except Exception as e:  # noqa: BLE001 — Pillow raises OSError, SyntaxError, ValueError, …
+            out[i] = 0
+            return i, m, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return None
+
+    chunk = 256
+    with _progress(progress and len(members) > 0) as prog:
+        task = prog.add_task(description, total=len(members)) if prog else None
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(members), chunk):
+                for r in pool.map(one, range(start, min(start + chunk, len(members)))):
+                    if r is not None:
+                        corrupt.append(r)
+                if prog is not None:
+                    prog.update(task, completed=min(start + chunk, len(members)))
+    return corrupt
+
+
+class DecodeCache:
+    """Decode once into ``<cache_dir>/<tag>-<size>px-<fit>-<key>.u8`` (+ ``.json``), memory-map after.
+
+    The key hashes the cache version, the member list and each member's identity
+    (:meth:`ImageStore.fingerprint`), the size, channels and fit: changing, adding or removing an
+    image gives a new key.  Files are written to a temporary name and renamed (the ``.json`` last),
+    so an interrupted build is never mistaken for a finished one.
+    """
+
+    def __init__(self, cache_dir: Optional[str] = None):
+        self.dir = cache_root(cache_dir)
+
+    def path_for(self, store: ImageStore, members: Sequence[str], size: int, channels: int, fit: Fit, tag: str) -> Path:
+        root_key = hashlib.sha1(str(store.root.resolve()).encode()).hexdigest()[:8]
+        h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{channels}|{fit}|{len(members)}|".encode())
+        h.update(store.fingerprint(members).encode())
+        return self.dir / f"{tag}-{root_key}-{size}px-{channels}c-{fit}-{h.hexdigest()[:16]}.u8"
+
+    def load(
+        self,
+        store: ImageStore,
+        members: Sequence[str],
+        size: int,
+        channels: int,
+        fit: Fit,
+        tag: str,
+        workers: Optional[int] = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> Decoded:
+        path = self.path_for(store, members, size, channels, fit, tag)
+        meta_path = path.with_suffix(".json")
+        shape = (len(members), channels, size, size)
+        if path.is_file() and meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                if tuple(meta["shape"]) == shape and path.stat().st_size == int(np.prod(shape)):
+                    arr = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: never written back
+                    return Decoded(torch.from_numpy(arr), [tuple(c) for c in meta["corrupt"]], path, built=False)
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable cache: rebuild it below
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SSLBenchError(f"cannot create the decode cache folder {self.dir} (recipe key data.cache_dir or ${CACHE_ENV}): {e}") from e
+        t0 = time.perf_counter()
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        from ssl_bench.runs import _umask_mode
+
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; a cache may be shared between users
+        try:
+            arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+            corrupt = decode_all(
+                store, members, arr, size, channels, fit, workers, progress,
+                description=f"decoding {len(members)} images → cache ({size} px)",
+            )
+            if isinstance(arr, np.memmap):
+                arr.flush()
+            del arr
+            os.replace(tmp, path)
+            meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+            meta_tmp.write_text(json.dumps({"shape": list(shape), "root": str(store.root), "corrupt": corrupt}))
+            os.replace(meta_tmp, meta_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        # the same dataset/geometry under an older key is stale now
+        stem = path.name.rsplit("-", 1)[0]
+        for old in self.dir.glob(f"{stem}-*"):
+            if old.name not in (path.name, meta_path.name) and not old.name.startswith("."):
+                old.unlink(missing_ok=True)
+        dt = time.perf_counter() - t0
+        log(f"data: decoded {len(members)} images in {dt:.1f} s into the cache {path}")
+        arr = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
+        return Decoded(torch.from_numpy(arr), [tuple(c) for c in corrupt], path, built=True, seconds=dt)
+
+
+def load_images(
+    store: ImageStore,
+    members: Sequence[str],
+    size: int,
+    channels: int = 3,
+    fit: Fit = "center_crop",
+    cache: bool = True,
+    cache_dir: Optional[str] = None,
+    tag: str = "images",
+    workers: Optional[int] = None,
+    progress: Optional[bool] = None,
+    log: Callable[[str], None] = print,
+) -> Decoded:
+    """Decode ``members`` at ``size`` px, through the :class:`DecodeCache` unless ``cache`` is False."""
+    if size < 8:
+        raise SSLBenchError(f"recipe key data.size must be ≥ 8 pixels, got {size}")
+    if channels not in (1, 3):
+        raise SSLBenchError(f"recipe key data.channels must be 1 or 3, got {channels}")
+    progress = sys.stderr.isatty() if progress is None else progress
+    if cache:
+        return DecodeCache(cache_dir).load(store, members, size, channels, fit, tag, workers, progress, log)
+    t0 = time.perf_counter()
+    arr = np.zeros((len(members), channels, size, size), np.uint8)
+    corrupt = decode_all(store, members, arr, size, channels, fit, workers, progress)
+    return Decoded(torch.from_numpy(arr), corrupt, None, built=True, seconds=time.perf_counter() - t0)
+
+
+# -------------------------------------------------------------------------------------------------
+# From tables to DataSplits (shared by the adapters)
+# -------------------------------------------------------------------------------------------------
+def group_codes(groups: Iterable, prefix: str = "") -> torch.Tensor:
+    """Integer codes of group ids; a missing id (None / NaN / "") makes the image its own group."""
+    vals = []
+    for i, g in enumerate(groups):
+        missing = g is None or (isinstance(g, float) and np.isnan(g)) or (isinstance(g, str) and not g.strip())
+        vals.append(f"\0{prefix}{i}" if missing else str(g))
+    _, codes = np.unique(np.asarray(vals, dtype=object).astype(str), return_inverse=True)
+    return torch.from_numpy(codes.astype(np.int64).reshape(-1))
+
+
+def assemble(
+    name: str,
+    store: ImageStore,
+    members: Sequence[str],
+    labels: torch.Tensor,
+    split: np.ndarray,
+    task: str,
+    class_names: list[str],
+    groups: Optional[torch.Tensor] = None,
+    *,
+    size: int,
+    channels: int,
+    fit: Fit,
+    cache: bool,
+    cache_dir: Optional[str],
+    skip_corrupt: bool,
+    workers: Optional[int],
+    tag: str,
+    log: Callable[[str], None] = print,
+) -> DataSplits:
+    """Decode the images (cached) and cut them into the named splits.
+
+    Corrupt images are an error listing them, unless ``skip_corrupt`` (then they are dropped,
+    counted and reported, and the list is kept as ``DataSplits.skipped``).
+    """
+    dec = load_images(store, members, size, channels, fit, cache, cache_dir, tag, workers, log=log)
+    keep = np.ones(len(members), dtype=bool)
+    if dec.corrupt:
+        shown = "; ".join(f"{store.where(m)} ({why})" for _, m, why in dec.corrupt[:3])
+        more = f"; … ({len(dec.corrupt)} in all)" if len(dec.corrupt) > 3 else ""
+        if not skip_corrupt:
+            raise SSLBenchError(
+                f"{len(dec.corrupt)} unreadable or corrupt image(s) in {store.root}: {shown}{more} "
+                f"(fix or remove them, or set data.skip_corrupt: true to drop them)"
+            )
+        keep[[c[0] for c in dec.corrupt]] = False
+        log(f"data: skipped {len(dec.corrupt)} corrupt image(s) (data.skip_corrupt: true): {shown}{more}")
+    out, files = {}, {}
+    split = np.asarray(split)
+    for s in ("train", "val", "test"):
+        rows = np.nonzero((split == s) & keep)[0]
+        if len(rows) == 0:
+            if s == "val":
+                continue
+            raise SSLBenchError(f"dataset {name} has no images in its '{s}' split (check data.split_ratios)")
+        idx = torch.from_numpy(rows)
+        out[s] = ImageSet(dec.images[idx], labels[idx], None if groups is None else groups[idx])
+        files[s] = [members[i] for i in rows]
+    data = DataSplits(name=name, task=task, class_names=list(class_names), **out)
+    # extras for users and tests: the file of every row, what was skipped, where the cache lives
+    data.files = files
+    data.skipped = [m for _, m, _ in dec.corrupt] if skip_corrupt else []
+    data.cache_file = dec.cache_file
+    return data

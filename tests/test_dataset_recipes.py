@@ -1,0 +1,43 @@
+"""The ISIC / ChestX-ray14 recipes: valid, paper hyper-parameters, baselines change one thing."""
+
+from pathlib import Path
+
+import pytest
+
+from ssl_bench.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGSHIPS = {
+    "isic": REPO / "recipes" / "byol_tracin_isic.yaml",
+    "chestxray": REPO / "recipes" / "chestxray" / "byol_tracin_chestxray14.yaml",
+}
+
+
+@pytest.mark.parametrize("family", sorted(FLAGSHIPS))
+def test_flagship_and_baselines(family):
+    flag = load_recipe(FLAGSHIPS[family]).cfg
+    t = flag["train"]
+    assert (t["epochs"], t["batch_size"], t["lr"], t["momentum"], t["weight_decay"], t["warmup_epochs"]) == (300, 256, 0.1, 0.9, 1e-5, 10)
+    assert flag["backbone"]["name"] == "resnet18" and flag["data"]["size"] == 140 and flag["augment"]["size"] == 128
+    assert (flag["objective"]["projection_dim"], flag["objective"]["momentum_base"], flag["objective"]["momentum_end"]) == (256, 0.99, 1.0)
+    sel = flag["selector"]
+    assert (sel["name"], sel["k"], sel["model"], sel["views"]) == ("tracin", 1, "pretrained", "light")
+    producer = load_recipe(REPO / sel["checkpoint"]).cfg
+    assert producer["selector"]["name"] == "none"
+    fractions = [e["label_fraction"] for e in flag["evaluate"] if e["name"] == "finetune"]
+    assert fractions == [0.1, 0.5, 1.0] and all(e["seeds"] == 5 for e in flag["evaluate"] if e["name"] == "finetune")
+    folder = FLAGSHIPS[family].parent / family if family == "isic" else FLAGSHIPS[family].parent
+    baselines = [p for p in sorted(folder.glob("*.yaml")) if p != FLAGSHIPS[family]]
+    assert len(baselines) == 9
+    for p in baselines:
+        cfg = load_recipe(p).cfg
+        changed = {k for k in flag if cfg[k] != flag[k]}
+        assert changed <= {"name", "method", "selector", "train"}, (p.name, changed)
+        if "train" in changed:
+            assert cfg["train"]["epochs"] == 0 and cfg["method"] == "Random"
+
+
+def test_data_root_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SSL_BENCH_ISIC_ROOT", "/data/isic2019")
+    assert load_recipe(FLAGSHIPS["isic"]).cfg["data"]["root"] == "/data/isic2019"
+    assert load_recipe(FLAGSHIPS["isic"], ["data.root=/elsewhere"]).cfg["data"]["root"] == "/elsewhere"
