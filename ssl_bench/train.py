@@ -453,6 +453,9 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
         eval_results[key] = ev.run(ectx)
         chosen = f"  (C = {ev.chosen_C:g}, chosen on val)" if getattr(ev, "chosen_C", None) is not None else ""
         shown = {k: v for k, v in eval_results[key].items() if isinstance(v, float) and not k.endswith("_std") and k != "label_fraction"}
+        if "skipped" in eval_results[key]:
+            log(f"eval {key}: skipped — {eval_results[key]['skipped']}")
+            continue
         log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()) + chosen)
     results = {
         "recipe": cfg["name"],

@@ -41,3 +41,17 @@ def test_data_root_from_the_environment(monkeypatch):
     monkeypatch.setenv("SSL_BENCH_ISIC_ROOT", "/data/isic2019")
     assert load_recipe(FLAGSHIPS["isic"]).cfg["data"]["root"] == "/data/isic2019"
     assert load_recipe(FLAGSHIPS["isic"], ["data.root=/elsewhere"]).cfg["data"]["root"] == "/elsewhere"
+
+
+def test_breastmnist_table1_rows_change_one_thing():
+    base = load_recipe(REPO / "recipes" / "medmnist" / "table1_breastmnist.yaml").cfg
+    rows = sorted((REPO / "recipes" / "medmnist" / "table1").glob("*.yaml"))
+    methods = set()
+    for p in rows:
+        cfg = load_recipe(p).cfg
+        changed = {k for k in base if cfg[k] != base[k]}
+        assert changed <= {"name", "method", "selector", "train"}, (p.name, changed)
+        methods.add(cfg["method"])
+        if cfg["selector"].get("model") == "pretrained":  # the producer is the vanilla BYOL base recipe
+            assert load_recipe(REPO / cfg["selector"]["checkpoint"]).cfg["name"] == base["name"]
+    assert {"Random", "BYOL-FS", "BYOL-FS (pretrained)", "BYOL-TracIn", "BYOL-TracIn (pretrained)", "BYOL-Sup"} <= methods

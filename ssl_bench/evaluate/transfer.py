@@ -19,7 +19,8 @@ under the key ``transfer:<B>/<protocol key>`` (e.g. ``transfer:BreastMNIST/finet
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+import warnings
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -75,9 +76,11 @@ def adapt_dataset(data, channels: int, size: Optional[int] = None):
 class Transfer:
     """Evaluate the pre-trained encoder on another dataset (its own data block) with any protocol."""
 
-    def __init__(self, data: dict, protocol: Optional[dict] = None):
+    def __init__(self, data: dict, protocol: Optional[dict] = None, missing: Literal["error", "skip"] = "error"):
         """``data``: dataset B's block (as the recipe's ``data``); ``protocol``: an evaluate block
-        (default ``{name: finetune}``) run on B."""
+        (default ``{name: finetune}``) run on B.  ``missing: skip``: when B cannot be loaded (its
+        files are not there), say so and record ``skipped`` in results.json instead of stopping —
+        for a second dataset that not every user of a recipe has downloaded."""
         from ssl_bench.data import DATASETS
 
         protocol = dict(protocol or {"name": "finetune"})
@@ -85,18 +88,26 @@ class Transfer:
             raise SSLBenchError("recipe key evaluate.transfer.protocol.name cannot be 'transfer' itself")
         self.data_cfg, self.protocol_cfg = dict(data), protocol
         self.inner = EVALUATIONS.build(protocol, key="evaluate.transfer.protocol")
+        self.skipped: Optional[str] = None
         try:
             self.target = DATASETS.build(self.data_cfg, key="evaluate.transfer.data")
         except SSLBenchError as e:  # adapters name their keys relative to the recipe's own data block
-            raise SSLBenchError(str(e).replace("recipe key data", "recipe key evaluate.transfer.data")) from e
+            message = str(e).replace("recipe key data", "recipe key evaluate.transfer.data")
+            if missing == "error":
+                raise SSLBenchError(message) from e
+            self.target, self.skipped = None, message
         self.test_split = getattr(self.inner, "test_split", "test")
 
     @property
     def key(self) -> str:
         inner = getattr(self.inner, "key", self.protocol_cfg["name"])
-        return f"transfer:{self.target.name}/{inner}"
+        target = self.target.name if self.target is not None else self.data_cfg.get("name", "?")
+        return f"transfer:{target}/{inner}"
 
     def run(self, ctx: EvalContext) -> dict[str, Any]:
+        if self.skipped:
+            warnings.warn(f"transfer skipped (evaluate.transfer.missing: skip): {self.skipped}")
+            return {"skipped": self.skipped}
         if ctx.encoder is None or ctx.augment is None or ctx.view_size is None:
             raise SSLBenchError("evaluation transfer needs the trained encoder (run it through ssl-bench run)")
         from ssl_bench.augment import center_view

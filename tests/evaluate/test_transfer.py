@@ -83,3 +83,14 @@ def test_run_with_transfer_writes_keyed_results_and_headline(tmp_path):
     assert results["headline_metric"] == "auc" and results["dataset"] == "RetinaMNIST"
     assert set(results["eval"]) == {"transfer:BreastMNIST/linear"}
     assert "headline auc: transfer:BreastMNIST/linear" in res.output
+
+
+def test_transfer_to_a_dataset_that_is_not_there(tmp_path, breast):
+    block = {"name": "isic", "root": str(tmp_path / "ISIC_2016"), "layout": "isic2016"}
+    with pytest.raises(SSLBenchError, match="ISIC_2016"):
+        EVALUATIONS.build({"name": "transfer", "data": block})
+    ev = EVALUATIONS.build({"name": "transfer", "data": block, "missing": "skip"})
+    assert ev.key == "transfer:isic/finetune@1"
+    with pytest.warns(UserWarning, match="transfer skipped"):
+        res = ev.run(_source_ctx(breast))
+    assert set(res) == {"skipped"} and "ISIC_2016" in res["skipped"]
