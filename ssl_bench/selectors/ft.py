@@ -39,6 +39,19 @@ class FTSelector(Selector):
         if alpha <= 0:
             raise SSLBenchError(f"recipe key selector.alpha must be > 0, got {alpha}")
         self.alpha = alpha
+        # λ is drawn on the host: scipy's inverse CDF needs it there, and a device generator would
+        # cost a host sync every step on a GPU
+        self._gen = torch.Generator().manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        self._gen.manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self._gen.set_state(state["generator"])
 
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:
         return None
@@ -46,12 +59,12 @@ class FTSelector(Selector):
     def transform_outputs(self, out: StepOutput, ctx: SelectionContext) -> StepOutput:
         v1, v2 = out.views
         b = v1.z.shape[0]
-        # λ − 1 ~ Beta(α, α) by inverse CDF of a uniform from the seeded selector generator
+        # λ − 1 ~ Beta(α, α) by inverse CDF of a uniform from the selector's seeded host generator
         # (torch.distributions has no generator argument, which would break run determinism);
         # data-parallel: drawn for the global batch on every rank, each keeps its own slice
         n = b if ctx.shard is None else ctx.shard.total
-        u = torch.rand(n, generator=ctx.generator, device=ctx.generator.device)[ctx.offset : ctx.offset + b]
-        lam = 1.0 + _beta_icdf(u.cpu(), self.alpha).to(v1.z.device)
+        u = torch.rand(n, generator=self._gen)[ctx.offset : ctx.offset + b]
+        lam = 1.0 + _beta_icdf(u, self.alpha).to(v1.z.device, non_blocking=True)
         if v1.p is not None:  # BYOL / SimSiam: harder targets
             t1, t2 = extrapolate(v1.t, v2.t, lam)
             return StepOutput((replace(v1, t=t1), replace(v2, t=t2)))

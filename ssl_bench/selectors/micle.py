@@ -111,7 +111,7 @@ class MICLeSelector(Selector):
         if self.mode != "replace" or self._replaced is None:
             return super().counts(extra, labels, pool_labels)
         # replace mode: score the partner that became view 2 against the anchor (logging only)
-        partner_labels = self._labels.to(labels.device)[self._replaced.to(labels.device)]
+        partner_labels = self._labels[self._replaced.cpu()].to(labels.device)  # B labels, not the dataset's
         real = self.partners.has_partner(self._anchors).to(labels.device)
         same = (partner_labels == labels) if labels.ndim == 1 else (partner_labels == labels).all(-1)
         return torch.stack([(same & real).sum(), real.sum(), real.sum()])

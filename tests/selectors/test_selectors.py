@@ -183,7 +183,7 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     first = sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels, indices=None, objective=None, generator=g))
     assert first.extra_targets is None and sel.filled == 4  # empty bank: nothing to pull towards yet
     t1, t2 = torch.randn(4, 8), torch.randn(4, 8)
-    bank_before = torch.nn.functional.normalize(sel.bank.bank[:4].clone(), dim=1)
+    bank_before = torch.nn.functional.normalize(sel.bank[:4].clone(), dim=1)
     res = sel.transform_outputs(out_of(t1, t2), SelectionContext(out=None, labels=labels + 10, indices=None, objective=None, generator=g))
     e1, e2 = res.extra_targets
     assert e1.shape == (4, 2, 8)
@@ -204,4 +204,4 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     state = sel.state_dict()
     other = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 10})
     other.load_state_dict(state)
-    assert torch.equal(other.bank.bank, sel.bank.bank) and other.filled == 10
+    assert torch.equal(other.bank, sel.bank) and other.filled == 10
