@@ -34,7 +34,7 @@ from ssl_bench.errors import SSLBenchError
 PREVIOUS_CHECKPOINT = "previous.pt"
 FORMAT_VERSION = 1
 # recipe keys that may change when a run is resumed: they do not change what is computed
-RESUME_MAY_CHANGE = {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes"}
+RESUME_MAY_CHANGE = runs.PLACEMENT_KEYS
 
 
 # -------------------------------------------------------------------------------------------------
@@ -173,16 +173,6 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
     return max(candidates, key=lambda d: (d / runs.CHECKPOINT_DIR).stat().st_mtime), None
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
-    return out
-
-
 def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None) -> ResumePoint:
     """Check that ``run_dir`` can be resumed with recipe ``cfg`` and load its checkpoint.
 
@@ -205,7 +195,7 @@ def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None) -> Res
             raise SSLBenchError(f"run {run_dir} has no checkpoint to resume from (it stopped before its first one: start it again)")
     state = load(checkpoint)
     saved = state.get("recipe") or {}
-    a, b = _flatten(saved), _flatten(cfg)
+    a, b = runs.flatten_recipe(saved), runs.flatten_recipe(cfg)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE)
     if differing:
         shown = ", ".join(differing[:5]) + (" …" if len(differing) > 5 else "")

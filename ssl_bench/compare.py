@@ -23,10 +23,10 @@ import pandas as pd
 import yaml
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.runs import RECIPE_FILE, RESULTS_FILE, read_status
+from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, flatten_recipe, read_status
 
 # keys that may differ between the seeds of one cell without making them different experiments
-IGNORED_KEYS = {"seed", "name", "out_dir", "train.device", "train.threads", "train.devices", "train.nodes"}
+IGNORED_KEYS = {"seed", "name", "out_dir"} | PLACEMENT_KEYS
 
 
 @dataclass
@@ -100,23 +100,12 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
     return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = json.dumps(v, sort_keys=True)
-    return out
-
-
 def check_mixing(loaded: LoadedRuns, allowed: Iterable[str] = ()) -> None:
     """Refuse to average runs of one cell whose resolved recipes differ beyond seed/allowed keys."""
     allowed = set(IGNORED_KEYS) | set(allowed)
     cells = loaded.frame.drop_duplicates("run").groupby(["method", "dataset"])["run"].apply(list)
     for (method, dataset), run_dirs in cells.items():
-        flats = [_flatten(loaded.recipes[r]) for r in run_dirs if r in loaded.recipes]
+        flats = [flatten_recipe(loaded.recipes[r]) for r in run_dirs if r in loaded.recipes]
         if len(flats) < 2:
             continue
         keys = set().union(*flats)

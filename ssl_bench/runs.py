@@ -29,6 +29,22 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 STATUS_FILE = "status.json"
 
+# resolved-recipe keys that say where and how fast a run ran, not what it computed: they may differ
+# between a run and its resumption, the seeds of one table cell, and a producer and its reuse
+PLACEMENT_KEYS = frozenset({"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes"})
+
+
+def flatten_recipe(cfg: dict, prefix: str = "") -> dict[str, str]:
+    """Dotted key → JSON value of every leaf of a resolved recipe (to compare two recipes)."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(flatten_recipe(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
+    return out
+
+
 
 def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int) -> Path:
     """Make the run directory: ``out`` if given (must be new or empty), else
@@ -97,15 +113,6 @@ def torch_save_to_temp(obj: Any, path: Path) -> str:
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = torch_save_to_temp(obj, path)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(value: Any) -> Any:

@@ -321,8 +321,18 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
     def checkpoint(epoch: int, step: int) -> None:
         if rank != 0:  # the states every rank shares are rank 0's; other ranks' augmentation streams are not saved
             return
-        save_checkpoint(run_dir, raw, optimizer, selector, normalize, cfg, epoch, step, generators,
-                        train_time_s=time.perf_counter() - t_start + time_before)
+        # everything a resumed run needs (see ssl_bench.checkpoint)
+        ckpt.save(run_dir, {
+            "rng": ckpt.rng_state(generators),
+            "epoch": epoch,
+            "step": step,
+            "objective": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "selector": selector.state_dict(),
+            "normalize": normalize.state_dict(),
+            "recipe": cfg,
+            "train_time_s": time.perf_counter() - t_start + time_before,
+        })
 
     step, first_epoch, time_before = 0, 1, 0.0
     record = {"loss": None, "selector_precision": None}  # stays so with train.epochs: 0 (Random baseline)
@@ -629,25 +639,6 @@ class TrainStep:
         self.optimizer.step()
         momentum = self.objective.momentum_update(step + 1, total_steps)
         return loss, extra, momentum
-
-
-def save_checkpoint(
-    run_dir: Path, objective: nn.Module, optimizer, selector: Selector, normalize: Normalize, cfg: dict, epoch: int, step: int,
-    generators: dict[str, torch.Generator], train_time_s: float = 0.0,
-) -> None:
-    """Everything :func:`run` needs to resume after ``epoch`` (see :mod:`ssl_bench.checkpoint`)."""
-    state = {
-        "rng": ckpt.rng_state(generators),
-        "epoch": epoch,
-        "step": step,
-        "objective": objective.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "selector": selector.state_dict(),
-        "normalize": normalize.state_dict(),
-        "recipe": cfg,
-        "train_time_s": train_time_s,
-    }
-    ckpt.save(run_dir, state)
 
 
 def stop_on_bad_loss(
