@@ -29,7 +29,7 @@ from ssl_bench.errors import SSLBenchError
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 # keys that never change what a run produces (where and how fast it ran)
-IGNORED_TRAIN_KEYS = ("device", "threads", "checkpoint_every")
+IGNORED_TRAIN_KEYS = tuple(k.split(".", 1)[1] for k in runs.PLACEMENT_KEYS if k.startswith("train."))
 CONSUMER_ONLY = ("selector", "name", "method")
 
 
@@ -84,13 +84,17 @@ def finished_runs(cfg: dict) -> list[Path]:
     return [d for _, d in sorted(found, reverse=True)]
 
 
+# recipes whose producer is being run right now (outermost first): a producer chain that comes back
+# to one of them is a cycle, caught before it runs forever
+_PRODUCING: list[Path] = []
+
+
 def resolve_pretrained(
     recipe,
     device: Optional[str] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     run_fn: Optional[Callable[..., Path]] = None,
-    _stack: tuple[Path, ...] = (),
 ) -> Optional[Path]:
     """If ``recipe``'s selector names its checkpoint by recipe, point it at a finished run of that
     recipe, running the producer first when there is none.  Returns the run directory used."""
@@ -99,8 +103,9 @@ def resolve_pretrained(
     if not is_recipe_ref(ref):
         return None
     path = find_recipe_file(ref, recipe.path)
-    if path in _stack or (recipe.path is not None and Path(recipe.path).resolve() == path):
-        chain = " → ".join(p.name for p in (*_stack, path))
+    own = [Path(recipe.path).resolve()] if recipe.path is not None else []
+    if path in _PRODUCING or path in own:  # A's producer B names A (directly or further up)
+        chain = " → ".join(p.name for p in (*_PRODUCING, *own, path))
         raise SSLBenchError(f"recipe key selector.checkpoint names recipes in a cycle: {chain}")
     from ssl_bench.recipe import load_recipe
 
@@ -114,7 +119,11 @@ def resolve_pretrained(
         if run_fn is None:
             from ssl_bench.train import run as run_fn
         # a producer may itself name a pretrained recipe: resolved inside its own run
-        run_dir = run_fn(producer, device=device, progress=progress, log=log)
+        _PRODUCING.extend(own)  # the producer's own run resolves its producer through this function
+        try:
+            run_dir = run_fn(producer, device=device, progress=progress, log=log)
+        finally:
+            del _PRODUCING[len(_PRODUCING) - len(own):]
         log(f"pretrained checkpoint: {ref} finished → {run_dir}; now running {recipe.cfg['name']}")
     sel["checkpoint"] = str(run_dir)
     return run_dir

@@ -267,8 +267,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = (), data:
     else:
         merged, files, base_dirs = dict(data or {}), [], [Path.cwd()]
     merged = _merge(DEFAULTS, merged)
-    # Plug-ins first: they may register the names the rest of the recipe uses.
-    _load_plugins(merged.get("plugins") or [], base_dirs)
+    # Plug-ins first: they may register the names the rest of the recipe uses (a file's own were
+    # loaded as it was read, relative to that file)
+    if path is None:
+        _load_plugins(merged.get("plugins") or [], base_dirs)
     if overrides:
         ov = _parse_overrides(list(overrides))
         if "plugins" in ov:

@@ -72,6 +72,13 @@ def test_overrides_for_the_producer_and_cycles(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["run", "self.yaml", "--quiet", "--out", str(tmp_path / "never")])
     assert res.exit_code == 2 and "names recipes in a cycle: self.yaml" in res.output
     assert not (tmp_path / "never").exists()
+    for a, b in (("a", "b"), ("b", "a")):  # a's producer is b, whose producer is a: caught before any run
+        (tmp_path / f"{a}.yaml").write_text(
+            f"extends: {BREAST}\nname: {a}\nselector: {{name: tracin, model: pretrained, checkpoint: {b}.yaml}}\n"
+        )
+    res = CliRunner().invoke(main, ["run", "a.yaml", "--quiet", "--out", str(tmp_path / "never")])
+    assert res.exit_code == 2 and "names recipes in a cycle: a.yaml → b.yaml → a.yaml" in res.output, res.output
+    assert not (tmp_path / "never").exists() and not (tmp_path / "runs").exists()
     (tmp_path / "missing.yaml").write_text(
         f"extends: {BREAST}\nname: m\nselector: {{name: tracin, model: pretrained, checkpoint: nowhere.yaml}}\n"
     )

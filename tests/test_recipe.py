@@ -155,3 +155,14 @@ def test_plugin_components_in_an_extending_recipe(base, tmp_path):
     assert net.num_features == 4 and net.net[0].in_channels == 1  # the data's channels
     with pytest.raises(SSLBenchError, match=r"unknown recipe key backbone\.depth for backbone 'tiny_cnn_test'"):
         load_recipe(child, ["backbone.depth=2"])
+
+
+def test_a_parent_recipes_relative_plugin_is_found_from_a_child_elsewhere(base, tmp_path, monkeypatch):
+    """Plug-in paths are relative to the file that names them, also when a child in another folder extends it."""
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "parent" / "plug.py").write_text(PLUGIN.replace("_test", "_parent_test"))  # names of its own
+    (tmp_path / "parent" / "p.yaml").write_text(f"extends: {tmp_path / 'base.yaml'}\nplugins: [plug.py]\nselector: {{name: plain_parent_test}}\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.yaml").write_text("extends: ../parent/p.yaml\nname: c\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_recipe(tmp_path / "elsewhere" / "c.yaml").cfg["selector"]["name"] == "plain_parent_test"
