@@ -67,7 +67,9 @@ def load_trained(run_dir: str | Path, device: torch.device):
     cfg = yaml.safe_load(recipe_path.read_text())
     for p in cfg.get("plugins") or []:
         load_plugin_file(p, [run_dir, Path.cwd()])
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    from ssl_bench import checkpoint
+
+    ckpt = checkpoint.load(ckpt_path)  # weights_only; a corrupt file is a one-line error
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     backbone = build_backbone({**cfg["backbone"], "weights": None}, in_chans=len(mean))
     objective = OBJECTIVES.build(cfg["objective"], backbone, key="objective")

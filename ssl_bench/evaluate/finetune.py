@@ -24,7 +24,7 @@ from torch import nn
 
 from ssl_bench.data.base import batches
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split, extract_features
 from ssl_bench.evaluate.metrics import classification_metrics
 
 
@@ -137,11 +137,6 @@ class FineTune:
     @torch.no_grad()
     def _evaluate(self, ctx: EvalContext, model: nn.Module, split: str) -> dict:
         s = ctx.data.split(split)
-        model.eval()
-        outs = []
-        for start in range(0, len(s), 512):
-            x = ctx.eval_view(s.images[start : start + 512].to(ctx.device))
-            outs.append(model(x).float().cpu())
-        logits = torch.cat(outs)
+        logits = torch.from_numpy(extract_features(model, s.images, ctx.eval_view, ctx.device, channels_last=ctx.channels_last))
         proba = torch.sigmoid(logits) if ctx.data.task == "multi-label" else logits.softmax(1)
         return classification_metrics(s.labels.numpy(), proba.numpy(), ctx.data.task)
