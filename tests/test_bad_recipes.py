@@ -104,6 +104,5 @@ def test_malformed_recipe_exits_with_one_line_and_writes_nothing(recipes, recipe
     err = res.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in res.output, err
     assert err.startswith("error: ") and message.replace("{d}", str(d)) in err, err
-    assert not (d / "runs").exists() or not any((d / "runs").rglob("recipe.yaml"))
     assert sorted(p.name for p in Path(d).iterdir()) == sorted(["base.yaml", *FILES])  # nothing new anywhere
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from ssl_bench.augment.pipeline import TwoViews, ViewTransform, check_fraction
-from ssl_bench.errors import SSLBenchError
 from ssl_bench.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
@@ -42,8 +41,6 @@ def _simclr_like(
     (resized to ``size``) instead of a random resized crop; ``jitter: 0`` and ``grayscale: 0`` are
     their "no colour jitter" and "no grayscale" ablations.
     """
-    if not isinstance(crop, bool):
-        raise SSLBenchError(f"augmentation option crop must be true or false, got {crop!r}")
     view = ViewTransform(
         size=size,
         crop_scale=crop_scale if crop else None,

@@ -51,8 +51,6 @@ class TSNEBaseline:
         seed: int = 0,
         plot: bool = True,
     ):
-        if input not in ("features", "pixels"):
-            raise SSLBenchError(f"recipe key evaluate.tsne.input must be features or pixels, got '{input}'")
         if perplexity <= 0 or pca_dim < 2 or max_iter < 250 or k < 1:
             raise SSLBenchError(
                 "recipe keys evaluate.tsne: perplexity must be > 0, pca_dim ≥ 2, max_iter ≥ 250 (scikit-learn), k ≥ 1"
