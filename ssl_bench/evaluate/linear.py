@@ -36,32 +36,36 @@ class LinearProbe:
         self.select_split = select_split
         self.chosen_C: Optional[float] = None
 
-    def _fit_predict(self, ctx: EvalContext, C: float, x_tr, y_tr, x_te) -> np.ndarray:
+    def _fit(self, ctx: EvalContext, C: float, x_tr, y_tr):
+        clf = LogisticRegression(C=C, max_iter=self.max_iter)
         with warnings.catch_warnings():
             # weakly regularised grid points may stop at max_iter; their val score decides
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return self._fit_predict_inner(ctx, C, x_tr, y_tr, x_te)
+            if ctx.data.task == "multi-label":
+                return make_pipeline(StandardScaler(), OneVsRestClassifier(clf)).fit(x_tr, y_tr.astype(int))
+            return make_pipeline(StandardScaler(), clf).fit(x_tr, y_tr)
 
-    def _fit_predict_inner(self, ctx: EvalContext, C: float, x_tr, y_tr, x_te) -> np.ndarray:
-        clf = LogisticRegression(C=C, max_iter=self.max_iter)
+    @staticmethod
+    def _proba(ctx: EvalContext, model, x) -> np.ndarray:
         if ctx.data.task == "multi-label":
-            model = make_pipeline(StandardScaler(), OneVsRestClassifier(clf)).fit(x_tr, y_tr.astype(int))
-            return model.predict_proba(x_te)
-        model = make_pipeline(StandardScaler(), clf).fit(x_tr, y_tr)
-        return full_proba(model.predict_proba(x_te), model[-1].classes_, ctx.data.num_classes)
+            return model.predict_proba(x)
+        return full_proba(model.predict_proba(x), model[-1].classes_, ctx.data.num_classes)
 
     def run(self, ctx: EvalContext) -> dict[str, float]:
         x_tr, y_tr = ctx.features(self.train_split)
-        C = self.C
+        C, model = self.C, None
         if C is None:
             C = 1.0
             if getattr(ctx.data, self.select_split, None) is not None:
                 x_va, y_va = ctx.features(self.select_split)
-                scores = []
+                fits, scores = [], []
                 for c in C_GRID:
-                    m = classification_metrics(y_va, self._fit_predict(ctx, c, x_tr, y_tr, x_va), ctx.data.task)
+                    fits.append(self._fit(ctx, c, x_tr, y_tr))
+                    m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task)
                     scores.append(np.nan_to_num(m["auc"], nan=-1.0) + 1e-3 * m["balanced_accuracy"])
-                C = C_GRID[int(np.argmax(scores))]
+                best = int(np.argmax(scores))
+                C, model = C_GRID[best], fits[best]  # the chosen fit is the final one: no refit
         self.chosen_C = C
+        model = model if model is not None else self._fit(ctx, C, x_tr, y_tr)
         x_te, y_te = ctx.features(self.test_split)
-        return classification_metrics(y_te, self._fit_predict(ctx, C, x_tr, y_tr, x_te), ctx.data.task)
+        return classification_metrics(y_te, self._proba(ctx, model, x_te), ctx.data.task)
