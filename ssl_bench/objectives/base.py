@@ -162,7 +162,9 @@ class PredictorObjective(Objective):
         et = out.extra_targets or (None, None)
         # data-parallel: extra positives index the global batch; their targets are gathered from
         # all ranks (detached, so gradients flow through this rank's predictions only)
-        pool1, pool2 = (None, None) if out.shard is None or extra is None else (out.shard.gather(v2.t), out.shard.gather(v1.t))
+        pool1 = pool2 = None
+        if out.shard is not None and extra is not None:  # one all_gather for both views' targets
+            pool1, pool2 = out.shard.gather(torch.cat([v2.t, v1.t], 1)).split(v2.t.shape[1], 1)
         own1, ex1 = cosine_terms(v1.p, v2.t, extra, self.scale, self.offset, extra_t=et[0], pool_t=pool1)
         own2, ex2 = cosine_terms(v2.p, v1.t, extra, self.scale, self.offset, extra_t=et[1], pool_t=pool2)
         return 0.5 * ((own1 + own2).mean() + weight * (ex1 + ex2).mean())
