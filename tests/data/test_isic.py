@@ -69,7 +69,7 @@ def test_micle_partners_share_the_lesion_id(ham_zip):
     assert torch.equal(got[~has], idx[~has])  # an image alone in its lesion is its own partner
 
 
-def test_folder_equals_zip_and_cache_follows_the_files(tmp_path):
+def test_folder_images_equal_the_zips_jpegs_and_cache_follows_the_files(tmp_path):
     rows = ham_rows(40)
     root = write_ham10000(tmp_path / "ham", rows)
     a = build(root, tmp_path, split_ratios=[0.5, 0.25, 0.25])
