@@ -182,9 +182,9 @@ def test_positives_report_and_gallery(tmp_path, byol_run):
 @pytest.mark.slow
 def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the HAM10000 recipes find ../shared/data relative to the repository
-    from tests.conftest import HAM_NPZ
+    from tests.conftest import HAM_ZIP
 
-    monkeypatch.setenv("SSL_BENCH_HAM28", str(HAM_NPZ))
+    monkeypatch.setenv("SSL_BENCH_HAM10000_ROOT", str(HAM_ZIP))
     out = tmp_path / "micle"
     res = _run(["run", str(REPO / "recipes" / "ham10000" / "byol_micle_ham28.yaml"), "--set", "train.epochs=1",
                 "--set", "backbone.small_image_stem=false", *FAST, "--set", "evaluate=[{name: knn}]", "--out", str(out), "--quiet"], tmp_path)

@@ -9,7 +9,7 @@ from ssl_bench.data import DATASETS
 from ssl_bench.data.images import decode_image
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.micle import GroupPartners
-from tests.conftest import HAM_NPZ
+from tests.conftest import HAM_NPZ, needs_ham_npz
 from tests.data.layouts import HAM_ZIP, ham_jpeg, ham_metadata, ham_rows, write_ham10000, write_isic2016, write_isic2019
 
 
@@ -24,6 +24,7 @@ def build(root, tmp_path, **kw):
     return DATASETS.build({"name": "isic", "root": str(root), "size": 32, "cache_dir": str(tmp_path / "cache"), **kw})
 
 
+@needs_ham_npz
 def test_ham10000_zip_reproduces_the_lesion_split_of_the_npz(ham_zip):
     d = ham_zip
     assert d.name == "HAM10000" and d.task == "multi-class"

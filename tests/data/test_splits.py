@@ -5,19 +5,27 @@ import pytest
 
 from ssl_bench.data.splits import assert_group_disjoint, carve_val, group_split
 from ssl_bench.errors import SSLBenchError
-from tests.conftest import HAM_NPZ
+from tests.conftest import HAM_NPZ, needs_ham_npz
+from tests.data.layouts import ham_metadata
 
 
 @pytest.fixture(scope="module")
 def lesions():
+    """The lesion id of each of the 10,015 real HAM10000 images and its split (seed 0, 0.7/0.1/0.2)."""
+    lesion_id = ham_metadata()["lesion_id"].to_numpy()
+    return lesion_id, group_split(lesion_id, (0.7, 0.1, 0.2), seed=0)
+
+
+@needs_ham_npz
+def test_reproduces_the_published_lesion_split():
     z = np.load(HAM_NPZ)
-    return z["lesion_id"], z["split"]
+    got = group_split(z["lesion_id"], (0.7, 0.1, 0.2), seed=0)
+    assert np.array_equal(got, z["split"])  # PROVENANCE.md: RandomState(0) over sorted lesion ids
 
 
-def test_reproduces_the_published_lesion_split(lesions):
-    lesion_id, published = lesions
-    got = group_split(lesion_id, (0.7, 0.1, 0.2), seed=0)
-    assert np.array_equal(got, published)  # PROVENANCE.md: RandomState(0) over sorted lesion ids
+def test_lesion_split_sizes(lesions):
+    _, split = lesions
+    assert [(split == s).sum() for s in ("train", "val", "test")] == [7030, 996, 1989]
 
 
 def test_group_disjoint_seeded_and_ratios(lesions):
