@@ -64,6 +64,10 @@ class TrainConfig:
     devices: int = 1
     nodes: int = 1
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (CUDA only)
+    # where the uint8 training split lives: on the training device, in host memory (each step's
+    # images copied over asynchronously; for datasets larger than device memory), or auto (device
+    # when it fits half the free device memory); see ssl_bench/data/feed.py
+    data_on: Literal["device", "host", "auto"] = "auto"
 
     def validate(self) -> None:
         if self.epochs < 0:

@@ -31,6 +31,7 @@ from ssl_bench import distributed, runs
 from ssl_bench.augment import AUGMENTATIONS, center_view
 from ssl_bench.backbones import build_backbone
 from ssl_bench.data import DATASETS, DataSplits, batches, num_batches
+from ssl_bench.data.feed import BatchFeed
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EVALUATIONS, EvalContext, extract_features
 from ssl_bench.objectives import OBJECTIVES, Embedder, Objective
@@ -255,8 +256,8 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
             cfg["train"][key] = value
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
-    if select_device(tcfg.device).type == "cpu":  # activations live in host memory: give freed ones back
-        runs.return_freed_memory_to_the_os()
+    if select_device(tcfg.device).type == "cpu":  # a step's activations reuse the last step's heap pages
+        runs.reuse_freed_memory()
     from ssl_bench.pretrained import resolve_pretrained
 
     resolve_pretrained(recipe, device=device, progress=progress, log=log)  # selector.checkpoint: a recipe
@@ -297,7 +298,7 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
     if start is not None:  # online and EMA target networks, BatchNorm statistics, optimiser, selector
         ckpt.restore_modules(start, raw, optimizer, selector)
 
-    images = data.train.images.to(dev)
+    feed = BatchFeed(data.train.images, dev, tcfg.data_on)  # the uint8 split: on the device or in host memory
     labels = data.train.labels.to(dev)
     groups = data.train.groups.to(dev) if data.train.groups is not None else None
     normalize = Normalize.fit(data.train.images, seed=seed).to(dev)
@@ -355,19 +356,13 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
             seen = 0
             lr = momentum = None
             stage = enter_epoch(raw, optimizer, epoch)
-            for idx in batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last):
-                if len(idx) < 2:  # a last batch of one image (drop_last: false): nothing to contrast
-                    continue
-                global_plan = selector.plan(idx)  # of the global batch, the same on every rank
-                plan, shard = distributed.shard_plan(global_plan, rank, world)
-                if plan is None:  # DDP: a last batch too small to give every rank 2 images
-                    continue
+            planned = plan_epoch(selector, batches(n, tcfg.batch_size, data_gen, drop_last=tcfg.drop_last), rank, world)
+            for (global_plan, plan, shard), (x1, x2) in feed.stream(planned, plan_indices):
                 lr = staged_lr(stage, step, total_steps, tcfg, steps_per_epoch)
                 idx_d = plan.view1.to(dev)
                 lab = labels[idx_d]
-                x2 = None if plan.view2 is plan.view1 else images[plan.view2.to(dev)]
                 loss, extra, momentum = step_fn(
-                    images[idx_d], lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps,
+                    x1, lab, idx_d, None if groups is None else groups[idx_d], lr, step, total_steps,
                     x2=x2, planned_extra=None if plan.extra is None else plan.extra.to(dev),
                     view2_indices=None if x2 is None else plan.view2, shard=shard,
                 )
@@ -415,6 +410,8 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
                 log(msg)
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
                 checkpoint(epoch, step)
+            if dev.type == "cpu":  # activations live in host memory: hand the epoch's freed heap back
+                runs.trim_heap()
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
         checkpoint(0, 0)
     train_time = time.perf_counter() - t_start + time_before
@@ -506,6 +503,24 @@ def _run(recipe: Recipe, out, device, progress, log, devices, nodes, resume, cle
     gpu = f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB" if results["peak_gpu_memory_mb"] is not None else ""
     log(f"results: {run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s{rss}{gpu})")
     return run_dir
+
+
+def plan_epoch(selector: Selector, index_batches, rank: int, world: int):
+    """``(global plan, this rank's plan, shard)`` of each step of an epoch, in order."""
+    for idx in index_batches:
+        if len(idx) < 2:  # a last batch of one image (drop_last: false): nothing to contrast
+            continue
+        global_plan = selector.plan(idx)  # of the global batch, the same on every rank
+        plan, shard = distributed.shard_plan(global_plan, rank, world)
+        if plan is None:  # DDP: a last batch too small to give every rank 2 images
+            continue
+        yield global_plan, plan, shard
+
+
+def plan_indices(planned) -> tuple:
+    """The dataset indices whose images a planned step needs: view 1's, and view 2's when they differ."""
+    _, plan, _ = planned
+    return plan.view1, None if plan.view2 is plan.view1 else plan.view2
 
 
 def _silent(*args, **kwargs) -> None:

@@ -183,6 +183,28 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     assert proc.stdout.count("run directory:") == 1  # only rank 0 speaks
 
 
+@pytest.mark.slow
+def test_two_process_run_in_host_mode_equals_device_mode(tmp_path):
+    """`--devices 2` with train.data_on: host (each rank gathers only its slice, one step ahead) gives
+    the same epoch losses and weights as the same DDP run with the split on the device."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = {}
+    for mode in ("device", "host"):
+        out[mode] = tmp_path / mode
+        cmd = [
+            sys.executable, "-m", "ssl_bench.cli", "run", BREAST, "--devices", "2", "--quiet", "--out", str(out[mode]),
+            "--set", "train.epochs=2", "--set", "selector.name=tracin", "--set", "train.batch_size=128",
+            "--set", "objective.hidden_dim=256", "--set", "train.threads=1", "--set", "evaluate=[]",
+            "--set", f"train.data_on={mode}",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    loss = {m: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()] for m, d in out.items()}
+    assert len(loss["host"]) == 2 and loss["host"] == loss["device"]
+    w = {m: torch.load(d / "checkpoints" / "last.pt", weights_only=True)["objective"] for m, d in out.items()}
+    assert all(torch.equal(w["host"][k], w["device"][k]) for k in w["device"])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
