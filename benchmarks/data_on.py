@@ -2,14 +2,14 @@
 
 Runs ``ssl-bench run recipes/ham10000/byol_ham28.yaml`` (the real HAM10000 JPEGs through the isic
 adapter, timm ResNet-18 standard stem, batch 256, one epoch, no evaluation) with
-``--set train.data_on=device`` and ``=host``, each in a fresh process, interleaved A B A B, and
+``--set train.data_on=device`` and ``=host``, each in a fresh process, interleaved A B B A …, and
 prints the median ``images_per_s`` of each and ``host_vs_device=`` (host ÷ device).  On a CPU both
 keep the split in host memory; host mode gathers each step's images one step ahead (the order of
 the GPU's asynchronous prefetch), target ≥ 0.97.  On a GPU, device mode copies the split to GPU
 memory once; host mode gathers into pinned memory and copies each batch on a side stream while the
 previous step runs.
 
-Usage:  python benchmarks/data_on.py [--size 28] [--reps 2] [--device auto] [--set KEY=VALUE ...]
+Usage:  python benchmarks/data_on.py [--size 28] [--reps 4] [--device auto] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from throughput_vs_lightly import HAM_ZIP, run_ssl_bench  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=28)
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -43,7 +43,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as cache_dir:
         print(f"== {args.size} px, batch {args.batch}, device {device}, {args.reps} interleaved reps", flush=True)
         for rep in range(args.reps):
-            for mode in got:
+            for mode in (("device", "host") if rep % 2 == 0 else ("host", "device")):  # A B B A: no mode always first
                 r = run_ssl_bench(args.size, args.batch, device, cache_dir, [*args.sets, f"train.data_on={mode}"])
                 got[mode].append(r)
                 gpu = f", peak GPU {r['peak_gpu_memory_mb']:.0f} MiB" if r.get("peak_gpu_memory_mb") else ""

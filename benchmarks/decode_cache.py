@@ -91,27 +91,23 @@ def train_compute(args, cache_dir: str, gen: torch.Generator):
     """Seconds of BYOL training compute for one epoch (median step × steps per epoch)."""
     # the training compute of one epoch (same with or without the cache)
     from ssl_bench.recipe import load_recipe
-    from ssl_bench.train import Normalize, TrainStep, build_components, build_optimizer, select_device
+    from ssl_bench.step import Batch
+    from ssl_bench.train import training_step
 
     recipe = load_recipe(
         REPO / "recipes" / "isic" / "byol_isic.yaml",
-        [f"data.root={ZIP}", f"data.size={args.size}", f"augment.size={args.size}", f"train.batch_size={args.batch}"],
+        [f"data.root={ZIP}", f"data.size={args.size}", f"augment.size={args.size}", f"train.batch_size={args.batch}",
+         f"data.cache_dir={cache_dir}", f"train.device={args.device}"],
     )
-    recipe.cfg["data"]["cache_dir"] = cache_dir
-    dev = select_device(args.device)
-    comp = build_components(recipe)
-    obj = comp.objective.to(dev)
-    opt = build_optimizer([p for p in obj.parameters() if p.requires_grad], recipe.train)
-    prep = Normalize.fit(comp.data.train.images).to(dev)
-    step = TrainStep(obj, obj, comp.selector, opt, lambda loss: loss.backward(), comp.augment, comp.selection_augment, prep,
-                     torch.Generator(device=dev).manual_seed(1), torch.Generator(device=dev).manual_seed(2))
+    step, comp = training_step(recipe, total_steps=1000)  # the step `ssl-bench run` trains with
+    dev = step.aug_gen.device
     images = comp.data.train.images
     steps_per_epoch = len(images) // args.batch
     times = []
     for s in range(args.steps + 1):
         idx = torch.randint(len(images), (args.batch,), generator=gen)
         t0 = time.perf_counter()
-        step(images[idx].to(dev), comp.data.train.labels[idx].to(dev), idx, None, 0.1, s, 1000)
+        step(Batch(images[idx].to(dev), comp.data.train.labels[idx].to(dev), idx.to(dev)), 0.1, s)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)

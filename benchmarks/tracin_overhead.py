@@ -29,27 +29,15 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("SSL_BENCH_MEDMNIST_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
 HAM = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "subsets" / "ham10000_200x150_jpeg.zip"
 
+from ssl_bench.device import reuse_freed_memory, select_device  # noqa: E402
 from ssl_bench.recipe import load_recipe  # noqa: E402
-from ssl_bench.train import Normalize, TrainStep, build_components, select_device  # noqa: E402
+from ssl_bench.step import Batch  # noqa: E402
+from ssl_bench.train import training_step  # noqa: E402
 
 
 def make_step(recipe_cfg: dict, device: torch.device, seed: int = 0):
-    torch.manual_seed(seed)
-    comp = build_components(load_recipe(data=recipe_cfg))
-    obj = comp.objective.to(device)
-    cl = recipe_cfg["train"].get("channels_last", True)
-    if cl:
-        obj = obj.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=0.1, momentum=0.9, weight_decay=1e-5)
-    norm = Normalize.fit(comp.data.train.images).to(device)
-    fmt = torch.channels_last if cl else torch.contiguous_format
-
-    def prep(v):
-        return norm(v).contiguous(memory_format=fmt)
-
-    gen = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
-    step = TrainStep(obj, obj, comp.selector, opt, lambda loss: loss.backward(), comp.augment, comp.selection_augment, prep, gen(1), gen(2))
-    return step, comp
+    """The step `ssl-bench run` trains this recipe with (seeded network, Fabric, normalisation)."""
+    return training_step(load_recipe(data={**recipe_cfg, "seed": seed}), device=str(device), total_steps=100)
 
 
 def main():
@@ -62,8 +50,6 @@ def main():
     args = ap.parse_args()
     device = select_device(args.device)
     if device.type == "cpu":  # the allocator setting `ssl-bench run` uses on a CPU
-        from ssl_bench.runs import reuse_freed_memory
-
         reuse_freed_memory()
 
     base = {
@@ -101,7 +87,7 @@ def main():
             step = steps[name][0]
             sync()
             t = time.perf_counter()
-            step(x, y, idx.to(device), None, 0.1, rep, 100)
+            step(Batch(x, y, idx.to(device)), 0.1, rep)
             sync()
             if rep:
                 times[name].append(time.perf_counter() - t)

@@ -17,7 +17,6 @@ resolution, 4× fewer FLOPs — the CPU-friendly middle ground the 28 px recipes
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 from pathlib import Path
@@ -27,16 +26,21 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import Registry, accepted_options, check_kwargs, option_defaults
-
-BACKBONES = Registry("backbone")
-
+from ssl_bench.registry import Registry
 
 @functools.lru_cache(maxsize=1)
 def timm_models() -> tuple[str, ...]:
     import timm
 
     return tuple(timm.list_models())
+
+
+def _timm_fallback(name: str):
+    """Any timm architecture not registered here: :class:`TimmBackbone` of that name."""
+    return functools.partial(TimmBackbone, name) if name in timm_models() else None
+
+
+BACKBONES = Registry("backbone", fallback=_timm_fallback, fallback_names=timm_models)
 
 
 def backbone_names(pattern: Optional[str] = None) -> list[str]:
@@ -50,16 +54,21 @@ class TimmBackbone(nn.Module):
     def __init__(
         self,
         name: str,
-        in_chans: int = 3,
+        in_chans: Optional[int] = None,
         small_image_stem: bool = False,
         weights: Optional[str] = None,
         drop_path_rate: float = 0.0,
         kwargs: Optional[dict] = None,
         stem_pool: bool = False,
     ):
+        """``in_chans``: input channels (null in a recipe: the dataset's); ``small_image_stem``: a 3×3
+        stride-1 first convolution and no max-pool (28–64 px images); ``stem_pool``: keep the max-pool
+        (ResNets); ``weights``: a local file (plain or timm state dict, or an ssl-bench run);
+        ``kwargs``: passed to ``timm.create_model``."""
         super().__init__()
         import timm
 
+        in_chans = 3 if in_chans is None else in_chans
         self.name = name
         self.in_chans = in_chans
         try:
@@ -82,30 +91,44 @@ class TimmBackbone(nn.Module):
 def replace_stem(model: nn.Module, name: str, in_chans: int, keep_pool: bool = False) -> None:
     """3×3 stride-1 first convolution and no max-pool (CIFAR-style) for small images.
 
-    ``keep_pool`` keeps ResNet's stride-2 max-pool after the new 3×3 conv: layer 1 then runs at
-    half resolution (14×14 for 28 px), 4× fewer FLOPs than the full CIFAR stem — on 2 CPU cores
-    a BYOL step of ResNet-18 at 28 px, batch 128, runs at ≈105 img/s instead of ≈43 img/s.
+    The first convolution is the one timm's own metadata names (``pretrained_cfg['first_conv']``:
+    ``conv1`` for ResNets, ``stem.0`` for ConvNeXt, ``conv_stem`` for EfficientNet/MobileNet); the
+    max-pool is that of timm's ResNet family.  ``keep_pool`` keeps ResNet's stride-2 max-pool after the
+    new 3×3 conv: layer 1 then runs at half resolution (14×14 for 28 px), 4× fewer FLOPs than the full
+    CIFAR stem — on 2 CPU cores a BYOL step of ResNet-18 at 28 px, batch 128, runs at ≈105 img/s
+    instead of ≈43 img/s.
     """
-    if hasattr(model, "conv1") and isinstance(model.conv1, nn.Conv2d) and hasattr(model, "maxpool"):  # ResNet family
-        out = model.conv1.out_channels
-        model.conv1 = nn.Conv2d(in_chans, out, kernel_size=3, stride=1, padding=1, bias=False)
-        if not keep_pool:
-            model.maxpool = nn.Identity()
-        return
-    if keep_pool:
+    from timm.models.resnet import ResNet
+
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    first = first[0] if isinstance(first, (list, tuple)) else first
+    parent, attr = _parent_of(model, first) if first else (None, None)
+    old = getattr(parent, attr, None) if parent is not None else None
+    from timm.layers import PatchEmbed
+
+    if not isinstance(old, nn.Conv2d) or isinstance(parent, PatchEmbed):  # a ViT's patch embedding is no stem
+        raise SSLBenchError(
+            f"backbone.small_image_stem is not supported for '{name}' (ResNet, ConvNeXt, EfficientNet and other "
+            "convolutional stems are; timm names no such first convolution for it)"
+        )
+    is_resnet = isinstance(model, ResNet)
+    if keep_pool and not is_resnet:
         raise SSLBenchError(f"backbone.stem_pool applies to ResNet-style stems only, not '{name}'")
-    stem = getattr(model, "stem", None)
-    if isinstance(stem, nn.Sequential) and len(stem) and isinstance(stem[0], nn.Conv2d):  # ConvNeXt: 4×4/4 patchify
-        old = stem[0]
-        stem[0] = nn.Conv2d(in_chans, old.out_channels, kernel_size=3, stride=1, padding=1, bias=old.bias is not None)
-        return
-    conv = getattr(model, "conv_stem", None)  # EfficientNet / MobileNet
-    if isinstance(conv, nn.Conv2d):
-        model.conv_stem = nn.Conv2d(in_chans, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=conv.bias is not None)
-        return
-    raise SSLBenchError(
-        f"backbone.small_image_stem is not supported for '{name}' (ResNet, ConvNeXt and EfficientNet-style stems are)"
-    )
+    new = nn.Conv2d(in_chans, old.out_channels, kernel_size=3, stride=1, padding=1, bias=old.bias is not None)
+    setattr(parent, attr, new)
+    if is_resnet and not keep_pool:
+        model.maxpool = nn.Identity()
+
+
+def _parent_of(model: nn.Module, dotted: str) -> tuple[Optional[nn.Module], Optional[str]]:
+    """The module holding ``dotted`` (``stem.0`` → ``model.stem``, ``"0"``) and the last name."""
+    *path, attr = dotted.split(".")
+    parent = model
+    for p in path:
+        parent = getattr(parent, p, None)  # nn.Sequential children are attributes "0", "1", …
+        if parent is None:
+            return None, None
+    return parent, attr
 
 
 def _extract_backbone_state(obj: Any) -> dict:
@@ -150,53 +173,11 @@ def load_backbone_weights(backbone: nn.Module, path: str) -> None:
 # -------------------------------------------------------------------------------------------------
 # Recipe interface
 # -------------------------------------------------------------------------------------------------
-def _timm_factory_options(
-    in_chans: Optional[int] = None,
-    small_image_stem: bool = False,
-    weights: Optional[str] = None,
-    drop_path_rate: float = 0.0,
-    kwargs: Optional[dict] = None,
-    stem_pool: bool = False,
-) -> None:
-    """Options of a timm backbone (used for validation and defaults only)."""
-
-
-def backbone_options(name: str) -> Optional[set[str]]:
-    return accepted_options(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
-
-
-def backbone_defaults(name: str) -> dict:
-    defaults = option_defaults(BACKBONES.get(name) if name in BACKBONES else _timm_factory_options)
-    if "in_chans" in defaults:
-        defaults["in_chans"] = None  # null = the dataset's channel count, filled in at build time
-    return defaults
-
-
-def check_backbone(cfg: dict, key: str = "backbone") -> None:
-    if "name" not in cfg:
-        raise SSLBenchError(f"recipe key {key}.name is missing (a timm model such as resnet18)")
-    name = cfg["name"]
-    options = {k: v for k, v in cfg.items() if k != "name"}
-    if name in BACKBONES:  # a plug-in encoder: its own signature (it must take ``in_chans``)
-        BACKBONES.check({k: v for k, v in cfg.items() if not (k == "in_chans" and v is None)}, key=key)
-        return
-    if name not in timm_models():
-        close = difflib.get_close_matches(str(name), backbone_names(), n=3, cutoff=0.6)
-        hint = " — did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else ""
-        raise SSLBenchError(f"unknown backbone '{name}' (recipe key {key}.name; not a registered or timm model){hint}")
-    check_kwargs(_timm_factory_options, options, key=key, what=f"timm backbone '{name}'")
-
-
 def build_backbone(cfg: dict, in_chans: int) -> nn.Module:
-    """Build the encoder of a recipe's ``backbone`` block; ``in_chans`` defaults to the data's."""
-    check_backbone(cfg)
-    options = {k: v for k, v in cfg.items() if k != "name"}
-    if options.get("in_chans") is None:
-        options["in_chans"] = in_chans
-    if cfg["name"] in BACKBONES:
-        model = BACKBONES.get(cfg["name"])(**options)
-    else:
-        model = TimmBackbone(cfg["name"], **options)
+    """Build the encoder of a recipe's ``backbone`` block through :data:`BACKBONES` (registered
+    encoders, else any timm model); ``in_chans`` (the data's) unless the block names its own."""
+    cfg = {**cfg, "in_chans": cfg.get("in_chans") or in_chans}
+    model = BACKBONES.build(cfg, key="backbone")
     if not hasattr(model, "num_features"):
         raise SSLBenchError(f"backbone '{cfg['name']}' must expose num_features (the feature dimension)")
     return model

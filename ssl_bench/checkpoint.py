@@ -97,11 +97,13 @@ def save(run_dir: Path, state: dict) -> Path:
     return last
 
 
-def load(path: Path) -> dict:
-    """Read a checkpoint with ``weights_only=True``; a truncated or corrupt file is a one-line error."""
+def read(path: Path, key: Optional[str] = None) -> dict:
+    """Read a checkpoint's tensors and plain values with ``weights_only=True`` (no pickled code runs);
+    a truncated or corrupt file is a one-line error.  Needs the network (``objective``) only."""
     path = Path(path)
+    where = f" (recipe key {key})" if key and key.startswith(("selector", "backbone")) else (f" ({key})" if key else "")
     if not path.is_file():
-        raise SSLBenchError(f"checkpoint not found: {path}")
+        raise SSLBenchError(f"checkpoint not found: {path}{where}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -111,8 +113,17 @@ def load(path: Path) -> dict:
             if path.name != PREVIOUS_CHECKPOINT and prev.is_file() else ""
         )
         first = str(e).splitlines()[0] if str(e) else ""
-        raise SSLBenchError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {first[:200]}){hint}") from e
-    if not isinstance(state, dict) or "objective" not in state or "epoch" not in state:
+        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt ({type(e).__name__}: {first[:200]}){hint}") from e
+    if not isinstance(state, dict) or "objective" not in state or "recipe" not in state:
+        raise SSLBenchError(f"checkpoint {path}{where} is not an ssl-bench training checkpoint")
+    return state
+
+
+def load(path: Path) -> dict:
+    """:func:`read` a checkpoint that a run can be resumed from (epoch, optimiser and RNG states)."""
+    path = Path(path)
+    state = read(path)
+    if "epoch" not in state:
         raise SSLBenchError(f"checkpoint {path} is not an ssl-bench training checkpoint")
     if "optimizer" not in state or "rng" not in state:
         raise SSLBenchError(f"checkpoint {path} has no optimiser/RNG state (written by an older ssl-bench); it cannot be resumed")

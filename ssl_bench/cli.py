@@ -216,12 +216,13 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
     """Tables of the registries (KIND: datasets, augmentations, backbones, objectives, selectors,
     evaluations); PATTERN filters names with wildcards, e.g. `ssl-bench list backbones 'convnext*'`."""
     import difflib
+    import fnmatch
 
     from rich.console import Console
     from rich.table import Table
 
     import ssl_bench.augment  # noqa: F401  (importing registers the built-in components)
-    import ssl_bench.backbones
+    import ssl_bench.backbones  # noqa: F401
     import ssl_bench.data  # noqa: F401
     import ssl_bench.evaluate  # noqa: F401
     import ssl_bench.objectives  # noqa: F401
@@ -248,17 +249,16 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
         table.add_column("defined in", style="dim")
         for name, summary, module in reg.rows(pattern):
             table.add_row(name, summary, module)
-        if k == "backbones":
-            timm_names = ssl_bench.backbones.timm_models()
+        if reg.fallback_names is not None:  # e.g. any timm model for backbones
+            extra = reg.fallback_names()
             if pattern:
-                for name in ssl_bench.backbones.backbone_names(pattern):
+                for name in fnmatch.filter(extra, pattern):
                     if name not in reg.names():
                         table.add_row(name, "timm model", "timm")
             else:
                 table.add_row(
                     "<any timm model>",
-                    f"{len(timm_names)} architectures, e.g. resnet18, resnet50, convnext_nano; "
-                    "search with `ssl-bench list backbones 'resnet*'`",
+                    f"{len(extra)} architectures, e.g. resnet18, resnet50, convnext_nano; search with `ssl-bench list {k} 'resnet*'`",
                     "timm",
                 )
         console.print(table)

@@ -53,33 +53,6 @@ def parse_data_spec(spec: Optional[str], run_data: dict) -> dict:
     raise SSLBenchError(f"--data must be a data block, a recipe file or a MedMNIST flag, got {spec!r}")
 
 
-def load_trained(run_dir: str | Path, device: torch.device):
-    """(objective in eval mode at its final stage, normalisation, recipe, checkpoint epoch) of a run."""
-    from ssl_bench.backbones import build_backbone
-    from ssl_bench.objectives import OBJECTIVES
-    from ssl_bench.registry import load_plugin_file
-    from ssl_bench.train import Normalize
-
-    run_dir = Path(run_dir)
-    recipe_path, ckpt_path = run_dir / runs.RECIPE_FILE, run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
-    if not recipe_path.is_file() or not ckpt_path.is_file():
-        raise SSLBenchError(f"{run_dir} is not a finished run directory (needs {runs.RECIPE_FILE} and {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT})")
-    cfg = yaml.safe_load(recipe_path.read_text())
-    for p in cfg.get("plugins") or []:
-        load_plugin_file(p, [run_dir, Path.cwd()])
-    from ssl_bench import checkpoint
-
-    ckpt = checkpoint.load(ckpt_path)  # weights_only; a corrupt file is a one-line error
-    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
-    backbone = build_backbone({**cfg["backbone"], "weights": None}, in_chans=len(mean))
-    objective = OBJECTIVES.build(cfg["objective"], backbone, key="objective")
-    objective.load_state_dict(ckpt["objective"])
-    epoch = int(ckpt.get("epoch", 0))
-    objective.begin_epoch(max(epoch, 0))  # a staged objective (t-SimCNE) in the stage it ended in
-    objective.to(device).eval()
-    return objective, Normalize(mean, std).to(device), cfg, epoch
-
-
 def embed_run(
     run_dir: str | Path,
     out: str | Path,
@@ -94,15 +67,19 @@ def embed_run(
     split, index, label, x, y) and optionally a scatter PNG.  Returns a summary dict."""
     from ssl_bench.augment import center_view
     from ssl_bench.data import DATASETS
+    from ssl_bench.device import select_device
     from ssl_bench.evaluate import extract_features
     from ssl_bench.evaluate.embedding import write_embedding_csv
     from ssl_bench.objectives import Embedder
-    from ssl_bench.train import select_device
+    from ssl_bench.trained import load_run
 
     if split not in (*SPLITS, "all"):
         raise SSLBenchError(f"--split must be train, val, test or all, got '{split}'")
     dev = select_device(device)
-    objective, normalize, cfg, epoch = load_trained(run_dir, dev)
+    if not (Path(run_dir) / runs.RECIPE_FILE).is_file():
+        raise SSLBenchError(f"{run_dir} is not a finished run directory (needs {runs.RECIPE_FILE} and {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT})")
+    trained = load_run(run_dir, dev)  # weights only; plug-ins load only when the user passes them
+    objective, normalize, cfg, epoch = trained.objective, trained.normalize, trained.recipe, trained.epoch
     block = parse_data_spec(data, cfg["data"])
     dataset = DATASETS.build(block, key="--data")
     if dataset.channels != normalize.mean.shape[1]:

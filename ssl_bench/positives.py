@@ -19,27 +19,26 @@ import torch
 
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.data import DATASETS, batches
+from ssl_bench.device import select_device
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import factory_params, load_plugin_file
+from ssl_bench.registry import factory_params
 from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
-from ssl_bench.selectors.models import ModelSelector, load_frozen_objective, resolve_checkpoint
-from ssl_bench.train import Normalize, select_device
+from ssl_bench.selectors.models import ModelSelector
+from ssl_bench.trained import load_run
 
 
-def build_analysis_selector(name: str, k: int, run_dir: Path, frozen, data):
+def build_analysis_selector(name: str, k: int, frozen, data):
     factory = SELECTORS.get(name, key="--selector")
     if getattr(factory, "kind", "batch") != "batch":
         raise SSLBenchError(f"selector '{name}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
     cfg = {"name": name}
     if "k" in factory_params(factory):
         cfg["k"] = k
-    if isinstance(factory, type) and issubclass(factory, ModelSelector):
-        cfg.update(model="pretrained", checkpoint=str(run_dir))
-        sel = SELECTORS.build(cfg, key="--selector")
-        sel.use_frozen(frozen)  # one frozen network shared by all selectors
-        return sel
     sel = SELECTORS.build(cfg, key="--selector")
-    sel.setup(frozen, data)
+    if isinstance(sel, ModelSelector):
+        sel.use_frozen(frozen)  # one frozen network shared by all selectors
+    else:
+        sel.setup(frozen, data)
     return sel
 
 
@@ -55,17 +54,14 @@ def analyse_positives(
     log=print,
 ) -> dict:
     run_dir = Path(run_dir)
-    ckpt = resolve_checkpoint(run_dir, key="RUN_DIR")
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    cfg = state["recipe"]
-    for i, p in enumerate(cfg.get("plugins") or []):  # the run's own plug-ins (dataset, objective, …)
-        load_plugin_file(p, [run_dir.resolve(), Path.cwd()], key=f"plugins[{i}] of {run_dir}")
-    data = DATASETS.build(cfg["data"], key="data")
     dev = select_device(device)
-    frozen = load_frozen_objective(ckpt, in_chans=data.channels, key="RUN_DIR").to(dev)
-    norm = Normalize(state["normalize"]["mean"], state["normalize"]["std"]).to(dev)
-    light = AUGMENTATIONS.build(cfg["selection_augment"], key="selection_augment")
-    sels = {name: build_analysis_selector(name, k, run_dir, frozen, data) for name in selectors}
+    trained = load_run(run_dir, dev)  # weights only; plug-ins load only when the user passes them
+    cfg, frozen, norm = trained.recipe, trained.objective, trained.normalize
+    data = DATASETS.build(cfg["data"], key="data")
+    # the light views at the size the selector sees during training (the training view's), not the stored size
+    light = AUGMENTATIONS.build({**cfg["selection_augment"], "size": cfg["selection_augment"].get("size") or trained.view_size or data.image_size},
+                                key="selection_augment")
+    sels = {name: build_analysis_selector(name, k, frozen, data) for name in selectors}
     # pretrained model selectors run their own forwards; others (FNC) read the batch's forward
     needs_forward = any(not isinstance(sel, ModelSelector) for sel in sels.values())
 

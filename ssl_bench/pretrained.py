@@ -20,21 +20,17 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import yaml
 
 from ssl_bench import runs
 from ssl_bench.errors import SSLBenchError
+from ssl_bench.runs import is_recipe_ref
 
-RECIPE_SUFFIXES = (".yaml", ".yml")
 # keys that never change what a run produces (where and how fast it ran)
 IGNORED_TRAIN_KEYS = tuple(k.split(".", 1)[1] for k in runs.PLACEMENT_KEYS if k.startswith("train."))
 CONSUMER_ONLY = ("selector", "name", "method")
-
-
-def is_recipe_ref(value: Any) -> bool:
-    return isinstance(value, str) and value.lower().endswith(RECIPE_SUFFIXES)
 
 
 def find_recipe_file(ref: str, consumer: Optional[Path] = None, key: str = "selector.checkpoint") -> Path:
@@ -117,7 +113,7 @@ def resolve_pretrained(
     else:
         log(f"pretrained checkpoint: no finished run of {ref} (as overridden here) — running it first")
         if run_fn is None:
-            from ssl_bench.train import run as run_fn
+            raise SSLBenchError(f"recipe key selector.checkpoint names the recipe {ref}, which has no finished run; run it first")
         # a producer may itself name a pretrained recipe: resolved inside its own run
         _PRODUCING.extend(own)  # the producer's own run resolves its producer through this function
         try:

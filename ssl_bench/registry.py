@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -56,11 +57,28 @@ class Entry:
 class Registry:
     """A name → factory mapping for one kind of component ("selector", "objective", ...)."""
 
-    def __init__(self, kind: str, plural: str | None = None, provided: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        kind: str,
+        plural: str | None = None,
+        provided: tuple[str, ...] = (),
+        base: Optional[type] = None,
+        fallback: Optional[Callable[[str], Optional[Callable[..., Any]]]] = None,
+        fallback_names: Optional[Callable[[], Iterable[str]]] = None,
+        finish: Optional[Callable[[Any], Any]] = None,
+    ):
         """``provided``: leading factory arguments that ssl-bench passes itself (not recipe keys),
-        e.g. the backbone an objective wraps."""
+        e.g. the backbone an objective wraps.  ``base``: what every built object must be an instance
+        of (checked by :meth:`build`, so that plug-ins honour the interface).  ``fallback(name)``: a
+        factory for names not registered (e.g. any timm model), or None; ``fallback_names()`` lists
+        them (for "did you mean" and ``ssl-bench list``).  ``finish(obj)``: what :meth:`build` returns
+        for a built object (e.g. a dataset's options → its loaded splits)."""
         self.kind = kind
         self.provided = tuple(provided)
+        self.base = base
+        self.fallback = fallback
+        self.fallback_names = fallback_names
+        self.finish = finish
         self.plural = plural or kind + "s"
         self._entries: dict[str, Entry] = {}
         ALL_REGISTRIES[self.plural] = self
@@ -78,6 +96,8 @@ class Registry:
                     "pick another name or pass force=True"
                 )
             self._entries[key] = Entry(key, factory)
+            if inspect.isclass(factory) and "registered_name" not in vars(factory):
+                factory.registered_name = key  # e.g. an evaluation's default result key
             return factory
 
         return deco
@@ -85,7 +105,7 @@ class Registry:
     # -- lookup -------------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
         load_entry_point_plugins()
-        return name in self._entries
+        return name in self._entries or (self.fallback is not None and self.fallback(name) is not None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -99,7 +119,7 @@ class Registry:
         return [self._entries[n] for n in self.names(pattern)]
 
     def unknown(self, name: str, key: str | None = None, extra_names: Iterable[str] = ()) -> SSLBenchError:
-        candidates = list(self._entries) + list(extra_names)
+        candidates = list(self._entries) + list(extra_names) + (list(self.fallback_names()) if self.fallback_names else [])
         close = difflib.get_close_matches(str(name), candidates, n=3, cutoff=0.6)
         where = f" (recipe key {key})" if key else ""
         hint = (
@@ -111,9 +131,12 @@ class Registry:
 
     def get(self, name: str, key: str | None = None) -> Callable[..., Any]:
         load_entry_point_plugins()
-        if name not in self._entries:
+        if name in self._entries:
+            return self._entries[name].factory
+        factory = self.fallback(name) if self.fallback is not None and isinstance(name, str) else None
+        if factory is None:
             raise self.unknown(name, key)
-        return self._entries[name].factory
+        return factory
 
     # -- building -----------------------------------------------------------------------------
     def check(
@@ -141,7 +164,15 @@ class Registry:
         self.check(cfg, key, skip=kwargs.keys(), n_args=max(len(args) - len(self.provided), 0))
         factory = self.get(cfg["name"], f"{key}.name")
         options = {k: v for k, v in cfg.items() if k != "name"}
-        return factory(*args, **options, **kwargs)
+        obj = factory(*args, **options, **kwargs)
+        if self.finish is not None:
+            obj = self.finish(obj)
+        if self.base is not None and not isinstance(obj, self.base):
+            raise SSLBenchError(
+                f"{self.kind} '{cfg['name']}' (recipe key {key}.name) built a {type(obj).__name__}, not a "
+                f"{self.base.__module__}.{self.base.__qualname__}: plug-in {self.plural} subclass it"
+            )
+        return obj
 
     # -- display ------------------------------------------------------------------------------
     def rows(self, pattern: str | None = None) -> list[tuple[str, str, str]]:
@@ -234,7 +265,10 @@ def check_kwargs(
     n_args: int = 0,
 ) -> None:
     """Raise a one-line :class:`SSLBenchError` if ``options`` do not fit ``factory``'s signature."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
+    target = factory
+    while isinstance(target, functools.partial):  # e.g. the timm fallback: TimmBackbone with its name bound
+        target = target.func
+    target = target.__init__ if inspect.isclass(target) else target
     try:
         hints = typing.get_type_hints(target)
     except Exception:  # unresolvable forward references: fall back to no type checks

@@ -36,6 +36,14 @@ PLACEMENT_KEYS = frozenset(
 )
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def is_recipe_ref(value: Any) -> bool:
+    """A recipe file named where a run is expected (``selector.checkpoint: recipes/isic/byol_isic.yaml``)."""
+    return isinstance(value, str) and value.lower().endswith(RECIPE_SUFFIXES)
+
+
 def flatten_recipe(cfg: dict, prefix: str = "") -> dict[str, str]:
     """Dotted key → JSON value of every leaf of a resolved recipe (to compare two recipes)."""
     out = {}
@@ -213,50 +221,3 @@ def peak_rss_mb() -> Optional[float]:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
-
-
-def reuse_freed_memory() -> bool:
-    """CPU training: serve large allocations from the heap and keep freed ones there for the next step.
-
-    glibc hands every allocation above its mmap threshold (adaptive, at most 32 MiB) to a fresh
-    ``mmap`` and unmaps it on free, so each step of a CPU training run page-faults and zeroes its
-    largest activations again (64 px, ResNet-18, batch 256: 9 s of system time per minute).  With
-    ``M_MMAP_MAX = 0`` and a high ``M_TRIM_THRESHOLD`` every block comes from the heap and a freed
-    block is reused by the next step: measured on 2 cores, the BYOL step 8–10 % faster at 64 px
-    (system time 9 s → 2.5 s per minute), for a few % more peak RSS; :func:`trim_heap`, once per
-    epoch, hands the free heap back.  ``SSL_BENCH_CPU_MALLOC=default`` leaves glibc's defaults.
-    Returns whether it was applied (Linux/glibc only).
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux") or os.environ.get("SSL_BENCH_CPU_MALLOC", "heap") == "default":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): leave the allocator alone
-        return False
-
-
-def trim_heap() -> bool:
-    """Give the heap's free memory back to the OS (glibc ``malloc_trim(0)``); call once per epoch.
-
-    glibc serves a CPU training step's large activations from the heap once its adaptive mmap
-    threshold has grown, and keeps freed pages for reuse, so the resident size can creep between
-    epochs.  Trimming once per epoch bounds that at no measurable cost (a few ms per epoch),
-    unlike fixing the mmap threshold (``mallopt(M_MMAP_THRESHOLD, 1 MiB)``), which made every
-    large activation a fresh, page-faulted ``mmap`` and cost 35–40 % of CPU training speed
-    (BYOL, ResNet-18, 28 px, batch 256: 200 instead of 345 img/s) to save 8 % of peak RSS.
-    Returns whether memory was released (False where the C library is not glibc).
-    """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
-        return False

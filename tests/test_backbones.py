@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssl_bench.backbones import build_backbone, check_backbone
+from ssl_bench.backbones import BACKBONES, build_backbone
 from ssl_bench.errors import SSLBenchError
 
 # timm style: one test over a representative set of architectures, at the sizes recipes use.
@@ -31,9 +31,9 @@ def test_small_stem_keeps_resolution():
 
 def test_unknown_backbone_and_bad_option():
     with pytest.raises(SSLBenchError, match=r"unknown backbone 'resnet181'.*did you mean"):
-        check_backbone({"name": "resnet181"})
+        BACKBONES.check({"name": "resnet181"}, key="backbone")
     with pytest.raises(SSLBenchError, match=r"unknown recipe key backbone\.pretrained"):
-        check_backbone({"name": "resnet18", "pretrained": True})
+        BACKBONES.check({"name": "resnet18", "pretrained": True}, key="backbone")
     with pytest.raises(SSLBenchError, match="not supported"):
         build_backbone({"name": "vit_tiny_patch16_224", "small_image_stem": True}, in_chans=3)
 

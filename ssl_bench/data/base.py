@@ -15,7 +15,15 @@ import torch
 
 from ssl_bench.registry import Registry
 
-DATASETS = Registry("dataset")
+class DatasetSpec:
+    """A dataset's options (a recipe's ``data`` block) whose :meth:`load` returns the splits; the
+    registry loads it when it builds the block.  Plug-ins may instead register a function that
+    returns :class:`DataSplits`."""
+
+    def load(self) -> "DataSplits":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 
 TASKS = ("binary-class", "multi-class", "multi-label", "ordinal-regression")
 
@@ -88,6 +96,9 @@ class DataSplits:
             _, counts = torch.unique(labels, return_counts=True)
         p = counts.double() / counts.sum()
         return float((p**2).sum())
+
+
+DATASETS = Registry("dataset", base=DataSplits, finish=lambda d: d.load() if isinstance(d, DatasetSpec) else d)
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:

@@ -17,13 +17,13 @@ but in neither split file are ignored (the NIH lists cover every image of the re
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits
-from ssl_bench.data.images import Fit, ImageStore, assemble, group_codes, resolve_root
+from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes, resolve_root
 from ssl_bench.data.splits import carve_val
 from ssl_bench.errors import SSLBenchError
 
@@ -47,59 +47,56 @@ def _read_list(store: ImageStore, name: str, root) -> list[str]:
 
 
 @DATASETS.register("chestxray14")
-def chestxray14_dataset(
-    root: Optional[str] = None,
-    size: int = 128,
-    fit: Fit = "center_crop",
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    cache: bool = True,
-    cache_dir: Optional[str] = None,
-    skip_corrupt: bool = False,
-    workers: Optional[int] = None,
-) -> DataSplits:
+@dataclass
+class ChestXray14Dataset(ImageFiles):
     """NIH ChestX-ray14: 14 findings (multi-label), official split, patient-disjoint val, grey 1-channel."""
-    path = resolve_root(root, ROOT_ENV, "ChestX-ray14 data", HOWTO)
-    store = ImageStore(path)
-    entry = store.find(*ENTRY_FILES)
-    if entry is None:
-        raise SSLBenchError(f"ChestX-ray14: {ENTRY_FILES[0]} not found in {path}; {HOWTO}")
-    df = store.read_csv(entry, dtype={"Image Index": str, "Finding Labels": str})
-    where = store.where(entry)
-    missing = [c for c in ("Image Index", "Finding Labels", "Patient ID") if c not in df.columns]
-    if missing:
-        raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)}")
-    train_val, test = set(_read_list(store, "train_val_list.txt", path)), set(_read_list(store, "test_list.txt", path))
-    both = train_val & test
-    if both:
-        raise SSLBenchError(f"ChestX-ray14: {len(both)} image(s) are in both train_val_list.txt and test_list.txt, e.g. {min(both)}")
-    index = {f: j for j, f in enumerate(FINDINGS)}
-    ids, rows, split = [], [], []
-    for i, (img, findings) in enumerate(zip(df["Image Index"], df["Finding Labels"].fillna(""))):
-        s = "train" if img in train_val else "test" if img in test else None
-        if s is None:
-            continue
-        y = np.zeros(len(FINDINGS), np.float32)
-        for f in str(findings).split("|"):
-            f = f.strip()
-            if f in ("No Finding", ""):
+
+    size: int = 128
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+    def load(self) -> DataSplits:
+        root, val_fraction, split_seed = self.root, self.val_fraction, self.split_seed
+        path = resolve_root(root, ROOT_ENV, "ChestX-ray14 data", HOWTO)
+        store = ImageStore(path)
+        entry = store.find(*ENTRY_FILES)
+        if entry is None:
+            raise SSLBenchError(f"ChestX-ray14: {ENTRY_FILES[0]} not found in {path}; {HOWTO}")
+        df = store.read_csv(entry, dtype={"Image Index": str, "Finding Labels": str})
+        where = store.where(entry)
+        missing = [c for c in ("Image Index", "Finding Labels", "Patient ID") if c not in df.columns]
+        if missing:
+            raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)}")
+        train_val, test = set(_read_list(store, "train_val_list.txt", path)), set(_read_list(store, "test_list.txt", path))
+        both = train_val & test
+        if both:
+            raise SSLBenchError(f"ChestX-ray14: {len(both)} image(s) are in both train_val_list.txt and test_list.txt, e.g. {min(both)}")
+        index = {f: j for j, f in enumerate(FINDINGS)}
+        ids, rows, split = [], [], []
+        for i, (img, findings) in enumerate(zip(df["Image Index"], df["Finding Labels"].fillna(""))):
+            s = "train" if img in train_val else "test" if img in test else None
+            if s is None:
                 continue
-            if f not in index:
-                raise SSLBenchError(f"{where} line {i + 2}: unknown finding '{f}' (expected one of {', '.join(FINDINGS)} or No Finding)")
-            y[index[f]] = 1.0
-        ids.append(img)
-        rows.append(y)
-        split.append(s)
-    listed = train_val | test
-    unknown = listed - set(df["Image Index"])
-    if unknown:
-        raise SSLBenchError(f"ChestX-ray14: {len(unknown)} image(s) of the split lists are not in {where}, e.g. {min(unknown)}")
-    members = store.locate(ids, where)
-    patients = df.set_index("Image Index").loc[ids, "Patient ID"].tolist()
-    groups = group_codes(patients)
-    split_arr = carve_val(np.asarray(split), groups.numpy(), val_fraction, split_seed)
-    labels = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, len(FINDINGS))
-    return assemble(
-        "ChestX-ray14", store, members, labels, split_arr, "multi-label", list(FINDINGS), groups, size=size, channels=1,
-        fit=fit, cache=cache, cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers, tag="chestxray14",
-    )
+            y = np.zeros(len(FINDINGS), np.float32)
+            for f in str(findings).split("|"):
+                f = f.strip()
+                if f in ("No Finding", ""):
+                    continue
+                if f not in index:
+                    raise SSLBenchError(f"{where} line {i + 2}: unknown finding '{f}' (expected one of {', '.join(FINDINGS)} or No Finding)")
+                y[index[f]] = 1.0
+            ids.append(img)
+            rows.append(y)
+            split.append(s)
+        listed = train_val | test
+        unknown = listed - set(df["Image Index"])
+        if unknown:
+            raise SSLBenchError(f"ChestX-ray14: {len(unknown)} image(s) of the split lists are not in {where}, e.g. {min(unknown)}")
+        members = store.locate(ids, where)
+        patients = df.set_index("Image Index").loc[ids, "Patient ID"].tolist()
+        groups = group_codes(patients)
+        split_arr = carve_val(np.asarray(split), groups.numpy(), val_fraction, split_seed)
+        labels = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, len(FINDINGS))
+        return assemble(
+            "ChestX-ray14", store, members, labels, split_arr, "multi-label", list(FINDINGS), groups, self, channels=1, tag="chestxray14",
+        )

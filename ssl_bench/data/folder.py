@@ -17,6 +17,7 @@ with ``split_ratios``.  Images are decoded once into the cache (see :mod:`ssl_be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, Optional
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits
-from ssl_bench.data.images import Fit, ImageStore, assemble, group_codes, resolve_root
+from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes, resolve_root
 from ssl_bench.data.splits import SPLITS, check_ratios, group_split
 from ssl_bench.errors import SSLBenchError
 
@@ -57,83 +58,88 @@ def _class_index(values: list[str], class_names: Optional[list[str]], where: str
 
 
 @DATASETS.register("folder")
-def folder_dataset(
-    root: Optional[str] = None,
-    manifest: Optional[str] = None,
-    class_names: Optional[list[str]] = None,
-    task: Literal["auto", "binary-class", "multi-class", "multi-label"] = "auto",
-    channels: int = 3,
-    size: int = 128,
-    fit: Fit = "center_crop",
-    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    split_seed: int = 0,
-    display_name: Optional[str] = None,
-    cache: bool = True,
-    cache_dir: Optional[str] = None,
-    skip_corrupt: bool = False,
-    workers: Optional[int] = None,
-) -> DataSplits:
+@dataclass
+class FolderDataset(ImageFiles):
     """Your own images: a CSV manifest (path,label[,group][,split]; labels a|b = multi-label) or an ImageFolder."""
-    path = resolve_root(root, "SSL_BENCH_FOLDER_ROOT", "image folder", HOWTO)
-    store = ImageStore(path)
-    groups_raw: Optional[list] = None
-    split: Optional[np.ndarray] = None
-    if manifest:
-        df, where = _manifest_frame(store, manifest, path)
-        missing = [c for c in ("path", "label") if c not in df.columns]
-        if missing:
-            raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected path,label[,group][,split])")
-        paths = df["path"].str.strip().tolist()
-        values = df["label"].str.strip().tolist()
-        if "group" in df.columns:
-            groups_raw = [g if g.strip() else None for g in df["group"]]
-        if "split" in df.columns:
-            names = df["split"].str.strip().str.lower().tolist()
-            bad = [i for i, s in enumerate(names) if s not in SPLITS]
-            if bad:
-                raise SSLBenchError(f"{where} line {bad[0] + 2}: split must be train, val or test, got '{df['split'][bad[0]]}'")
-            split = np.asarray(names, dtype="<U5")
-        empty = [i for i, p in enumerate(paths) if not p]
-        if empty:
-            raise SSLBenchError(f"{where} line {empty[0] + 2}: empty path")
-        members = store.locate(paths, where)
-    else:
-        where = str(path)
-        files = store.images()
-        if not files:
-            raise SSLBenchError(f"no images in {path} (expected ImageFolder root/<class>/<image> or a data.manifest CSV)")
-        parts = [PurePosixPath(f).parts for f in files]
-        if all(len(p) >= 3 and p[-3].lower() in SPLITS for p in parts):  # root/{train,val,test}/<class>/<image>
-            split = np.asarray([p[-3].lower() for p in parts]).astype("<U5")
-        elif any(len(p) < 2 for p in parts):
-            loose = next(f for f, p in zip(files, parts) if len(p) < 2)
-            raise SSLBenchError(f"{store.where(loose)} is not inside a class folder (ImageFolder layout root/<class>/<image>)")
-        members = files
-        values = [p[-2] for p in parts]
-    if task == "auto":
-        multilabel = any("|" in v for v in values)
-    else:
-        multilabel = task == "multi-label"
-    if not multilabel and any(v == "" for v in values):
-        i = values.index("")
-        raise SSLBenchError(f"{where} line {i + 2}: empty label")
-    names = _class_index(values, class_names, where, multilabel)
-    index = {c: j for j, c in enumerate(names)}
-    if multilabel:
-        y = np.zeros((len(values), len(names)), np.float32)
-        for i, v in enumerate(values):
-            for c in v.split("|"):
-                if c:
-                    y[i, index[c]] = 1.0
-        labels, kind = torch.from_numpy(y), "multi-label"
-    else:
-        labels = torch.tensor([index[v] for v in values], dtype=torch.long)
-        kind = task if task != "auto" else ("binary-class" if len(names) == 2 else "multi-class")
-    groups = group_codes(groups_raw if groups_raw is not None else [None] * len(members))
-    if split is None:
-        split = group_split(groups.numpy(), check_ratios(split_ratios), split_seed)
-    return assemble(
-        display_name or path.stem, store, members, labels, split, kind, names, groups if groups_raw is not None else None,
-        size=size, channels=channels, fit=fit, cache=cache, cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers,
-        tag="folder-" + "".join(ch if ch.isalnum() else "_" for ch in path.stem)[:40],
-    )
+
+    manifest: Optional[str] = None
+    class_names: Optional[list[str]] = None
+    task: Literal["auto", "binary-class", "multi-class", "multi-label"] = "auto"
+    channels: int = 3
+    size: int = 128
+    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+    display_name: Optional[str] = None
+
+    def load(self) -> DataSplits:
+        root = self.root
+        manifest = self.manifest
+        class_names = self.class_names
+        task = self.task
+        channels = self.channels
+        split_ratios = self.split_ratios
+        split_seed = self.split_seed
+        display_name = self.display_name
+        path = resolve_root(root, "SSL_BENCH_FOLDER_ROOT", "image folder", HOWTO)
+        store = ImageStore(path)
+        groups_raw: Optional[list] = None
+        split: Optional[np.ndarray] = None
+        if manifest:
+            df, where = _manifest_frame(store, manifest, path)
+            missing = [c for c in ("path", "label") if c not in df.columns]
+            if missing:
+                raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected path,label[,group][,split])")
+            paths = df["path"].str.strip().tolist()
+            values = df["label"].str.strip().tolist()
+            if "group" in df.columns:
+                groups_raw = [g if g.strip() else None for g in df["group"]]
+            if "split" in df.columns:
+                names = df["split"].str.strip().str.lower().tolist()
+                bad = [i for i, s in enumerate(names) if s not in SPLITS]
+                if bad:
+                    raise SSLBenchError(f"{where} line {bad[0] + 2}: split must be train, val or test, got '{df['split'][bad[0]]}'")
+                split = np.asarray(names, dtype="<U5")
+            empty = [i for i, p in enumerate(paths) if not p]
+            if empty:
+                raise SSLBenchError(f"{where} line {empty[0] + 2}: empty path")
+            members = store.locate(paths, where)
+        else:
+            where = str(path)
+            files = store.images()
+            if not files:
+                raise SSLBenchError(f"no images in {path} (expected ImageFolder root/<class>/<image> or a data.manifest CSV)")
+            parts = [PurePosixPath(f).parts for f in files]
+            if all(len(p) >= 3 and p[-3].lower() in SPLITS for p in parts):  # root/{train,val,test}/<class>/<image>
+                split = np.asarray([p[-3].lower() for p in parts]).astype("<U5")
+            elif any(len(p) < 2 for p in parts):
+                loose = next(f for f, p in zip(files, parts) if len(p) < 2)
+                raise SSLBenchError(f"{store.where(loose)} is not inside a class folder (ImageFolder layout root/<class>/<image>)")
+            members = files
+            values = [p[-2] for p in parts]
+        if task == "auto":
+            multilabel = any("|" in v for v in values)
+        else:
+            multilabel = task == "multi-label"
+        if not multilabel and any(v == "" for v in values):
+            i = values.index("")
+            raise SSLBenchError(f"{where} line {i + 2}: empty label")
+        names = _class_index(values, class_names, where, multilabel)
+        index = {c: j for j, c in enumerate(names)}
+        if multilabel:
+            y = np.zeros((len(values), len(names)), np.float32)
+            for i, v in enumerate(values):
+                for c in v.split("|"):
+                    if c:
+                        y[i, index[c]] = 1.0
+            labels, kind = torch.from_numpy(y), "multi-label"
+        else:
+            labels = torch.tensor([index[v] for v in values], dtype=torch.long)
+            kind = task if task != "auto" else ("binary-class" if len(names) == 2 else "multi-class")
+        groups = group_codes(groups_raw if groups_raw is not None else [None] * len(members))
+        if split is None:
+            split = group_split(groups.numpy(), check_ratios(split_ratios), split_seed)
+        return assemble(
+            display_name or path.stem, store, members, labels, split, kind, names, groups if groups_raw is not None else None,
+            self, channels=channels,
+            tag="folder-" + "".join(ch if ch.isalnum() else "_" for ch in path.stem)[:40],
+        )

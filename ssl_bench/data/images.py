@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Literal, Optional, Sequence
 import numpy as np
 import torch
 
-from ssl_bench.data.base import DataSplits, ImageSet
+from ssl_bench.data.base import DatasetSpec, DataSplits, ImageSet
 from ssl_bench.errors import SSLBenchError
 
 Fit = Literal["center_crop", "squash"]
@@ -375,6 +375,22 @@ def group_codes(groups: Iterable, prefix: str = "") -> torch.Tensor:
     return torch.from_numpy(codes.astype(np.int64).reshape(-1))
 
 
+@dataclass
+class ImageFiles(DatasetSpec):
+    """The options of every adapter that decodes image files (declared once, inherited by each):
+    where the files are (``root``: a folder or a .zip), the side they are decoded to (``size``) and
+    how (``fit``), the decode cache (``cache``, ``cache_dir``), what to do with a corrupt image
+    (``skip_corrupt``: drop and report it instead of stopping) and the decoding threads (``workers``)."""
+
+    root: Optional[str] = None
+    size: int = 128
+    fit: Fit = "center_crop"
+    cache: bool = True
+    cache_dir: Optional[str] = None
+    skip_corrupt: bool = False
+    workers: Optional[int] = None
+
+
 def assemble(
     name: str,
     store: ImageStore,
@@ -383,24 +399,27 @@ def assemble(
     split: np.ndarray,
     task: str,
     class_names: list[str],
-    groups: Optional[torch.Tensor] = None,
+    groups: Optional[torch.Tensor],
+    files: ImageFiles,
     *,
-    size: int,
-    channels: int,
-    fit: Fit,
-    cache: bool,
-    cache_dir: Optional[str],
-    skip_corrupt: bool,
-    workers: Optional[int],
-    tag: str,
+    channels: int = 3,
+    tag: str = "images",
     log: Callable[[str], None] = print,
 ) -> DataSplits:
-    """Decode the images (cached) and cut them into the named splits.
+    """Decode the images (cached, with ``files``' decode options) and cut them into the named splits.
 
-    Corrupt images are an error listing them, unless ``skip_corrupt`` (then they are dropped,
-    counted and reported, and the list is kept as ``DataSplits.skipped``).
+    The images are decoded in split order (train, val, test; each split's rows in their own order),
+    so that each split is one contiguous slice of the memory-mapped cache: a view, not a copy, and
+    what ``train.data_on: host`` keeps in host memory.  Corrupt images are an error listing them,
+    unless ``skip_corrupt`` (then they are dropped, counted and reported, and the list is kept as
+    ``DataSplits.skipped``).
     """
-    dec = load_images(store, members, size, channels, fit, cache, cache_dir, tag, workers, log=log)
+    split = np.asarray(split)
+    order = np.concatenate([np.nonzero(split == s)[0] for s in ("train", "val", "test")])
+    members, labels, split = [members[i] for i in order], labels[torch.from_numpy(order)], split[order]
+    groups = None if groups is None else groups[torch.from_numpy(order)]
+    dec = load_images(store, members, files.size, channels, files.fit, files.cache, files.cache_dir, tag, files.workers, log=log)
+    skip_corrupt = files.skip_corrupt
     keep = np.ones(len(members), dtype=bool)
     if dec.corrupt:
         shown = "; ".join(f"{store.where(m)} ({why})" for _, m, why in dec.corrupt[:3])
@@ -412,20 +431,22 @@ def assemble(
             )
         keep[[c[0] for c in dec.corrupt]] = False
         log(f"data: skipped {len(dec.corrupt)} corrupt image(s) (data.skip_corrupt: true): {shown}{more}")
-    out, files = {}, {}
-    split = np.asarray(split)
+    out, paths = {}, {}
     for s in ("train", "val", "test"):
         rows = np.nonzero((split == s) & keep)[0]
         if len(rows) == 0:
             if s == "val":
                 continue
             raise SSLBenchError(f"dataset {name} has no images in its '{s}' split (check data.split_ratios)")
+        contiguous = rows[-1] - rows[0] + 1 == len(rows)
+        # a contiguous run of rows is a view of the (memory-mapped) decode; dropped corrupt rows: a copy
+        images = dec.images[int(rows[0]) : int(rows[-1]) + 1] if contiguous else dec.images[torch.from_numpy(rows)]
         idx = torch.from_numpy(rows)
-        out[s] = ImageSet(dec.images[idx], labels[idx], None if groups is None else groups[idx])
-        files[s] = [members[i] for i in rows]
+        out[s] = ImageSet(images, labels[idx], None if groups is None else groups[idx])
+        paths[s] = [members[i] for i in rows]
     data = DataSplits(name=name, task=task, class_names=list(class_names), **out)
     # extras for users and tests: the file of every row, what was skipped, where the cache lives
-    data.files = files
+    data.files = paths
     data.skipped = [m for _, m, _ in dec.corrupt] if skip_corrupt else []
     data.cache_file = dec.cache_file
     return data

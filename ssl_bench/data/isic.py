@@ -26,13 +26,14 @@ split, so train / val / test are a seeded lesion-disjoint split (``split_ratios`
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits
-from ssl_bench.data.images import Fit, ImageStore, assemble, group_codes, resolve_root
+from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes, resolve_root
 from ssl_bench.data.splits import carve_val, check_ratios, group_split
 from ssl_bench.errors import SSLBenchError
 
@@ -134,63 +135,58 @@ def _is_number(s: str) -> bool:
 
 
 @DATASETS.register("isic")
-def isic_dataset(
-    root: Optional[str] = None,
-    layout: Literal["auto", "isic2019", "ham10000", "isic2016"] = "auto",
-    size: int = 140,
-    fit: Fit = "center_crop",
-    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    split_seed: int = 0,
-    cache: bool = True,
-    cache_dir: Optional[str] = None,
-    skip_corrupt: bool = False,
-    workers: Optional[int] = None,
-) -> DataSplits:
+@dataclass
+class ISICDataset(ImageFiles):
     """ISIC 2019 / HAM10000 / ISIC 2016 dermoscopy (folder or .zip), lesion-disjoint splits, cached decode."""
-    check_ratios(split_ratios)  # before any file is read
-    path = resolve_root(root, ROOT_ENV, "ISIC data", HOWTO)
-    store = ImageStore(path)
-    found = {
-        "isic2019": store.find(ISIC2019_GT),
-        "ham10000": store.find(HAM_META),
-        "isic2016": store.find(ISIC2016_TRAIN),
-    }
-    if layout == "auto":
-        layout = next((k for k, v in found.items() if v is not None), None)
-        if layout is None:
-            raise SSLBenchError(f"no ISIC label file in {path}: expected {ISIC2019_GT}, {HAM_META} or {ISIC2016_TRAIN}; {HOWTO}")
-    elif found[layout] is None:
-        want = {"isic2019": ISIC2019_GT, "ham10000": HAM_META, "isic2016": ISIC2016_TRAIN}[layout]
-        raise SSLBenchError(f"data.layout {layout}: {want} not found in {path}; {HOWTO}")
-    ratios = check_ratios(split_ratios)
 
-    if layout == "isic2016":
-        ids, y = _read_two_column(store, found["isic2016"])
-        members = store.locate(ids, store.where(found["isic2016"]))
-        split = group_split(ids, ratios, split_seed)
-        test_csv = store.find(ISIC2016_TEST)
-        if test_csv is not None:  # official test split; val carved from the official training set
-            t_ids, t_y = _read_two_column(store, test_csv)
-            t_members = store.locate(t_ids, store.where(test_csv))
-            val_frac = ratios[1] / (ratios[0] + ratios[1])
-            split = np.concatenate([carve_val(np.full(len(ids), "train"), ids, val_frac, split_seed), np.full(len(t_ids), "test")])
-            ids, y, members = ids + t_ids, y + t_y, members + t_members
+    layout: Literal["auto", "isic2019", "ham10000", "isic2016"] = "auto"
+    size: int = 140
+    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+
+    def load(self) -> DataSplits:
+        root, layout, split_ratios, split_seed = self.root, self.layout, self.split_ratios, self.split_seed
+        check_ratios(split_ratios)  # before any file is read
+        path = resolve_root(root, ROOT_ENV, "ISIC data", HOWTO)
+        store = ImageStore(path)
+        found = {
+            "isic2019": store.find(ISIC2019_GT),
+            "ham10000": store.find(HAM_META),
+            "isic2016": store.find(ISIC2016_TRAIN),
+        }
+        if layout == "auto":
+            layout = next((k for k, v in found.items() if v is not None), None)
+            if layout is None:
+                raise SSLBenchError(f"no ISIC label file in {path}: expected {ISIC2019_GT}, {HAM_META} or {ISIC2016_TRAIN}; {HOWTO}")
+        elif found[layout] is None:
+            want = {"isic2019": ISIC2019_GT, "ham10000": HAM_META, "isic2016": ISIC2016_TRAIN}[layout]
+            raise SSLBenchError(f"data.layout {layout}: {want} not found in {path}; {HOWTO}")
+        ratios = check_ratios(split_ratios)
+
+        if layout == "isic2016":
+            ids, y = _read_two_column(store, found["isic2016"])
+            members = store.locate(ids, store.where(found["isic2016"]))
+            split = group_split(ids, ratios, split_seed)
+            test_csv = store.find(ISIC2016_TEST)
+            if test_csv is not None:  # official test split; val carved from the official training set
+                t_ids, t_y = _read_two_column(store, test_csv)
+                t_members = store.locate(t_ids, store.where(test_csv))
+                val_frac = ratios[1] / (ratios[0] + ratios[1])
+                split = np.concatenate([carve_val(np.full(len(ids), "train"), ids, val_frac, split_seed), np.full(len(t_ids), "test")])
+                ids, y, members = ids + t_ids, y + t_y, members + t_members
+            return assemble(
+                "ISIC2016", store, members, torch.tensor(y, dtype=torch.long), split, "binary-class", ["benign", "malignant"],
+                group_codes(ids), self, channels=3, tag="isic2016",
+            )
+
+        ids, label_names, groups, _, listed = (_read_isic2019 if layout == "isic2019" else _read_ham10000)(store, found[layout])
+        members = store.locate(ids, store.where(listed))
+        classes = [c for c in ISIC2019_CLASSES if c in set(label_names)]
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[c] for c in label_names], dtype=torch.long)
+        grp = group_codes(groups)
+        split = group_split(grp.numpy(), ratios, split_seed)
+        name = {"isic2019": "ISIC2019", "ham10000": "HAM10000"}[layout]
         return assemble(
-            "ISIC2016", store, members, torch.tensor(y, dtype=torch.long), split, "binary-class", ["benign", "malignant"],
-            group_codes(ids), size=size, channels=3, fit=fit, cache=cache, cache_dir=cache_dir, skip_corrupt=skip_corrupt,
-            workers=workers, tag="isic2016",
+            name, store, members, labels, split, "multi-class", classes, grp, self, channels=3, tag=name.lower(),
         )
-
-    ids, label_names, groups, _, listed = (_read_isic2019 if layout == "isic2019" else _read_ham10000)(store, found[layout])
-    members = store.locate(ids, store.where(listed))
-    classes = [c for c in ISIC2019_CLASSES if c in set(label_names)]
-    index = {c: i for i, c in enumerate(classes)}
-    labels = torch.tensor([index[c] for c in label_names], dtype=torch.long)
-    grp = group_codes(groups)
-    split = group_split(grp.numpy(), ratios, split_seed)
-    name = {"isic2019": "ISIC2019", "ham10000": "HAM10000"}[layout]
-    return assemble(
-        name, store, members, labels, split, "multi-class", classes, grp, size=size, channels=3, fit=fit, cache=cache,
-        cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers, tag=name.lower(),
-    )
-

@@ -11,14 +11,14 @@ train / val / test are a seeded split with the recipe's ratios.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Optional
 
 import numpy as np
 import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits
-from ssl_bench.data.images import Fit, ImageStore, assemble, group_codes, resolve_root
+from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes, resolve_root
 from ssl_bench.data.splits import check_ratios, group_split
 from ssl_bench.errors import SSLBenchError
 
@@ -31,32 +31,29 @@ HOWTO = (
 
 
 @DATASETS.register("shenzhen")
-def shenzhen_dataset(
-    root: Optional[str] = None,
-    size: int = 128,
-    fit: Fit = "center_crop",
-    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
-    split_seed: int = 0,
-    cache: bool = True,
-    cache_dir: Optional[str] = None,
-    skip_corrupt: bool = False,
-    workers: Optional[int] = None,
-) -> DataSplits:
+@dataclass
+class ShenzhenDataset(ImageFiles):
     """Shenzhen tuberculosis X-rays: label from the file name (``CHNCXR_0001_0.png``), seeded split."""
-    check_ratios(split_ratios)  # before any file is read
-    path = resolve_root(root, ROOT_ENV, "Shenzhen data", HOWTO)
-    store = ImageStore(path)
-    members = [m for m in store.images() if m.lower().endswith(".png") and PurePosixPath(m).name.upper().startswith("CHNCXR_")]
-    bad = [m for m in members if not NAME.match(PurePosixPath(m).name)]
-    if bad:
-        raise SSLBenchError(f"Shenzhen: file name {store.where(bad[0])} is not CHNCXR_NNNN_L.png with L = 0 or 1 (the label)")
-    if not members:
-        raise SSLBenchError(f"Shenzhen: no CHNCXR_NNNN_L.png images in {path}; {HOWTO}")
-    members = sorted(members, key=lambda m: PurePosixPath(m).name)
-    labels = torch.tensor([int(NAME.match(PurePosixPath(m).name).group(2)) for m in members], dtype=torch.long)
-    ids = [PurePosixPath(m).stem for m in members]
-    split = group_split(np.asarray(ids), check_ratios(split_ratios), split_seed)
-    return assemble(
-        "Shenzhen", store, members, labels, split, "binary-class", ["normal", "tuberculosis"], group_codes(ids), size=size,
-        channels=1, fit=fit, cache=cache, cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers, tag="shenzhen",
-    )
+
+    size: int = 128
+    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    split_seed: int = 0
+
+    def load(self) -> DataSplits:
+        root, split_ratios, split_seed = self.root, self.split_ratios, self.split_seed
+        check_ratios(split_ratios)  # before any file is read
+        path = resolve_root(root, ROOT_ENV, "Shenzhen data", HOWTO)
+        store = ImageStore(path)
+        members = [m for m in store.images() if m.lower().endswith(".png") and PurePosixPath(m).name.upper().startswith("CHNCXR_")]
+        bad = [m for m in members if not NAME.match(PurePosixPath(m).name)]
+        if bad:
+            raise SSLBenchError(f"Shenzhen: file name {store.where(bad[0])} is not CHNCXR_NNNN_L.png with L = 0 or 1 (the label)")
+        if not members:
+            raise SSLBenchError(f"Shenzhen: no CHNCXR_NNNN_L.png images in {path}; {HOWTO}")
+        members = sorted(members, key=lambda m: PurePosixPath(m).name)
+        labels = torch.tensor([int(NAME.match(PurePosixPath(m).name).group(2)) for m in members], dtype=torch.long)
+        ids = [PurePosixPath(m).stem for m in members]
+        split = group_split(np.asarray(ids), check_ratios(split_ratios), split_seed)
+        return assemble(
+            "Shenzhen", store, members, labels, split, "binary-class", ["normal", "tuberculosis"], group_codes(ids), self, channels=1, tag="shenzhen",
+        )

@@ -12,8 +12,32 @@ import torch
 from ssl_bench.data.base import DataSplits
 from ssl_bench.registry import Registry
 
-EVALUATIONS = Registry("evaluation")
 Split = Literal["train", "val", "test"]
+
+
+class Evaluation:
+    """Base of the evaluation protocols: ``run(ctx)`` returns ``{metric: value}`` on ``test_split``.
+
+    ``key`` names the result in ``results.json`` (the registered name, or e.g. ``finetune@0.1``);
+    ``chosen`` is what the protocol's model selection chose (e.g. ``{"C": 0.1}``), reported beside
+    the metrics."""
+
+    test_split: str = "test"
+    registered_name: str = ""  # set by the registry
+
+    @property
+    def key(self) -> str:
+        return self.registered_name or type(self).__name__.lower()
+
+    @property
+    def chosen(self) -> dict:
+        return {}
+
+    def run(self, ctx: "EvalContext") -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+EVALUATIONS = Registry("evaluation", base=Evaluation)
 
 
 @dataclass
@@ -37,6 +61,59 @@ class EvalContext:
     project: Optional[Callable[[torch.Tensor], np.ndarray]] = None
     out_dir: Optional[Path] = None
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of_objective(
+        cls,
+        objective,
+        data: DataSplits,
+        augment,
+        view_size: int,
+        normalize,
+        device: torch.device,
+        channels_last: bool = False,
+        backbone_cfg: Optional[dict] = None,
+        out_dir: Optional[Path] = None,
+    ) -> "EvalContext":
+        """The context ``ssl-bench run`` evaluates a trained ``objective`` in: frozen features of its
+        backbone on the centred evaluation view, fine-tuning copies of the backbone (``random=True``:
+        the same architecture untrained, ``backbone_cfg`` rebuilt with the data's channels) trained
+        on the pre-training view 1, the head's output for map protocols."""
+        import copy
+
+        from ssl_bench.augment import center_view
+        from ssl_bench.backbones import build_backbone
+        from ssl_bench.distributed import revert_sync_batchnorm
+        from ssl_bench.objectives import Embedder
+
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            return normalize(x).contiguous(memory_format=fmt)
+
+        def eval_view(x: torch.Tensor) -> torch.Tensor:
+            return prep(center_view(x, view_size))
+
+        def encoder(random: bool = False) -> torch.nn.Module:
+            if random:  # the paper's "Random" row: same architecture, untrained
+                return build_backbone({**(backbone_cfg or {}), "weights": None}, in_chans=data.channels)
+            # evaluated by one process: SyncBatchNorm back to BatchNorm (no collective to wait on);
+            # requires_grad on again: a staged objective (t-SimCNE) may end with a frozen backbone
+            return revert_sync_batchnorm(copy.deepcopy(objective.backbone)).requires_grad_(True)
+
+        return cls(
+            data=data,
+            embed=lambda imgs: extract_features(objective.backbone, imgs, eval_view, device, channels_last=channels_last),
+            encoder=encoder,
+            train_view=lambda x, g: prep(augment.view1(x, g)),
+            eval_view=eval_view,
+            device=device,
+            channels_last=channels_last,
+            augment=augment.view1,
+            view_size=view_size,
+            project=lambda imgs: extract_features(Embedder(objective), imgs, eval_view, device, channels_last=channels_last),
+            out_dir=out_dir,
+        )
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split not in self._cache:

@@ -25,7 +25,7 @@ from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
 
@@ -78,7 +78,7 @@ def write_embedding_csv(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarra
 
 
 @EVALUATIONS.register("embedding")
-class EmbeddingQuality:
+class EmbeddingQuality(Evaluation):
     """2-D map quality: kNN (k = 15) on the map and on backbone features, silhouette by class."""
 
     def __init__(

@@ -24,7 +24,7 @@ from torch import nn
 
 from ssl_bench.data.base import batches
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split, extract_features
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split, extract_features
 from ssl_bench.evaluate.metrics import classification_metrics
 
 
@@ -54,7 +54,7 @@ class Classifier(nn.Module):
 
 
 @EVALUATIONS.register("finetune")
-class FineTune:
+class FineTune(Evaluation):
     """Fine-tune encoder + linear head on a stratified label fraction; select on val, report test."""
 
     def __init__(

@@ -6,12 +6,12 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
 
 @EVALUATIONS.register("knn")
-class KNN:
+class KNN(Evaluation):
     """kNN classifier on frozen features, cosine distance; weights uniform, distance or softmax(τ)."""
 
     def __init__(

@@ -12,14 +12,14 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
 @EVALUATIONS.register("linear")
-class LinearProbe:
+class LinearProbe(Evaluation):
     """Linear probe: logistic regression on frozen standardised features, C chosen on val."""
 
     def __init__(
@@ -35,6 +35,10 @@ class LinearProbe:
         self.train_split, self.test_split, self.C, self.max_iter = train_split, test_split, C, max_iter
         self.select_split = select_split
         self.chosen_C: Optional[float] = None
+
+    @property
+    def chosen(self) -> dict:
+        return {} if self.chosen_C is None else {"C": self.chosen_C}
 
     def _fit(self, ctx: EvalContext, C: float, x_tr, y_tr):
         clf = LogisticRegression(C=C, max_iter=self.max_iter)

@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, extract_features
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, extract_features
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -73,7 +73,7 @@ def adapt_dataset(data, channels: int, size: Optional[int] = None):
 
 
 @EVALUATIONS.register("transfer")
-class Transfer:
+class Transfer(Evaluation):
     """Evaluate the pre-trained encoder on another dataset (its own data block) with any protocol."""
 
     def __init__(self, data: dict, protocol: Optional[dict] = None, missing: Literal["error", "skip"] = "error"):
@@ -96,11 +96,15 @@ class Transfer:
             if missing == "error":
                 raise SSLBenchError(message) from e
             self.target, self.skipped = None, message
-        self.test_split = getattr(self.inner, "test_split", "test")
+        self.test_split = self.inner.test_split
+
+    @property
+    def chosen(self) -> dict:
+        return self.inner.chosen
 
     @property
     def key(self) -> str:
-        inner = getattr(self.inner, "key", self.protocol_cfg["name"])
+        inner = self.inner.key
         target = self.target.name if self.target is not None else self.data_cfg.get("name", "?")
         return f"transfer:{target}/{inner}"
 
@@ -111,7 +115,7 @@ class Transfer:
         if ctx.encoder is None or ctx.augment is None or ctx.view_size is None:
             raise SSLBenchError("evaluation transfer needs the trained encoder (run it through ssl-bench run)")
         from ssl_bench.augment import center_view
-        from ssl_bench.train import Normalize
+        from ssl_bench.data.normalize import Normalize
 
         encoder = ctx.encoder()
         channels = getattr(encoder, "in_chans", None) or ctx.data.channels
@@ -141,5 +145,4 @@ class Transfer:
         )
         out = dict(self.inner.run(tctx))
         out["target_dataset"] = target.name
-        self.chosen_C = getattr(self.inner, "chosen_C", None)
         return out

@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, EvalContext, Split
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.embedding import knn_accuracy, map_metrics
 
 
@@ -35,7 +35,7 @@ def tsne_2d(x: np.ndarray, perplexity: float = 30.0, pca_dim: int = 50, max_iter
 
 
 @EVALUATIONS.register("tsne")
-class TSNEBaseline:
+class TSNEBaseline(Evaluation):
     """t-SNE baseline (scikit-learn) of pixels or backbone features, scored like the t-SimCNE map."""
 
     def __init__(
@@ -58,13 +58,16 @@ class TSNEBaseline:
         self.input, self.perplexity, self.pca_dim, self.max_iter = input, perplexity, pca_dim, max_iter
         self.k, self.train_split, self.test_split = k, train_split, test_split
         self.silhouette_samples, self.seed, self.plot = silhouette_samples, seed, plot
-        self.key = f"tsne@{input}"
 
     def _inputs(self, ctx: EvalContext, split: str) -> tuple[np.ndarray, np.ndarray]:
         if self.input == "features":
             return ctx.features(split)
         s = ctx.data.split(split)
         return s.images.flatten(1).float().div(255).numpy(), s.labels.numpy()
+
+    @property
+    def key(self) -> str:
+        return f"tsne@{self.input}"
 
     def run(self, ctx: EvalContext) -> dict[str, float]:
         x_tr, y_tr = self._inputs(ctx, self.train_split)

@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 
 OBJECTIVES = Registry("objective", provided=("backbone",))
 
+# What an objective's step outputs hold and what its loss accepts (``Objective.provides``); selectors
+# name what they need from this vocabulary (``Selector.needs``) and a recipe that pairs a selector with
+# an objective lacking it is refused when it is loaded (``ssl-bench show`` already says so).
+CAPABILITIES = {
+    "features": "backbone features h",
+    "projection": "projection z",
+    "prediction": "prediction p (a predictor head)",
+    "predictor_input": "input a of the predictor's last linear layer",
+    "target": "per-view target t that the other view's prediction is pulled towards",
+    "index_positives": "extra positives given as batch indices in the loss",
+    "virtual_positives": "extra positives given as target vectors (memory bank, …) in the loss",
+    "contrastive": "a contrastive loss over the batch's projections",
+}
+
 
 @dataclass
 class ViewOutput:
@@ -54,9 +68,12 @@ class StepOutput:
 
 
 class Objective(nn.Module):
-    """Base class.  Subclasses set ``self.backbone`` and implement ``online``, ``target``, ``loss``."""
+    """Base class.  Subclasses set ``self.backbone`` and implement ``online``, ``target``, ``loss``,
+    and declare ``provides`` (from :data:`CAPABILITIES`) and ``display`` (the name in tables)."""
 
     backbone: nn.Module
+    provides: frozenset = frozenset({"features", "projection"})
+    display: str = ""
     # True if ``loss`` reads ``out.shard`` and pulls towards extra positives held by other ranks
     # (data-parallel global-batch selection); otherwise each rank selects among its own samples
     global_positives = False
@@ -157,6 +174,9 @@ class PredictorObjective(Objective):
     scale: float
     offset: float
     global_positives = True
+    provides = frozenset(
+        {"features", "projection", "prediction", "predictor_input", "target", "index_positives", "virtual_positives"}
+    )
 
     def loss(self, out: StepOutput, extra: Optional[torch.Tensor] = None, weight: float = 1.0) -> torch.Tensor:
         v1, v2 = out.views

@@ -31,6 +31,7 @@ class BYOL(PredictorObjective):
     """BYOL (arXiv 2006.07733): online/target networks, EMA 0.99 → 1, loss 2 − 2·cos."""
 
     scale, offset = 2.0, 2.0  # ℓ = 2 − 2·cos(q, z′)
+    display = "BYOL"
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ class SimCLR(Objective):
     """SimCLR (arXiv 2002.05709): NT-Xent, temperature τ; multi-positive with extra positives."""
 
     global_positives = True
+    provides = frozenset({"features", "projection", "index_positives", "contrastive"})
+    display = "SimCLR"
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.5):
         super().__init__()

@@ -19,6 +19,7 @@ class SimSiam(PredictorObjective):
     """SimSiam (arXiv 2011.10566): stop-gradient, predictor, loss −cos; no momentum encoder."""
 
     scale, offset = 1.0, 0.0  # D = −cos(p, stopgrad(z))
+    display = "SimSiam"
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_hidden_dim: int = 512):
         super().__init__()

@@ -63,6 +63,7 @@ class TSimCNE(Objective):
     """t-SimCNE (arXiv 2210.09879): Cauchy-kernel InfoNCE, 128-D → new 2-D layer → fine-tune."""
 
     display = "t-SimCNE"
+    provides = frozenset({"features", "projection", "index_positives", "contrastive"})
 
     def __init__(
         self,

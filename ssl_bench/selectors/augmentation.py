@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -10,11 +11,15 @@ from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector
 
 
 @SELECTORS.register("none")
+@dataclass(eq=False)
 class NoSelector(Selector):
     """Augmentation-only: each sample's positive is its other view (plain BYOL/SimSiam/SimCLR)."""
 
-    def __init__(self):
-        super().__init__(k=1, weight=0.0)
+    k: int = field(default=1, init=False)
+    weight: float = field(default=0.0, init=False)
+
+    def needs(self) -> frozenset:
+        return frozenset()
 
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:
         return None

@@ -13,13 +13,13 @@ scored against the labels for logging (:func:`selection_counts`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 
-from ssl_bench.distributed import Shard
+from ssl_bench.distributed import Shard, globalize
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.objectives.base import Objective, StepOutput
+from ssl_bench.objectives.base import CAPABILITIES, Objective, StepOutput
 from ssl_bench.registry import Registry
 
 SELECTORS = Registry("selector")
@@ -27,13 +27,13 @@ SELECTORS = Registry("selector")
 
 @dataclass
 class SelectionContext:
-    """What a batch selector may look at during one training step."""
+    """What a selector may look at during one training step (built once per step by :class:`TrainStep`)."""
 
-    out: StepOutput  # the step's forward (features, projections, predictions, targets)
+    out: Optional[StepOutput]  # the step's forward (features, projections, predictions, targets)
     labels: torch.Tensor  # for the oracle and for logging only
-    indices: torch.Tensor  # dataset indices of the batch
-    objective: Objective
-    generator: torch.Generator
+    indices: Optional[torch.Tensor] = None  # dataset indices of the batch
+    objective: Optional[Objective] = None  # the network being trained
+    generator: Optional[torch.Generator] = None  # the selector's random stream (on the training device)
     lr: float = 1.0
     step: int = 0
     groups: Optional[torch.Tensor] = None
@@ -42,13 +42,32 @@ class SelectionContext:
     planned_extra: Optional[torch.Tensor] = None  # extra positives fixed by a dataset selector's plan
     planned_view2: Optional[torch.Tensor] = None  # dataset indices of view 2 when a plan pairs other images
     # data-parallel training: this rank's slice of the global batch.  Batch selectors then return
-    # indices into the *global* batch (see :func:`pool` and ssl_bench/distributed.py)
+    # indices into the *global* batch (see :func:`pool` and ssl_bench/distributed.py), whose labels
+    # are ``pool_labels``
     shard: Optional[Shard] = None
+    pool_labels: Optional[torch.Tensor] = None
 
     @property
     def offset(self) -> int:
         """Position of this rank's first sample in the global batch (0 in one process)."""
         return 0 if self.shard is None else self.shard.offset
+
+    @property
+    def candidate_labels(self) -> torch.Tensor:
+        """The labels of the samples that positives are chosen among (the global batch in DDP)."""
+        return self.labels if self.shard is None or self.pool_labels is None else self.pool_labels
+
+
+@dataclass
+class Selection:
+    """What a selector decided for one step: ``extra`` ``[B, k]`` positives (indices into the batch —
+    the global batch in data-parallel training —, −1 = none) or None, the outputs the loss uses
+    (feature selectors may have changed targets or added virtual ones), and the selector-precision
+    counts of the step (logging only; see :func:`selection_counts`)."""
+
+    extra: Optional[torch.Tensor]
+    out: StepOutput
+    counts: torch.Tensor
 
 
 def pool(ctx: SelectionContext, t: torch.Tensor) -> torch.Tensor:
@@ -70,23 +89,43 @@ class BatchPlan:
     extra: Optional[torch.Tensor] = None
 
 
+@dataclass(eq=False)
 class Selector:
-    """Base class: ``k`` extra positives per sample, each weighted ``weight`` in the loss."""
+    """Base class: ``k`` extra positives per sample, each weighted ``weight`` in the loss.
 
-    kind = "batch"
-    uses_labels = False
+    The training step calls :meth:`plan` (dataset selectors: which images form the batch) and then,
+    once per step, :meth:`choose`, which runs :meth:`select` (index positives), :meth:`transform_outputs`
+    (feature positives) and :meth:`counts` (logging) on the step's :class:`SelectionContext`.
+    Subclasses implement :meth:`select` and, where they need to, the other two; they are dataclasses
+    whose fields are their recipe options (declared once, inherited by subclasses), and they name what
+    they need from the objective in :meth:`needs` (checked when the recipe is loaded).
+    """
+
+    k: int = 1
+    weight: float = 1.0
+
+    kind: ClassVar[str] = "batch"
+    display: ClassVar[str] = ""
     # data-parallel training: True if ``select`` returns indices into the *global* batch (it reads
-    # ``ctx.shard``).  A selector that leaves this False picks among its rank's own samples and the
-    # loop shifts its local indices into global positions.
-    selects_globally = False
+    # ``ctx.shard``).  A selector that leaves this False picks among its rank's own samples and
+    # :meth:`choose` shifts its local indices into global positions.
+    selects_globally: ClassVar[bool] = False
 
-    def __init__(self, k: int = 1, weight: float = 1.0):
-        if k < 1:
-            raise SSLBenchError(f"recipe key selector.k must be ≥ 1, got {k}")
-        if weight < 0:
-            raise SSLBenchError(f"recipe key selector.weight must be ≥ 0, got {weight}")
-        self.k = k
-        self.weight = weight
+    def __post_init__(self):
+        if self.k < 1:
+            raise SSLBenchError(f"recipe key selector.k must be ≥ 1, got {self.k}")
+        if self.weight < 0:
+            raise SSLBenchError(f"recipe key selector.weight must be ≥ 0, got {self.weight}")
+
+    def needs(self) -> frozenset:
+        """What this selector needs from the objective (names from
+        :data:`ssl_bench.objectives.base.CAPABILITIES`)."""
+        return frozenset({"index_positives"})
+
+    def missing(self, provides: frozenset) -> Optional[str]:
+        """What of :meth:`needs` an objective providing ``provides`` lacks (a phrase), or None."""
+        lacking = sorted(self.needs() - set(provides))
+        return ", ".join(CAPABILITIES.get(c, c) for c in lacking) if lacking else None
 
     def setup(self, objective: Objective, data) -> None:
         """Called once before training (load frozen networks, check compatibility)."""
@@ -105,9 +144,17 @@ class Selector:
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def choose(self, ctx: SelectionContext) -> Selection:
+        """This step's selection: positives, the outputs the loss uses, and the precision counts."""
+        extra = self.select(ctx)
+        if ctx.shard is not None and extra is not None and not self.selects_globally:
+            extra = globalize(extra, ctx.shard)  # chosen among this rank's own samples: global positions
+        out = self.transform_outputs(ctx.out, ctx)
+        return Selection(extra, out, self.counts(extra, ctx))
+
+    def counts(self, extra: Optional[torch.Tensor], ctx: SelectionContext) -> torch.Tensor:
         """Selector-precision counts of this step (see :func:`selection_counts`); logging only."""
-        return selection_counts(extra, labels, pool_labels)
+        return selection_counts(extra, ctx.labels, None if ctx.shard is None else ctx.pool_labels)
 
     def state_dict(self) -> dict:
         return {}
@@ -154,3 +201,16 @@ def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor, pool_l
     else:
         same = partner == labels[:, None]
     return torch.stack([(same & valid).sum(), valid.sum(), valid.any(1).sum()])
+
+
+def check_compatible(selector: Selector, objective, selector_name: str, objective_name: str) -> None:
+    """Refuse, in one line naming both, a selector that needs what the objective (class or instance)
+    does not provide."""
+    provides = getattr(objective, "provides", frozenset())
+    lacking = selector.missing(provides)
+    if lacking:
+        have = ", ".join(sorted(provides)) or "nothing declared"
+        raise SSLBenchError(
+            f"selector '{selector_name}' needs the objective's {lacking}; objective '{objective_name}' does not "
+            f"provide it (it provides: {have})"
+        )

@@ -13,6 +13,7 @@ The support views are the step's own two views (no extra forward); candidate fea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -29,23 +30,24 @@ def fnc_scores(support: list[torch.Tensor], candidates: torch.Tensor) -> torch.T
 
 
 @SELECTORS.register("fnc")
+@dataclass(eq=False)
 class FNCSelector(Selector):
     """FNC (arXiv 2011.11765): top-k by max similarity to the anchor's support views, above a threshold."""
+
+    k: int = 10
+    threshold: float = 0.7
+    feature: Literal["projection", "backbone"] = "projection"
 
     display = "FNC"
     selects_globally = True
 
-    def __init__(
-        self,
-        k: int = 10,
-        weight: float = 1.0,
-        threshold: float = 0.7,
-        feature: Literal["projection", "backbone"] = "projection",
-    ):
-        super().__init__(k=k, weight=weight)
-        if not -1.0 <= threshold <= 1.0:
-            raise SSLBenchError(f"recipe key selector.threshold must be a cosine in [-1, 1], got {threshold}")
-        self.threshold, self.feature = threshold, feature
+    def __post_init__(self):
+        super().__post_init__()
+        if not -1.0 <= self.threshold <= 1.0:
+            raise SSLBenchError(f"recipe key selector.threshold must be a cosine in [-1, 1], got {self.threshold}")
+
+    def needs(self) -> frozenset:
+        return frozenset({"index_positives", "projection" if self.feature == "projection" else "features"})
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:

@@ -12,7 +12,7 @@ SimCLR is not implemented here.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import torch
@@ -28,20 +28,36 @@ def extrapolate(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> tuple[to
 
 
 @SELECTORS.register("ft")
+@dataclass(eq=False)
 class FTSelector(Selector):
     """FT (arXiv 2108.02982): positive extrapolation λ ~ Beta(α, α) + 1 of the pair's features."""
+
+    alpha: float = 2.0
+    k: int = field(default=1, init=False)
+    weight: float = field(default=0.0, init=False)
 
     kind = "feature"
     display = "FT"
 
-    def __init__(self, alpha: float = 2.0):
-        super().__init__(k=1, weight=0.0)
-        if alpha <= 0:
-            raise SSLBenchError(f"recipe key selector.alpha must be > 0, got {alpha}")
-        self.alpha = alpha
+    def __post_init__(self):
+        super().__post_init__()
+        if self.alpha <= 0:
+            raise SSLBenchError(f"recipe key selector.alpha must be > 0, got {self.alpha}")
         # λ is drawn on the host: scipy's inverse CDF needs it there, and a device generator would
         # cost a host sync every step on a GPU
         self._gen = torch.Generator().manual_seed(0)
+        self._targets = True  # extrapolate the targets (predictor objectives) or the projections (contrastive)
+
+    def needs(self) -> frozenset:
+        return frozenset({"target", "prediction"})
+
+    def missing(self, provides: frozenset) -> Optional[str]:
+        if "contrastive" in provides or super().missing(provides) is None:
+            return None
+        return "targets that a prediction is pulled towards (BYOL, SimSiam) or a contrastive loss over projections (SimCLR)"
+
+    def setup(self, objective, data) -> None:
+        self._targets = "contrastive" not in getattr(objective, "provides", frozenset())
 
     def seed(self, seed: int) -> None:
         self._gen.manual_seed(seed)
@@ -65,7 +81,7 @@ class FTSelector(Selector):
         n = b if ctx.shard is None else ctx.shard.total
         u = torch.rand(n, generator=self._gen)[ctx.offset : ctx.offset + b]
         lam = 1.0 + _beta_icdf(u, self.alpha).to(v1.z.device, non_blocking=True)
-        if v1.p is not None:  # BYOL / SimSiam: harder targets
+        if self._targets:  # BYOL / SimSiam: harder targets
             t1, t2 = extrapolate(v1.t, v2.t, lam)
             return StepOutput((replace(v1, t=t1), replace(v2, t=t2)))
         z1, z2 = extrapolate(v1.z, v2.z, lam)  # SimCLR: harder positive projections

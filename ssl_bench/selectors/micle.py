@@ -16,6 +16,7 @@ Two modes:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
@@ -53,8 +54,12 @@ class GroupPartners:
 
 
 @SELECTORS.register("micle")
+@dataclass(eq=False)
 class MICLeSelector(Selector):
     """MICLe (arXiv 2101.05224): another image of the same patient/lesion as the positive."""
+
+    mode: Literal["replace", "add"] = "add"
+    k: int = field(default=1, init=False)
 
     kind = "dataset"
     display = "MICLe"
@@ -62,16 +67,16 @@ class MICLeSelector(Selector):
     # positives are global batch positions
     selects_globally = True
 
-    def __init__(self, mode: Literal["replace", "add"] = "add", weight: float = 1.0):
-        super().__init__(k=1, weight=weight)
-        if mode not in ("replace", "add"):
-            raise SSLBenchError(f"recipe key selector.mode must be replace or add, got '{mode}'")
-        self.mode = mode
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in ("replace", "add"):
+            raise SSLBenchError(f"recipe key selector.mode must be replace or add, got '{self.mode}'")
         self.partners: Optional[GroupPartners] = None
         self._labels: Optional[torch.Tensor] = None
-        self._replaced: Optional[torch.Tensor] = None  # view-2 dataset indices of the last step
-        self._anchors: Optional[torch.Tensor] = None
         self._gen = torch.Generator().manual_seed(0)
+
+    def needs(self) -> frozenset:
+        return frozenset({"index_positives"}) if self.mode == "add" else frozenset()
 
     def setup(self, objective, data) -> None:
         if data.train.groups is None:
@@ -88,7 +93,6 @@ class MICLeSelector(Selector):
         if self.partners is None:
             raise RuntimeError("MICLeSelector.setup() was not called")
         if self.mode == "replace":
-            self._anchors = indices
             return BatchPlan(indices, self.partners.sample(indices, self._gen).to(indices.device))
         half = len(indices) // 2
         anchors = indices[:half]
@@ -103,16 +107,16 @@ class MICLeSelector(Selector):
         return BatchPlan(batch, batch, extra)
 
     def select(self, ctx: SelectionContext) -> Optional[torch.Tensor]:
-        if self.mode == "replace":
-            self._replaced, self._anchors = ctx.planned_view2, ctx.indices  # this rank's rows
         return ctx.planned_extra
 
-    def counts(self, extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if self.mode != "replace" or self._replaced is None:
-            return super().counts(extra, labels, pool_labels)
-        # replace mode: score the partner that became view 2 against the anchor (logging only)
-        partner_labels = self._labels[self._replaced.cpu()].to(labels.device)  # B labels, not the dataset's
-        real = self.partners.has_partner(self._anchors).to(labels.device)
+    def counts(self, extra: Optional[torch.Tensor], ctx: SelectionContext) -> torch.Tensor:
+        if self.mode != "replace" or ctx.planned_view2 is None:
+            return super().counts(extra, ctx)
+        # replace mode: score the partner that became view 2 against the anchor (logging only); only
+        # anchors whose group has another image count
+        labels = ctx.labels
+        partner_labels = self._labels[ctx.planned_view2.cpu()].to(labels.device)  # B labels, not the dataset's
+        real = self.partners.has_partner(ctx.indices).to(labels.device)
         same = (partner_labels == labels) if labels.ndim == 1 else (partner_labels == labels).all(-1)
         return torch.stack([(same & real).sum(), real.sum(), real.sum()])
 

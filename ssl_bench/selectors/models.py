@@ -1,57 +1,23 @@
 """Selectors that look at the batch through a network: the one being trained or a frozen one.
 
 "On-the-fly" variants (``model: online``) use the model being trained; "pretrained" variants
-(``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT`` or the producing recipe's ``.yaml``, see
-:mod:`ssl_bench.pretrained`) load the encoder and heads of an earlier run
-(e.g. a vanilla BYOL run of the same recipe) once, freeze them, and never train them.
+(``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT``, or the producing recipe's ``.yaml``, which
+``ssl-bench run`` resolves to that recipe's finished run, see :mod:`ssl_bench.pretrained`) load the
+encoder and heads of an earlier run (e.g. a vanilla BYOL run of the same recipe) through
+:func:`ssl_bench.trained.load_run` once, freeze them, and never train them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
 
 import torch
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SelectionContext, Selector
-
-
-def resolve_checkpoint(path: str | Path, key: str = "selector.checkpoint") -> Path:
-    from ssl_bench.pretrained import checkpoint_of_recipe, is_recipe_ref
-
-    if is_recipe_ref(str(path)):  # named by the recipe that produces it (ssl-bench run resolves it first)
-        path = checkpoint_of_recipe(str(path), key)
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "checkpoints" / "last.pt"
-    if not p.is_file():
-        raise SSLBenchError(f"checkpoint not found: {p} (recipe key {key})")
-    return p
-
-
-def load_frozen_objective(path: str | Path, in_chans: int, key: str = "selector.checkpoint") -> nn.Module:
-    """Rebuild the objective (backbone + heads) of a run checkpoint, frozen and in eval mode."""
-    from ssl_bench.backbones import build_backbone
-    from ssl_bench.objectives import OBJECTIVES
-
-    p = resolve_checkpoint(path, key)
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        recipe = state["recipe"]
-        backbone_cfg = {**recipe["backbone"], "weights": None}
-        model = OBJECTIVES.build(recipe["objective"], build_backbone(backbone_cfg, in_chans=in_chans), key=key)
-        model.load_state_dict(state["objective"])
-    except SSLBenchError:
-        raise
-    except Exception as e:
-        raise SSLBenchError(f"checkpoint {p} (recipe key {key}) could not be loaded: {type(e).__name__}: {e}") from e
-    model.eval()
-    for prm in model.parameters():
-        prm.requires_grad_(False)
-    return model
 
 
 @contextlib.contextmanager
@@ -69,37 +35,48 @@ def batchnorm_stats_frozen(model: nn.Module):
             m.num_batches_tracked.copy_(nbt)
 
 
+@dataclass(eq=False)
 class ModelSelector(Selector):
-    """Base of batch selectors that need network outputs on (light or training) views."""
+    """Base of batch selectors that need network outputs on (light or training) views.
 
-    def __init__(
-        self, k: int = 1, weight: float = 1.0, model: str = "online", checkpoint: Optional[str] = None, views: str = "light"
-    ):
-        super().__init__(k=k, weight=weight)
-        if model not in ("online", "pretrained"):
-            raise SSLBenchError(f"recipe key selector.model must be online or pretrained, got '{model}'")
-        if views not in ("light", "train"):
-            raise SSLBenchError(f"recipe key selector.views must be light or train, got '{views}'")
-        if model == "pretrained" and not checkpoint:
+    Options shared by every such selector: ``model`` (``online``: the network being trained;
+    ``pretrained``: the frozen network of ``checkpoint``) and ``views`` (``light``: the paper's light
+    views; ``train``: the training step's augmented views — for ``online`` the step's own forward is
+    reused, no extra cost)."""
+
+    model: Literal["online", "pretrained"] = "online"
+    checkpoint: Optional[str] = None
+    views: Literal["light", "train"] = "light"
+
+    # options that only one value of ``model`` takes: switching ``model`` in an ``extends:`` child or
+    # with ``--set`` drops the parent's (the on-the-fly baselines extend the pretrained flagship)
+    MODE_OPTIONS: ClassVar[dict] = {"model": {"pretrained": ("checkpoint",)}}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.model not in ("online", "pretrained"):
+            raise SSLBenchError(f"recipe key selector.model must be online or pretrained, got '{self.model}'")
+        if self.views not in ("light", "train"):
+            raise SSLBenchError(f"recipe key selector.views must be light or train, got '{self.views}'")
+        if self.model == "pretrained" and not self.checkpoint:
             raise SSLBenchError("recipe key selector.checkpoint is required with selector.model: pretrained")
-        if model == "online" and checkpoint:
+        if self.model == "online" and self.checkpoint:
             raise SSLBenchError("recipe key selector.checkpoint is only used with selector.model: pretrained")
-        self.model, self.checkpoint, self.views = model, checkpoint, views
         self.frozen: Optional[nn.Module] = None
         self._frozen_device: Optional[torch.device] = None
 
     def setup(self, objective: nn.Module, data) -> None:
         if self.model == "pretrained":
-            self.frozen = load_frozen_objective(self.checkpoint, in_chans=data.channels)
-        self.check_network(self.frozen if self.frozen is not None else objective)
+            from ssl_bench.trained import load_run
+
+            self.use_frozen(load_run(self.checkpoint, in_chans=data.channels, key="selector.checkpoint").objective)
 
     def use_frozen(self, net: nn.Module) -> None:
         """Select with an already loaded frozen network (shared between selectors)."""
+        lacking = self.missing(getattr(net, "provides", frozenset()))
+        if lacking:
+            raise SSLBenchError(f"selector.checkpoint: the frozen network ({type(net).__name__}) lacks the {lacking} this selector needs")
         self.frozen = net
-        self.check_network(net)
-
-    def check_network(self, net: nn.Module) -> None:
-        """Raise SSLBenchError if ``net`` lacks what this selector needs."""
 
     def network(self, ctx: SelectionContext) -> nn.Module:
         if self.frozen is not None:

@@ -6,21 +6,20 @@ selector allowed to look at the labels.  Its logged selector precision is 1.0 by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, pool, same_label_matrix, topk_excluding_self
 
 
 @SELECTORS.register("oracle")
+@dataclass(eq=False)
 class OracleSelector(Selector):
     """Upper bound (BYOL-Sup): k random other in-batch samples with the anchor's label."""
 
-    uses_labels = True
     selects_globally = True
     display = "Sup"  # the paper's name: BYOL-Sup
-
-    def __init__(self, k: int = 1, weight: float = 1.0):
-        super().__init__(k=k, weight=weight)
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:
@@ -28,7 +27,8 @@ class OracleSelector(Selector):
         # generator and keeps its rows, so the choice equals one process's on the global batch
         labels = pool(ctx, ctx.labels)
         b = labels.shape[0]
-        scores = torch.rand(b, b, generator=ctx.generator, device=ctx.generator.device).to(ctx.labels.device)
+        gen = ctx.generator if ctx.generator is not None else torch.default_generator
+        scores = torch.rand(b, b, generator=gen, device=gen.device).to(ctx.labels.device)
         rows = slice(ctx.offset, ctx.offset + ctx.labels.shape[0])
         allowed = same_label_matrix(labels)[rows]
         return topk_excluding_self(scores[rows], self.k, allowed=allowed, offset=ctx.offset)

@@ -5,7 +5,8 @@ The FS and FS-pretrained baselines of BYOL-TracIn (Zeng et al., MICCAI 2023; arX
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from ssl_bench.selectors.models import ModelSelector
 
 
 @SELECTORS.register("fs")
+@dataclass(eq=False)
 class FeatureSimilaritySelector(ModelSelector):
     """Feature similarity (FS, arXiv 2306.00112 baseline): top-k cosine similarity of features.
 
@@ -25,20 +27,13 @@ class FeatureSimilaritySelector(ModelSelector):
     training the candidates are the samples of all ranks (view-2 features all-gathered).
     """
 
+    feature: Literal["backbone", "projection"] = "backbone"
+
     display = "FS"
     selects_globally = True
 
-    def __init__(
-        self,
-        k: int = 1,
-        weight: float = 1.0,
-        model: Literal["online", "pretrained"] = "online",
-        checkpoint: Optional[str] = None,
-        views: Literal["light", "train"] = "light",
-        feature: Literal["backbone", "projection"] = "backbone",
-    ):
-        super().__init__(k=k, weight=weight, model=model, checkpoint=checkpoint, views=views)
-        self.feature = feature
+    def needs(self) -> frozenset:
+        return frozenset({"index_positives", "features" if self.feature == "backbone" else "projection"})
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:

@@ -19,11 +19,11 @@ changes the arg-max, but it is part of the value.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 
-from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
@@ -39,7 +39,7 @@ def byol_loss_grad(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -2.0 / q_norm * (z_hat - cos * q_hat)
 
 
-def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float = 1.0) -> torch.Tensor:
+def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float = 1.0, normalize: bool = False) -> torch.Tensor:
     """Pairwise TracIn of a batch w.r.t. the predictor's last linear weight (contract).
 
     Args:
@@ -47,19 +47,41 @@ def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float =
         z: ``[B, d]`` the target projections they are compared to.
         a: ``[B, m]`` inputs of the predictor's last linear layer (``q = W a + b``).
         lr: the learning rate (TracIn's step size).
+        normalize: the cosine of the two per-sample gradients instead of their inner product,
+            TracIn(i, k) / (‖∇ℓ_i‖·‖∇ℓ_k‖) with ‖∇ℓ_i‖ = ‖g_i‖·‖a_i‖ (still closed form; ``lr`` cancels).
 
     Returns:
-        ``[B, B]`` with entry (i, k) = ``lr · ⟨∂ℓ_i/∂W, ∂ℓ_k/∂W⟩`` for ℓ_i = 2 − 2·cos(q_i, z_i).
+        ``[B, B]`` with entry (i, k) = ``lr · ⟨∂ℓ_i/∂W, ∂ℓ_k/∂W⟩`` for ℓ_i = 2 − 2·cos(q_i, z_i)
+        (or its cosine form).
     """
-    return tracin_matrix_views([q], [z], [a], lr=lr)
+    return tracin_matrix_views([q], [z], [a], lr=lr, normalize=normalize)
 
 
-def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0) -> torch.Tensor:
+def cosine_normalize(scores: torch.Tensor, row_sq: torch.Tensor, col_sq: torch.Tensor) -> torch.Tensor:
+    """``scores[i, k] / (‖∇ℓ_i‖·‖∇ℓ_k‖)`` from the squared gradient norms of rows and columns (the
+    self-influences ⟨∇ℓ_i, ∇ℓ_i⟩; a zero gradient scores 0)."""
+    return scores / (row_sq.clamp_min(0).sqrt()[:, None] * col_sq.clamp_min(0).sqrt()[None, :]).clamp_min(_EPS)
+
+
+def self_influence(gs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[B]`` ⟨∇ℓ_i, ∇ℓ_i⟩ = ‖Σ_u g_i^(u) a_i^(u)ᵀ‖²_F = Σ_u Σ_v (g_i^(u)·g_i^(v)) (a_i^(u)·a_i^(v))."""
+    out = None
+    for u in range(len(gs)):
+        for v in range(len(gs)):
+            term = (gs[u] * gs[v]).sum(1) * (as_[u] * as_[v]).sum(1)
+            out = term if out is None else out + term
+    return out
+
+
+def tracin_matrix_views(
+    qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0, normalize: bool = False
+) -> torch.Tensor:
     """TracIn for a loss summed over several view pairs (BYOL's symmetric loss).
 
     With ℓ_i = Σ_u ℓ_i^(u) the gradient is Σ_u g_i^(u) a_i^(u)ᵀ and the inner product expands to
     Σ_u Σ_v (g_i^(u)·g_k^(v)) (a_i^(u)·a_k^(v)): the exact TracIn of the symmetrised loss, including
     the cross-view terms (2 views → 8 small B×B GEMMs).  One pair reduces to :func:`tracin_matrix`.
+    ``normalize``: divided by the gradient norms, whose squares are the matrix's diagonal.
     """
     gs = [byol_loss_grad(q, z) for q, z in zip(qs, zs)]
     out = None
@@ -69,11 +91,19 @@ def tracin_matrix_views(qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], 
             term = (gs[u] @ gs[v].T) * (as_[u] @ as_[v].T)
             term = term if u == v else term + term.T
             out = term if out is None else out + term
+    if normalize:
+        sq = out.diagonal()
+        return cosine_normalize(out, sq, sq)
     return lr * out
 
 
 def tracin_cross(
-    gs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], gs_all: Sequence[torch.Tensor], as_all: Sequence[torch.Tensor], lr: float = 1.0
+    gs: Sequence[torch.Tensor],
+    as_: Sequence[torch.Tensor],
+    gs_all: Sequence[torch.Tensor],
+    as_all: Sequence[torch.Tensor],
+    lr: float = 1.0,
+    normalize: bool = False,
 ) -> torch.Tensor:
     """``[B, N]`` TracIn of B anchors (loss gradients ``gs``, predictor inputs ``as_`` per view)
     against N candidates (``gs_all``, ``as_all``): Σ_u Σ_v lr · (g_i^(u)·g_k^(v)) (a_i^(u)·a_k^(v)),
@@ -84,10 +114,13 @@ def tracin_cross(
         for v in range(len(gs_all)):
             term = (gs[u] @ gs_all[v].T) * (as_[u] @ as_all[v].T)
             out = term if out is None else out + term
+    if normalize:
+        return cosine_normalize(out, self_influence(gs, as_), self_influence(gs_all, as_all))
     return lr * out
 
 
 @SELECTORS.register("tracin")
+@dataclass(eq=False)
 class TracInSelector(ModelSelector):
     """BYOL-TracIn (arXiv 2306.00112): top-k in-batch TracIn influence, closed form, last linear layer.
 
@@ -105,35 +138,30 @@ class TracInSelector(ModelSelector):
     samples of all ranks (:func:`tracin_cross`): the same choice as one process on the global batch.
     """
 
+    symmetric: Optional[bool] = None
+    normalize: bool = False
+
     display = "TracIn"
     selects_globally = True
 
-    def __init__(
-        self,
-        k: int = 1,
-        weight: float = 1.0,
-        model: Literal["online", "pretrained"] = "online",
-        checkpoint: Optional[str] = None,
-        views: Literal["light", "train"] = "light",
-        symmetric: Optional[bool] = None,
-    ):
-        super().__init__(k=k, weight=weight, model=model, checkpoint=checkpoint, views=views)
+    def __post_init__(self):
+        super().__post_init__()
         # default: symmetric when the step's forward is reused (free); otherwise one direction,
         # q(view 1) vs z'(view 2), so the extra cost is one frozen forward per view (2 passes)
-        self.symmetric = self.reuses_step() if symmetric is None else symmetric
+        if self.symmetric is None:
+            self.symmetric = self.reuses_step()
 
-    def check_network(self, net) -> None:
-        if not hasattr(net, "predictor"):
-            raise SSLBenchError(
-                f"selector tracin needs an objective with a predictor (byol, simsiam); "
-                f"'{type(net).__name__}' has none"
-            )
+    def needs(self) -> frozenset:
+        return frozenset({"index_positives", "prediction", "predictor_input", "target"})
 
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:
         if self.reuses_step():
             v1, v2 = ctx.out.views
-            q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
+            if self.symmetric:
+                q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
+            else:  # the single pair q(view 1) vs z'(view 2)
+                q, z, a = [v1.p], [v2.t], [v1.a]
         else:
             x1, x2 = self.inputs(ctx)
             with self.no_grad_forward(ctx) as net:
@@ -144,10 +172,10 @@ class TracInSelector(ModelSelector):
                 else:
                     q, z, a = [o1.p], [net.target(x2)], [o1.a]
         if ctx.shard is None:
-            scores = tracin_matrix_views(q, z, a, lr=ctx.lr)
+            scores = tracin_matrix_views(q, z, a, lr=ctx.lr, normalize=self.normalize)
         else:  # data-parallel: all-gather g and a of every rank in one call, score local rows
             gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
             packs = [gs + a] if len({t.dtype for t in gs + a}) == 1 else [gs, a]  # mixed precision: 2 calls
             gathered = [t for p in packs for t in pool(ctx, torch.cat(p, 1)).split([t.shape[1] for t in p], 1)]
-            scores = tracin_cross(gs, a, gathered[: len(gs)], gathered[len(gs) :], lr=ctx.lr)
+            scores = tracin_cross(gs, a, gathered[: len(gs)], gathered[len(gs) :], lr=ctx.lr, normalize=self.normalize)
         return topk_excluding_self(scores.float(), self.k, offset=ctx.offset)

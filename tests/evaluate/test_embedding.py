@@ -35,7 +35,7 @@ def test_knn_and_silhouette_equal_sklearn_on_the_same_arrays(breast, tmp_path):
     assert m["silhouette"] == pytest.approx(silhouette_score(z, y))
     f_tr, f_te = _pixels(breast.train.images), _pixels(breast.test.images)
     assert m["knn_accuracy_features"] == pytest.approx((KNeighborsClassifier(15).fit(f_tr, y_tr).predict(f_te) == y_te).mean())
-    assert m["dim"] == 2 and -1 <= m["silhouette"] <= 1
+    assert m["dim"] == 2
     # a seeded subsample above silhouette_samples: scikit-learn's own sampling, reproducible
     sub = EVALUATIONS.build({"name": "embedding", "silhouette_samples": 300, "seed": 3, "plot": False})
     sub_m = sub.run(EvalContext(data=breast, embed=_pixels, project=_pca2(breast)))

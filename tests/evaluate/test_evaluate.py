@@ -31,7 +31,7 @@ def test_every_evaluation_on_real_data(name, breast, retina):
         ctx.embed = ctx.project = _pixels  # project: the head output (map protocols)
         m = ev.run(ctx)
         assert {"accuracy", "balanced_accuracy", "auc"} <= set(m)
-        assert 0 < m["balanced_accuracy"] <= 1 and 0 <= m["auc"] <= 1
+        assert m["balanced_accuracy"] > 0 and m["auc"] != 0.5  # not a constant predictor
         if name not in TRAINING_PROTOCOL_OPTIONS and name not in FAST_OPTIONS:
             # raw pixels carry real signal on both datasets: better than chance, not perfect
             assert 0.55 < m["auc"] < 0.99, m

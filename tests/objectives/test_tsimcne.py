@@ -9,7 +9,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives import OBJECTIVES
 from ssl_bench.objectives.tsimcne import cauchy_infonce
 from ssl_bench.recipe import TrainConfig
-from ssl_bench.train import build_optimizer, check_stages, enter_epoch, staged_lr
+from ssl_bench.schedule import check_stages, enter_epoch, staged_lr
+from tests.helpers import breast_recipe, real_batch, real_step
 from tests.objectives.test_objectives import _views
 
 
@@ -70,20 +71,18 @@ def test_loss_decreases_on_a_real_batch(breast, resnet):
     assert losses[-1] < losses[0] - 0.05, losses
 
 
-def _step(obj, opt, x1, x2):
-    loss = obj.loss(obj(x1, x2))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-def test_three_stages_freeze_exactly_what_the_paper_freezes(breast, resnet):
-    obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 128, "stages": [1, 2, 1]}, resnet)
-    # what the loop does: one optimiser over all parameters, weight decay and momentum on
-    cfg = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4)
-    opt = build_optimizer([p for p in obj.parameters() if p.requires_grad], cfg)
-    x1, x2, _ = _views(breast, n=16)
-    obj.train()
+def test_three_stages_freeze_exactly_what_the_paper_freezes(breast):
+    """The loop's own step and stage switch (one optimiser over all parameters, weight decay and
+    momentum on) on real BreastMNIST images."""
+    cfg = breast_recipe(
+        augment={"name": "simclr"}, objective={"name": "tsimcne", "hidden_dim": 128, "stages": [1, 2, 1]},
+        train={"epochs": 4, "batch_size": 16, "lr": 0.05, "weight_decay": 5e-4},
+    )
+    step, _ = real_step(cfg)
+    obj, opt = step.objective, step.optimizer
+    state = getattr(opt, "optimizer", opt).state
+    batch = real_batch(breast, 16)
+    x = step.prep(step.augment.view1(batch.images, torch.Generator().manual_seed(0)))
 
     def changed(before):
         after = obj.state_dict()
@@ -91,13 +90,15 @@ def test_three_stages_freeze_exactly_what_the_paper_freezes(breast, resnet):
 
     # stage 1: 128-D pre-training; the 2-D layer is not used, so it does not move
     assert enter_epoch(obj, opt, 1).index == 0
-    assert obj(x1, x2).views[0].z.shape == (16, 128)
+    with torch.no_grad():
+        assert obj.eval()(x, x).views[0].z.shape == (16, 128)
+    obj.train()
     before = copy.deepcopy(obj.state_dict())
-    _step(obj, opt, x1, x2)
+    step(batch, lr=0.05, step=0)
     moved = changed(before)
     assert not any(k.startswith("head_2d") for k in moved)
     assert any(k.startswith("backbone") and "running_mean" in k for k in moved)  # BN statistics update
-    assert len(opt.state) > 0  # momentum buffers of stage 1
+    assert len(state) > 0  # momentum buffers of stage 1
 
     # stage 2 (two epochs): only the new 2-D layer changes; weights, BN statistics, the 128-D layer
     # are bit-identical, although momentum and weight decay are on for them in the same optimiser
@@ -105,17 +106,18 @@ def test_three_stages_freeze_exactly_what_the_paper_freezes(breast, resnet):
     for epoch in (2, 3):
         st = enter_epoch(obj, opt, epoch)
         assert st.index == 1
-        _step(obj, opt, x1, x2)
+        step(batch, lr=0.05, step=epoch - 1)
     assert changed(before) == {"head_2d.weight", "head_2d.bias"}
     assert obj.backbone.training is False and obj.head_2d.training is True
-    assert obj(x1, x2).views[0].z.shape == (16, 2)
+    with torch.no_grad():
+        assert obj(x, x).views[0].z.shape == (16, 2)
 
     # stage 3: everything but the dropped 128-D layer is fine-tuned, from a fresh optimiser state
     before = copy.deepcopy(obj.state_dict())
     assert enter_epoch(obj, opt, 4).index == 2
-    assert len(opt.state) == 0
+    assert len(state) == 0
     assert obj.backbone.training and all(p.requires_grad for p in obj.backbone.parameters())
-    _step(obj, opt, x1, x2)
+    step(batch, lr=0.05, step=3)
     moved = changed(before)
     assert {"head_2d.weight", "projector.layers.0.weight"} <= moved
     assert sum(k.startswith("backbone") and k.endswith("weight") for k in moved) > 10

@@ -6,42 +6,28 @@ from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.base import topk_excluding_self
 
 
-def _step(sel, data, backbone, n=32, seed=0):
-    """One real training step through a selector's whole interface: plan → views → select →
-    transform → loss (what TrainStep does), on real images."""
-    from ssl_bench.augment import AUGMENTATIONS
-
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.train), generator=g)[:n]
-    obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 256}, backbone)
-    sel.setup(obj, data)
-    plan = sel.plan(idx)
-    aug = AUGMENTATIONS.build({"name": "byol"})
-    x1, x2 = data.train.images[plan.view1], data.train.images[plan.view2]
-    v1, v2 = (aug.view1(x1, g) - 0.5) / 0.25, (aug.view2(x2, g) - 0.5) / 0.25
-    out = obj(v1, v2)
-    light = AUGMENTATIONS.build({"name": "light"})
-    ctx = SelectionContext(
-        out=out, labels=data.train.labels[plan.view1], indices=plan.view1, objective=obj, generator=g,
-        light_views=lambda: tuple((v - 0.5) / 0.25 for v in light(x1, g)), views=(v1, v2), planned_extra=plan.extra,
-    )
-    extra = sel.select(ctx)
-    out = sel.transform_outputs(out, ctx)
-    return obj, out, extra, plan
-
-
 @pytest.mark.parametrize("name", SELECTORS.names())
-def test_every_selector_in_a_training_step(name, ham, tiny_resnet):
-    sel = SELECTORS.build({"name": name})
-    obj, out, extra, plan = _step(sel, ham, tiny_resnet(3))
-    b = plan.view1.shape[0]
+def test_every_selector_in_the_real_training_step(name):
+    """Each registered selector, with its defaults, in the step `ssl-bench run` trains with, on real
+    HAM10000 images with lesion groups (MICLe's partners)."""
+    from ssl_bench.step import Batch
+    from tests.conftest import HAM_ZIP
+    from tests.helpers import breast_recipe, real_step
+
+    cfg = breast_recipe(data={"name": "isic", "root": str(HAM_ZIP), "size": 28}, selector={"name": name})
+    step, comp = real_step(cfg)
+    train = comp.data.train
+    plan = step.selector.plan(torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:32])
+    images2 = None if plan.view2 is plan.view1 else train.images[plan.view2]
+    batch = Batch(train.images[plan.view1], train.labels[plan.view1], plan.view1, train.groups[plan.view1],
+                  images2=images2, indices2=None if images2 is None else plan.view2, planned_extra=plan.extra)
+    res = step(batch, lr=0.05, step=0)
+    b, extra = len(batch), res.extra
     if extra is not None:
-        assert extra.shape == (b, sel.k) and extra.dtype == torch.long
+        assert extra.shape == (b, step.selector.k) and extra.dtype == torch.long
         assert not (extra == torch.arange(b)[:, None]).any(), "a selector returned the anchor itself"
         assert ((extra >= -1) & (extra < b)).all()
-    loss = obj.loss(out, extra, sel.weight)
-    loss.backward()
-    assert torch.isfinite(loss)
+    assert torch.isfinite(res.loss) and res.counts.shape == (3,)
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -153,6 +139,7 @@ def test_ft_extrapolates_targets_apart():
     byol_like = StepOutput((ViewOutput(h=z, z=z, t=t1, p=z), ViewOutput(h=z, z=z, t=t2, p=z)))
     ctx = SelectionContext(out=byol_like, labels=None, indices=None, objective=None, generator=torch.Generator().manual_seed(0))
     sel = SELECTORS.build({"name": "ft", "alpha": 2.0})
+    sel.setup(OBJECTIVES.get("byol"), None)  # a predictor objective: the targets are extrapolated
     assert sel.select(ctx) is None
     new = sel.transform_outputs(byol_like, ctx)
     n1, n2 = new.views[0].t, new.views[1].t
@@ -163,8 +150,9 @@ def test_ft_extrapolates_targets_apart():
     assert torch.allclose(n1 + n2, t1 + t2, atol=1e-5)  # extrapolated about the pair's midpoint
     lam = (ratio + 1) / 2  # λ − 1 ~ Beta(2, 2): mean 0.5
     assert abs(float(lam.mean()) - 1.5) < 0.08
-    # SimCLR (no predictor): the projections themselves are extrapolated
+    # SimCLR (a contrastive loss): the projections themselves are extrapolated
     simclr_like = StepOutput((ViewOutput(h=z, z=t1, t=t1), ViewOutput(h=z, z=t2, t=t2)))
+    sel.setup(OBJECTIVES.get("simclr"), None)
     new = sel.transform_outputs(simclr_like, ctx)
     assert not torch.allclose(new.views[0].z, t1)
 
@@ -190,8 +178,9 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     want = (torch.nn.functional.normalize(t2, dim=1) @ bank_before.T).topk(2, dim=1).indices
     assert torch.allclose(e1, bank_before[want])  # view 1's prediction → view 2's neighbours
     assert sel.filled == 8
-    cnt = sel.counts(None, labels + 10)  # neighbours carry labels 0..3, anchors 10..13: no match
-    assert cnt.tolist() == [0, 8, 4]
+    from ssl_bench.selectors.nn import neighbour_counts
+
+    assert neighbour_counts(sel.bank_labels[:4][want], labels + 10).tolist() == [0, 8, 4]  # neighbours 0..3, anchors 10..13
     sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels + 20, indices=None, objective=None, generator=g))
     assert sel.filled == 10 and sel.bank_labels.tolist()[8:] == [20, 21]  # FIFO cut at the end, as lightly does
     # the loss with virtual targets equals the direct formula

@@ -147,6 +147,8 @@ def test_pretrained_needs_a_checkpoint_and_a_predictor(breast, tiny_resnet, tmp_
     sel = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(tmp_path / "none")})
     with pytest.raises(SSLBenchError, match="checkpoint not found"):
         sel.setup(None, breast)
+    from ssl_bench.selectors.base import check_compatible
+
     simclr = OBJECTIVES.build({"name": "simclr"}, tiny_resnet(1))
-    with pytest.raises(SSLBenchError, match="needs an objective with a predictor"):
-        SELECTORS.build({"name": "tracin"}).setup(simclr, breast)
+    with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's prediction p .* objective 'simclr' does not provide"):
+        check_compatible(SELECTORS.build({"name": "tracin"}), simclr, "tracin", "simclr")

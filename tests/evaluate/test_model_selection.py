@@ -1,0 +1,127 @@
+"""How evaluation picks its model, checked against independent references (scikit-learn, statistics).
+
+The linear probe's C is the arg-max of the validation AUC of scikit-learn fits made here; fine-tuning
+keeps the epoch with the best validation score and reports the test metrics of that epoch's model;
+the ``*_std`` of several fine-tuning seeds is the sample standard deviation.
+"""
+
+import copy
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ssl_bench.data import DataSplits
+from ssl_bench.evaluate import EVALUATIONS, EvalContext
+from ssl_bench.evaluate.finetune import FineTune
+from ssl_bench.evaluate.linear import C_GRID
+from tests.evaluate.test_evaluate import _pixels
+from tests.evaluate.test_finetune import _ctx
+
+
+def _sklearn_fit(x, y, C):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(x, y)
+
+
+def test_linear_probe_picks_C_by_validation_auc(breast):
+    ctx = EvalContext(data=breast, embed=_pixels)
+    probe = EVALUATIONS.build({"name": "linear"})
+    got = probe.run(ctx)
+    (xtr, ytr), (xva, yva), (xte, yte) = (ctx.features(s) for s in ("train", "val", "test"))
+    fits = {C: _sklearn_fit(xtr, ytr, C) for C in C_GRID}
+    val_auc = {C: roc_auc_score(yva, f.predict_proba(xva)[:, 1]) for C, f in fits.items()}
+    train_auc = {C: roc_auc_score(ytr, f.predict_proba(xtr)[:, 1]) for C, f in fits.items()}
+    best = max(val_auc, key=val_auc.get)
+    # on these features the training split prefers another C: choosing on train would be caught here
+    assert max(train_auc, key=train_auc.get) != best
+    assert probe.chosen_C == best
+    assert got["auc"] == pytest.approx(roc_auc_score(yte, fits[best].predict_proba(xte)[:, 1]))
+
+
+def test_linear_probe_without_a_validation_split_uses_C_1(breast):
+    data = DataSplits(name="B", train=breast.train, test=breast.test, task=breast.task, class_names=breast.class_names)
+    ctx = EvalContext(data=data, embed=_pixels)
+    probe = EVALUATIONS.build({"name": "linear"})
+    got = probe.run(ctx)
+    xtr, ytr = ctx.features("train")
+    xte, yte = ctx.features("test")
+    assert probe.chosen_C == 1.0
+    assert got["auc"] == pytest.approx(roc_auc_score(yte, _sklearn_fit(xtr, ytr, 1.0).predict_proba(xte)[:, 1]))
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple[float, ...]:
+    return tuple(float(p.detach().double().sum()) for p in model.head.parameters())
+
+
+class SpyFineTune(FineTune):
+    """FineTune whose evaluations are recorded (split, a fingerprint of the model, the metrics)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def _evaluate(self, ctx, model, split):
+        m = super()._evaluate(ctx, model, split)
+        self.calls.append((split, _fingerprint(model), copy.deepcopy(m)))
+        return m
+
+
+def test_finetune_keeps_the_epoch_best_on_validation_and_reports_its_test_metrics(breast):
+    ft = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc")
+    got = ft._one(_ctx(breast), 0)
+    during, final = ft.calls[:-1], ft.calls[-1]
+    assert [c[0] for c in during] == ["val"] * 4  # one model-selection evaluation per epoch, on val only
+    scores = [c[2]["auc"] for c in during]
+    best = int(np.argmax(scores))
+    assert len(set(scores)) > 1  # the epochs differ: which one is kept matters
+    assert final[0] == "test"
+    assert final[1] == during[best][1]  # the model evaluated on test is the one of the best validation epoch
+    assert got == final[2]  # and its test metrics are what is reported
+
+
+def test_finetune_selection_differs_from_selecting_on_test(breast):
+    """The scores of the epochs on val and on test disagree about the best epoch for this seed, so a
+    protocol that chose on test would report another model (the test above would then fail)."""
+    ft = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc")
+    ctx = _ctx(breast)
+    ft._one(ctx, 0)
+    fingerprints = [c[1] for c in ft.calls[:-1]]
+    val_scores = [c[2]["auc"] for c in ft.calls[:-1]]
+    # re-run the same seed and record each epoch's test score instead
+    probe = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc", select_split="test")
+    probe._one(ctx, 0)
+    assert [c[1] for c in probe.calls[:-1]] == fingerprints  # same training trajectory (seeded)
+    test_scores = [c[2]["auc"] for c in probe.calls[:-1]]
+    assert int(np.argmax(val_scores)) != int(np.argmax(test_scores))
+
+
+def test_finetune_std_is_the_sample_std_over_seeds(breast):
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.2, "epochs": 2, "batch_size": 32, "lr": 0.05, "seeds": 3}).run(_ctx(breast))
+    assert len(res["per_seed"]) == 3
+    for k in ("auc", "accuracy", "balanced_accuracy"):
+        vals = [m[k] for m in res["per_seed"]]
+        assert res[k] == pytest.approx(statistics.mean(vals))
+        assert res[f"{k}_std"] == pytest.approx(statistics.stdev(vals))
+        assert statistics.stdev(vals) != pytest.approx(statistics.pstdev(vals))
+
+
+def test_finetune_from_scratch_starts_from_an_untrained_encoder(breast):
+    asked = []
+    ctx = _ctx(breast)
+    make = ctx.encoder
+
+    def encoder(random: bool = False):
+        asked.append(random)
+        return make(random)
+
+    ctx.encoder = encoder
+    ev = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "from_scratch": True})
+    ev.run(ctx)
+    assert asked == [True] and ev.key == "finetune_scratch@0.1"
+    EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32}).run(ctx)
+    assert asked == [True, False]
