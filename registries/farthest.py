@@ -11,8 +11,8 @@ from ssl_bench.selectors.base import topk_excluding_self
 class Farthest(Selector):
     """Negative control: the k least similar in-batch samples (projection cosine)."""
 
-    def __init__(self, k: int = 1, weight: float = 1.0):
-        super().__init__(k=k, weight=weight)
+    def needs(self):
+        return frozenset({"index_positives", "projection"})
 
     @torch.no_grad()
     def select(self, ctx):

@@ -19,9 +19,6 @@ from ssl_bench.selectors.base import topk_excluding_self
 class RandomPositive(Selector):
     """Example plug-in: k random other in-batch samples (precision ≈ chance)."""
 
-    def __init__(self, k: int = 1, weight: float = 1.0):
-        super().__init__(k=k, weight=weight)
-
     @torch.no_grad()
     def select(self, ctx: SelectionContext) -> torch.Tensor:
         b = ctx.indices.shape[0]
