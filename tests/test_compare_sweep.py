@@ -34,9 +34,19 @@ def swept(tmp_path_factory):
     return root, args
 
 
-@pytest.mark.slow
-def test_sweep_skips_finished_and_reruns_interrupted(swept):
+def _copy(swept, tmp_path):
+    """A private copy of the swept runs (tests never change the shared fixture: any order works)."""
+    import shutil
+
     root, args = swept
+    mine = tmp_path / "sweep"
+    shutil.copytree(root, mine)
+    return mine, [str(mine) if a == str(root) else a for a in args]
+
+
+@pytest.mark.slow
+def test_sweep_skips_finished_and_reruns_interrupted(swept, tmp_path):
+    root, args = _copy(swept, tmp_path)
     runs = sorted(p.parent for p in root.rglob("results.json"))
     assert [p.relative_to(root).as_posix() for p in runs] == [
         "byol_breastmnist/selector.name=none/seed0", "byol_breastmnist/selector.name=none/seed1",
@@ -56,10 +66,13 @@ def test_sweep_skips_finished_and_reruns_interrupted(swept):
 
 @pytest.mark.slow
 def test_compare_means_and_stds_match_the_results_files(swept, tmp_path):
-    root, _ = swept
+    root, _ = _copy(swept, tmp_path)
+    unfinished = root / "byol_breastmnist" / "selector.name=none" / "seed0.incomplete-20260101-000000"
+    unfinished.mkdir()
+    (unfinished / "recipe.yaml").write_text((root / "byol_breastmnist" / "selector.name=none" / "seed0" / "recipe.yaml").read_text())
     table, csv_text, loaded = compare([str(root)], metric="auc", fmt="csv")
     assert set(table.index) == {"BYOL", "BYOL-Sup"} and list(table.columns) == ["BreastMNIST · knn"]
-    assert any("incomplete" in s for s in loaded.skipped)  # the renamed interrupted run (no results.json)
+    assert loaded.skipped == [str(unfinished.resolve())]  # an unfinished run (no results.json) is listed, not averaged
     for method, sel in (("BYOL", "none"), ("BYOL-Sup", "oracle")):
         vals = [json.loads((root / "byol_breastmnist" / f"selector.name={sel}" / f"seed{s}" / "results.json").read_text())["eval"]["knn"]["auc"] for s in (0, 1)]
         cell = table.loc[method, "BreastMNIST · knn"].replace("**", "")

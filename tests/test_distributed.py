@@ -154,6 +154,27 @@ def test_shard_split_and_index_maps():
     assert torch.equal(localize(torch.tensor([[13, 2], [-1, 24]]), s1), torch.tensor([[0, -1], [-1, 11]]))
 
 
+def test_shard_plan_cuts_every_part_of_a_plan_and_keeps_global_extras():
+    from ssl_bench.distributed import shard_plan
+    from ssl_bench.selectors.base import BatchPlan
+
+    view1, view2 = torch.arange(10, 15), torch.arange(20, 25)
+    extra = torch.tensor([[3], [4], [-1], [0], [1]])  # global batch positions
+    plan = BatchPlan(view1, view2, extra)
+    assert shard_plan(plan, 0, 1) == (plan, None)
+    p0, s0 = shard_plan(plan, 0, 2)
+    p1, s1 = shard_plan(plan, 1, 2)
+    assert (s0.sizes, s0.offset, s1.offset) == ((3, 2), 0, 3)
+    assert p0.view1.tolist() == [10, 11, 12] and p1.view1.tolist() == [13, 14]
+    assert p0.view2.tolist() == [20, 21, 22] and p1.view2.tolist() == [23, 24]
+    assert p1.extra.tolist() == [[0], [1]]  # still global positions
+    same = BatchPlan(view1, view1)
+    q, _ = shard_plan(same, 1, 2)
+    assert q.view2 is q.view1 and q.extra is None  # "same images for both views" survives the cut
+    none, shard = shard_plan(BatchPlan(torch.arange(3), torch.arange(3)), 0, 2)
+    assert none is None and shard.sizes == (2, 1)  # a rank would get one image: the batch is skipped
+
+
 @pytest.mark.slow
 def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     """`ssl-bench run --devices 2` (Fabric DDP, gloo): 1 epoch of BYOL+TracIn on BreastMNIST."""
@@ -178,7 +199,7 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     assert m["step"] == 4 and m["selector_coverage"] == 1.0 and m["selector_precision"] is not None
     assert m["images_per_s"] * m["epoch_time_s"] == pytest.approx(512)
     res = json.loads((run_dir / "results.json").read_text())
-    assert res["world_size"] == 2 and res["selector"] == "tracin" and 0.0 <= res["eval"]["knn"]["auc"] <= 1.0
+    assert res["world_size"] == 2 and res["selector"] == "tracin" and res["eval"]["knn"]["auc"] > 0.55
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert proc.stdout.count("run directory:") == 1  # only rank 0 speaks
 

@@ -54,13 +54,20 @@ def test_run_reports_map_metrics_and_saves_the_map(tsimcne_run):
     results = json.loads((tsimcne_run / "results.json").read_text())
     assert results["method"] == "t-SimCNE +randrot" and results["objective"] == "tsimcne"
     m = results["eval"]["embedding"]
-    assert m["dim"] == 2 and -1 <= m["silhouette"] <= 1
-    assert 0 < m["accuracy"] <= 1 and 0 < m["knn_accuracy_features"] <= 1
+    assert m["dim"] == 2
     lines = [json.loads(x) for x in (tsimcne_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert lines[2]["lr"] < 1e-3 * lines[0]["lr"] * 1.01  # stage 3: the 1000× lower learning rate
     csv = pd.read_csv(tsimcne_run / "embedding.csv")
     assert csv.shape == (N_TRAIN + N_TEST, 5) and np.isfinite(csv[["x", "y"]].to_numpy()).all()
+    # the reported map metrics are those of the written map (scikit-learn on the CSV's points)
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    xy, y, tr = csv[["x", "y"]].to_numpy(), csv["label"].to_numpy(), (csv["split"] == "train").to_numpy()
+    assert m["silhouette"] == pytest.approx(silhouette_score(xy, y), abs=1e-5)
+    knn = KNeighborsClassifier(15).fit(xy[tr], y[tr])
+    assert m["accuracy"] == pytest.approx((knn.predict(xy[~tr]) == y[~tr]).mean())
     assert (tsimcne_run / "embedding.png").stat().st_size > 10_000
 
 
