@@ -121,6 +121,9 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
             t.add_row(m, *[(f"[bold green]{v.replace('**', '')} *[/]" if v.startswith("**") else v) for v in row])
         Console().print(t)
         text = table.to_string() + "\n"
+        if table.attrs.get("note"):
+            click.echo(table.attrs["note"])
+            text += table.attrs["note"] + "\n"
     else:
         click.echo(text, nl=False)
     if out:

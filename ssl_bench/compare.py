@@ -80,8 +80,11 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
             fraction = None
             if isinstance(metrics, dict) and "label_fraction" in metrics:
                 fraction = metrics["label_fraction"]
-            for metric, value in (metrics or {}).items():
-                if metric == "label_fraction" or not isinstance(value, (int, float)) or value is None:
+            values = dict(metrics or {})
+            if isinstance(values.get("per_seed"), list):  # fine-tuning seeds of this one pre-training run
+                values[FINETUNE_SEEDS] = len(values["per_seed"])
+            for metric, value in values.items():
+                if metric == "label_fraction" or not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 rows.append(
                     {
@@ -98,6 +101,20 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
                 )
     columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value"]
     return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed)
+
+
+def check_selector_models(loaded: LoadedRuns) -> None:
+    """Runs of one method name whose selector is on-the-fly in some and pretrained in others are
+    never averaged (the paper's BYOL-TracIn and BYOL-TracIn-pretrained), not even with --allow-mixed."""
+    cells = loaded.frame.drop_duplicates("run").groupby(["method", "dataset"])["run"].apply(list)
+    for (method, dataset), run_dirs in cells.items():
+        models = {(loaded.recipes.get(r) or {}).get("selector", {}).get("model") for r in run_dirs}
+        models.discard(None)
+        if len(models) > 1:
+            raise SSLBenchError(
+                f"runs named {method} on {dataset} mix selector.model {' and '.join(sorted(models))}: the paper "
+                "reports these as different rows (e.g. BYOL-TracIn and BYOL-TracIn-pretrained); give them distinct method names"
+            )
 
 
 def check_mixing(loaded: LoadedRuns, allowed: Iterable[str] = ()) -> None:
@@ -142,16 +159,37 @@ def headline_metric(loaded: LoadedRuns) -> str:
     return named[0] if named else "auc"
 
 
+FINETUNE_SEEDS = "_finetune_seeds"  # a frame row: how many fine-tuning seeds a protocol's value averages
+FINETUNE_MARK = "†"
+
+
 def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
-    """Methods × (dataset, protocol[, label fraction]) with mean, std and n over seeds."""
+    """Methods × (dataset, protocol[, label fraction]) with mean, std and n over pre-training seeds.
+
+    A cell of one pre-training run whose protocol fine-tuned several times (``seeds``) shows the std
+    over those fine-tuning seeds instead — the paper's ± (Table 1: 5 fine-tuning seeds of one
+    pre-training run) — with ``spread`` = ``finetune`` and ``n_finetune`` their number."""
     metric = METRIC_ALIASES.get(metric, metric)
     sel = df[df["metric"] == metric]
     if sel.empty:
-        have = ", ".join(sorted(df["metric"].unique())) or "none"
+        have = ", ".join(sorted(m for m in df["metric"].unique() if not m.startswith("_"))) or "none"
         raise SSLBenchError(f"no runs report metric '{metric}' (metrics found: {have})")
     sel = sel.assign(column=sel.apply(_column_name, axis=1))
     g = sel.groupby(["method", "column"])["value"]
-    return g.agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+    stats = g.agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+    stats["spread"], stats["n_finetune"] = "pretraining", 0
+    one = sel.groupby(["method", "column"])["run"].first()
+    extra = df[df["metric"].isin([f"{metric}_std", FINETUNE_SEEDS])]
+    for i, r in stats.iterrows():
+        if r["count"] != 1:
+            continue
+        run_rows = sel[(sel["method"] == r["method"]) & (sel["column"] == r["column"])]
+        protocol = run_rows["protocol"].iloc[0]
+        mine = extra[(extra["run"] == one[(r["method"], r["column"])]) & (extra["protocol"] == protocol)]
+        std, seeds = mine[mine["metric"] == f"{metric}_std"]["value"], mine[mine["metric"] == FINETUNE_SEEDS]["value"]
+        if len(std) and len(seeds) and seeds.iloc[0] > 1:
+            stats.loc[i, ["std", "spread", "n_finetune"]] = [float(std.iloc[0]), "finetune", int(seeds.iloc[0])]
+    return stats
 
 
 def _column_name(row) -> str:
@@ -169,7 +207,9 @@ def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") 
         best = part["mean"].max() if higher_is_better else part["mean"].min()
         cells = {}
         for _, r in part.iterrows():
-            cell = fmt_cell(r["mean"], r["std"], int(r["count"]))
+            finetune = r.get("spread") == "finetune"
+            cell = fmt_cell(r["mean"], r["std"], int(r["n_finetune"]) if finetune else int(r["count"]))
+            cell += FINETUNE_MARK if finetune else ""
             if len(part) > 1 and r["mean"] == best:
                 cell = f"{mark}{cell}{mark}" if mark else cell
             cells[r["method"]] = f"{cell} n={int(r['count'])}"
@@ -216,6 +256,7 @@ def compare(
     if loaded.frame.empty:
         also = f" ({len(loaded.failed)} failed run(s) ignored)" if loaded.failed else ""
         raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)) + also)
+    check_selector_models(loaded)
     if not allow_mixed:
         check_mixing(loaded, allowed_keys)
     metric = metric or headline_metric(loaded)
@@ -229,4 +270,15 @@ def compare(
         text = stats.rename(columns={"count": "n_seeds"}).to_csv(index=False)
     else:
         text = ""
+    if (stats["spread"] == "finetune").any():
+        table.attrs["note"] = spread_note(stats)
+        if fmt in ("markdown", "latex"):
+            text += "\n" + table.attrs["note"] + "\n"
     return table, text, loaded
+
+
+def spread_note(stats: pd.DataFrame) -> str:
+    """The footnote of cells whose ± is over fine-tuning seeds."""
+    n = sorted({int(v) for v in stats.loc[stats["spread"] == "finetune", "n_finetune"]})
+    return (f"{FINETUNE_MARK} one pre-training run: mean (std) over its {'/'.join(map(str, n))} fine-tuning seeds, "
+            "as the paper's Table 1; other cells: over pre-training seeds (n).")

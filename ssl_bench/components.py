@@ -20,13 +20,14 @@ from ssl_bench.selectors.base import check_compatible
 
 
 def method_name(recipe: dict, selector: Selector, objective: Objective) -> str:
-    """The name in results and tables: the recipe's ``method``, else objective-selector display names."""
+    """The name in results and tables: the recipe's ``method``, else objective-selector display names
+    (``BYOL-TracIn``; a frozen network's selector: ``BYOL-TracIn-pretrained``, as the paper's Table 1)."""
     if recipe.get("method"):
         return recipe["method"]
     obj = objective.display or recipe["objective"]["name"]
     if recipe["selector"]["name"] == "none":
         return obj
-    return f"{obj}-{selector.display or recipe['selector']['name']}"
+    return f"{obj}-{selector.display or recipe['selector']['name']}{selector.variant()}"
 
 
 @dataclass

@@ -51,6 +51,12 @@ class TrainConfig:
     weight_decay: float = 1e-5
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 0.0
+    # clip every gradient element to ±clip_grad_value before the update (the t-SimCNE reference
+    # trains with 4); null = no clipping
+    clip_grad_value: Optional[float] = None
+    # the learning rate during the warm-up epochs: a linear ramp to lr, or lr itself (BYOL-TracIn §4.1:
+    # "lr 0.1 for the first 10 epochs, then cosine decay")
+    warmup: Literal["linear", "constant"] = "linear"
     min_lr: float = 0.0
     checkpoint_every: int = 10
     device: str = "auto"
@@ -85,6 +91,8 @@ class TrainConfig:
 
         if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", self.device):
             raise SSLBenchError(f"recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        if self.clip_grad_value is not None and not self.clip_grad_value > 0:
+            raise SSLBenchError(f"recipe key train.clip_grad_value must be > 0 (or null: no clipping), got {self.clip_grad_value}")
         if self.threads is not None and self.threads < 1:
             raise SSLBenchError(f"recipe key train.threads must be ≥ 1 (or null for the default), got {self.threads}")
 
@@ -262,6 +270,13 @@ def _parse_overrides(overrides: list[str]) -> dict:
         raise SSLBenchError(f"cannot parse --set: {_omegaconf_msg(e)}") from e
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Safe YAML without anchors and aliases: a shared value is written out where it is used."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 @dataclass
 class Recipe:
     """A loaded, merged, validated recipe: ``cfg`` is a plain dict, ``path`` its file."""
@@ -283,7 +298,7 @@ class Recipe:
         return self.cfg["name"]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.cfg, sort_keys=False)
+        return yaml.dump(self.cfg, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] = (), data: Optional[dict] = None) -> Recipe:
@@ -393,6 +408,12 @@ def fill_defaults(cfg: dict) -> None:
         cfg[key] = {"name": block["name"], **defaults, **block}
     from ssl_bench.evaluate import EVALUATIONS
 
-    cfg["evaluate"] = [
-        {"name": ev["name"], **option_defaults(EVALUATIONS.get(ev["name"])), **ev} for ev in cfg["evaluate"]
-    ]
+    from ssl_bench.evaluate import Evaluation
+
+    resolved = []
+    for ev in cfg["evaluate"]:
+        factory = EVALUATIONS.get(ev["name"])
+        block = {"name": ev["name"], **option_defaults(factory), **ev}
+        # defaults that depend on the rest of the recipe (fine-tuning's augmentation), written in
+        resolved.append(factory.resolve(block, cfg) if isinstance(factory, type) and issubclass(factory, Evaluation) else block)
+    cfg["evaluate"] = resolved

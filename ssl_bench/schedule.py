@@ -14,10 +14,11 @@ from ssl_bench.recipe import TrainConfig
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
-    """Linear warm-up for ``warmup_epochs``, then cosine decay to ``min_lr`` (or constant)."""
+    """Warm-up for ``warmup_epochs`` (a linear ramp to ``lr``, or ``lr`` held: ``warmup: constant``),
+    then cosine decay to ``min_lr`` (or constant)."""
     warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total)  # a short smoke run: warm-up only
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return cfg.lr if cfg.warmup == "constant" else cfg.lr * (step + 1) / warm
     if cfg.schedule == "constant":
         return cfg.lr
     # one step past the run's end reaches min_lr, so the last step's lr is small but not 0 (lightly's

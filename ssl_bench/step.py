@@ -65,6 +65,7 @@ class TrainStep:
     sel_gen: torch.Generator
     total_steps: int  # of the run: the EMA schedule's horizon
     autocast: Callable = contextlib.nullcontext  # the precision context of selector forwards and the loss
+    clip: Optional[Callable[[], None]] = None  # gradient clipping between backward and the update
 
     def global_positives(self, shard: Optional[Shard]) -> bool:
         """DDP: do this step's selector and objective work on the global batch?  (An objective
@@ -104,6 +105,8 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         scale = 1.0 if batch.shard is None else batch.shard.world_size * batch.shard.local_size / batch.shard.total
         self.backward(loss if scale == 1.0 else loss * scale)
+        if self.clip is not None:
+            self.clip()
         self.optimizer.step()
         momentum = self.objective.momentum_update(step + 1, self.total_steps)  # 6. EMA after step `step`
         return StepResult(loss, chosen.extra, momentum, chosen.counts)

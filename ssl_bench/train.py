@@ -189,9 +189,14 @@ def make_step(comp: Components, tcfg: TrainConfig, fabric, seed: int, rank: int 
     # each rank augments its own slice: its own augmentation stream (rank 0's is one process's)
     aug_gen = torch.Generator(device=dev).manual_seed(seed + 1 + 7919 * rank)
     sel_gen = torch.Generator(device=dev).manual_seed(seed + 2)
+    clip = None
+    if tcfg.clip_grad_value is not None:
+        def clip() -> None:
+            fabric.clip_gradients(model, optimizer, clip_val=tcfg.clip_grad_value)
+
     step = TrainStep(
         model, objective, comp.selector, optimizer, fabric.backward, comp.augment, comp.selection_augment, prep,
-        aug_gen, sel_gen, total_steps=max(total_steps, 1), autocast=fabric.autocast,
+        aug_gen, sel_gen, total_steps=max(total_steps, 1), autocast=fabric.autocast, clip=clip,
     )
     return step, normalize
 
@@ -353,7 +358,7 @@ def evaluate(s: Session) -> dict:
     cfg, tcfg, comp = s.recipe.cfg, s.tcfg, s.comp
     ctx = EvalContext.of_objective(
         s.step_fn.objective, comp.data, comp.augment, comp.view_size, s.normalize, s.device,
-        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir,
+        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir, augment_cfg=cfg["augment"],
     )
     results: dict = {}
     for ev in comp.evaluations:

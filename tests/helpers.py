@@ -59,7 +59,8 @@ def eval_context(data, backbone: Optional[dict] = None, seed: int = 7, view_size
     torch.manual_seed(seed)
     objective = OBJECTIVES.build({"name": "byol", "hidden_dim": 64, "projection_dim": 32}, build_backbone(backbone, in_chans=data.channels))
     size = view_size or data.image_size
-    views = AUGMENTATIONS.build({"name": "byol", "size": size, **(augment or {})})
+    block = {"name": "byol", "size": size, **(augment or {})}
     return EvalContext.of_objective(
-        objective, data, views, size, Normalize.fit(data.train.images), torch.device("cpu"), backbone_cfg=backbone
+        objective, data, AUGMENTATIONS.build(block), size, Normalize.fit(data.train.images), torch.device("cpu"),
+        backbone_cfg=backbone, augment_cfg=block,
     )

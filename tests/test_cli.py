@@ -155,7 +155,7 @@ def test_tracin_pretrained_from_an_earlier_run(tmp_path, byol_run):
     res = _run(["run", BREAST, *common, "--set", "selector.name=tracin", "--set", "selector.model=pretrained",
                 "--set", f"selector.checkpoint={byol_run}", "--out", str(out)], tmp_path)
     assert res.exit_code == 0, res.output
-    assert json.loads((out / "results.json").read_text())["method"] == "BYOL-TracIn"
+    assert json.loads((out / "results.json").read_text())["method"] == "BYOL-TracIn-pretrained"
     res = _run(["run", BREAST, *common, "--set", "selector.name=tracin", "--set", "selector.model=pretrained",
                 "--out", str(tmp_path / "no")], tmp_path)
     assert res.exit_code == 2 and "selector.checkpoint is required" in res.output

@@ -24,17 +24,35 @@ def test_flagship_and_baselines(family):
     assert (sel["name"], sel["k"], sel["model"], sel["views"]) == ("tracin", 1, "pretrained", "light")
     producer = load_recipe(REPO / sel["checkpoint"]).cfg
     assert producer["selector"]["name"] == "none"
-    fractions = [e["label_fraction"] for e in flag["evaluate"] if e["name"] == "finetune"]
-    assert fractions == [0.1, 0.5, 1.0] and all(e["seeds"] == 5 for e in flag["evaluate"] if e["name"] == "finetune")
+    finetunes = [e for e in flag["evaluate"] if e["name"] == "finetune"]
+    assert [e["label_fraction"] for e in finetunes] == [0.1, 0.5, 1.0]
+    assert all(e["seeds"] == 5 and e["epochs"] == 100 for e in finetunes)  # §4.1: 100 epochs, 5 seeds
+    [transfer] = [e for e in flag["evaluate"] if e["name"] == "transfer"]
+    assert transfer["protocol"]["epochs"] == 50  # transfer: 50 epochs
+    # §4.1's augmentations: crop, h/v flips, rotation, colour jitter — no grayscale, blur, solarize
+    aug = flag["augment"]
+    assert (aug["crop"], aug["hflip"], aug["vflip"], aug["jitter"]) == (True, 0.5, 0.5, 0.8) and aug["rotation"] > 0
+    assert (aug["grayscale"], aug["blur"], aug["solarize"]) == (0.0, 0.0, 0.0)
+    for e in finetunes + [transfer["protocol"]]:  # fine-tuning: the pre-training set, sharp
+        assert e["augment"]["name"] == aug["name"] and e["augment"]["blur"] == 0.0 and e["augment"]["solarize"] == 0.0
+    assert (t["warmup"], t["schedule"]) == ("constant", "cosine")  # lr 0.1 for 10 epochs, then cosine
+    assert flag["method"] == "BYOL-TracIn-pretrained"
     folder = FLAGSHIPS[family].parent / family if family == "isic" else FLAGSHIPS[family].parent
     baselines = [p for p in sorted(folder.glob("*.yaml")) if p != FLAGSHIPS[family]]
     assert len(baselines) == 9
+    methods = {}
     for p in baselines:
         cfg = load_recipe(p).cfg
         changed = {k for k in flag if cfg[k] != flag[k]}
         assert changed <= {"name", "method", "selector", "train"}, (p.name, changed)
         if "train" in changed:
             assert cfg["train"]["epochs"] == 0 and cfg["method"] == "Random"
+        methods[cfg["method"]] = cfg["selector"]
+        if cfg["selector"].get("model") == "online":  # an on-the-fly row inherits no producer
+            assert cfg["selector"]["checkpoint"] is None, p.name
+    # the rows of the paper's Table 1, named as there
+    assert set(methods) == {"Random", "BYOL", "FS", "FS-pretrained", "BYOL-TracIn", "FNC", "FT", "MICLe", "BYOL-Sup"}
+    assert methods["BYOL-TracIn"]["model"] == "online" and methods["FS-pretrained"]["model"] == "pretrained"
 
 
 def test_data_root_from_the_environment(monkeypatch):
@@ -54,4 +72,4 @@ def test_breastmnist_table1_rows_change_one_thing():
         methods.add(cfg["method"])
         if cfg["selector"].get("model") == "pretrained":  # the producer is the vanilla BYOL base recipe
             assert load_recipe(REPO / cfg["selector"]["checkpoint"]).cfg["name"] == base["name"]
-    assert {"Random", "BYOL-FS", "BYOL-FS (pretrained)", "BYOL-TracIn", "BYOL-TracIn (pretrained)", "BYOL-Sup"} <= methods
+    assert {"Random", "FS", "FS-pretrained", "BYOL-TracIn", "BYOL-TracIn-pretrained", "BYOL-Sup", "FNC", "FT"} <= methods

@@ -40,7 +40,7 @@ def test_producer_runs_first_then_is_reused(tmp_path, monkeypatch):
     saved = yaml.safe_load((tmp_path / "c1" / "recipe.yaml").read_text())
     assert saved["selector"]["checkpoint"] == str(produced[0])
     assert saved_producer_epochs(produced[0]) == 1  # the consumer's --set train.epochs=1 was inherited
-    assert json.loads((tmp_path / "c1" / "results.json").read_text())["method"] == "BYOL-TracIn"
+    assert json.loads((tmp_path / "c1" / "results.json").read_text())["method"] == "BYOL-TracIn-pretrained"
     # the same overrides again reuse the finished run (no training: a run_fn that must not be called)
     from ssl_bench.pretrained import resolve_pretrained
     from ssl_bench.recipe import load_recipe

@@ -36,6 +36,12 @@ class Evaluation:
     def run(self, ctx: "EvalContext") -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def resolve(cls, block: dict, recipe: dict) -> dict:
+        """The evaluate block with defaults that depend on the rest of the recipe written in (called
+        when a recipe is loaded, so that ``ssl-bench show`` and ``recipe.yaml`` say what will run)."""
+        return block
+
 
 EVALUATIONS = Registry("evaluation", base=Evaluation)
 
@@ -60,6 +66,10 @@ class EvalContext:
     # uint8 images → the objective's head output (t-SimCNE: the 2-D map); the run directory (figures)
     project: Optional[Callable[[torch.Tensor], np.ndarray]] = None
     out_dir: Optional[Path] = None
+    # the pre-training augmentation block and the normalisation (+ memory format): protocols that
+    # train build their own views from them (fine-tuning: the set without blur and solarize)
+    augment_cfg: Optional[dict] = None
+    prep: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -74,11 +84,13 @@ class EvalContext:
         channels_last: bool = False,
         backbone_cfg: Optional[dict] = None,
         out_dir: Optional[Path] = None,
+        augment_cfg: Optional[dict] = None,
     ) -> "EvalContext":
         """The context ``ssl-bench run`` evaluates a trained ``objective`` in: frozen features of its
         backbone on the centred evaluation view, fine-tuning copies of the backbone (``random=True``:
         the same architecture untrained, ``backbone_cfg`` rebuilt with the data's channels) trained
-        on the pre-training view 1, the head's output for map protocols."""
+        on the pre-training view 1 (or their own views of ``augment_cfg``, the recipe's augmentation
+        block), the head's output for map protocols."""
         import copy
 
         from ssl_bench.augment import center_view
@@ -113,7 +125,17 @@ class EvalContext:
             view_size=view_size,
             project=lambda imgs: extract_features(Embedder(objective), imgs, eval_view, device, channels_last=channels_last),
             out_dir=out_dir,
+            augment_cfg=augment_cfg,
+            prep=prep,
         )
+
+    def view_of(self, block: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+        """The training view (view 1, normalised, at the evaluation size) of augmentation ``block``."""
+        from ssl_bench.augment import AUGMENTATIONS
+
+        views = AUGMENTATIONS.build({**block, "size": block.get("size") or self.view_size}, key="evaluate.augment")
+        prep = self.prep or (lambda x: x)
+        return lambda x, g: prep(views.view1(x, g))
 
     def features(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split not in self._cache:

@@ -8,6 +8,10 @@ map of the test images is out-of-sample: t-SimCNE is parametric); the silhouette
 both splits together, on a seeded subsample of ``silhouette_samples`` points when there are more
 (silhouette is O(N²)).  The same kNN is run on the backbone features for comparison.
 
+``protocol: poster`` is the medical t-SimCNE poster's (Nwabufo et al.): the whole dataset (every
+split) is embedded, the kNN is fitted and scored on a seeded stratified 90 / 10 split of all points,
+and the silhouette is computed on all points.
+
 Results: the classification metrics of the 2-D kNN (``accuracy`` is the kNN accuracy, plus
 ``balanced_accuracy``, ``auc``, …), ``silhouette``, ``knn_accuracy_features`` and ``dim`` (the
 head's output size: 2 after t-SimCNE's stage 2).  The run directory gets ``embedding.csv`` (split,
@@ -17,7 +21,7 @@ index, label, coordinates) and, for 2-D maps, ``embedding.png``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import pandas as pd
@@ -90,6 +94,7 @@ class EmbeddingQuality(Evaluation):
         seed: int = 0,
         plot: bool = True,
         thumbnails: int = 0,
+        protocol: Literal["split", "poster"] = "split",
     ):
         if k < 1:
             raise SSLBenchError(f"recipe key evaluate.embedding.k must be ≥ 1, got {k}")
@@ -97,9 +102,16 @@ class EmbeddingQuality(Evaluation):
             raise SSLBenchError(f"recipe key evaluate.embedding.silhouette_samples must be ≥ 2, got {silhouette_samples}")
         self.k, self.train_split, self.test_split = k, train_split, test_split
         self.silhouette_samples, self.seed, self.plot, self.thumbnails = silhouette_samples, seed, plot, thumbnails
+        self.protocol = protocol
         self.files: dict[str, Path] = {}
 
+    @property
+    def key(self) -> str:
+        return "embedding" if self.protocol == "split" else "embedding@poster"
+
     def run(self, ctx: EvalContext) -> dict[str, float]:
+        if self.protocol == "poster":
+            return self.run_poster(ctx)
         z_tr, y_tr = ctx.projections(self.train_split)
         z_te, y_te = ctx.projections(self.test_split)
         out = map_metrics(
@@ -117,16 +129,36 @@ class EmbeddingQuality(Evaluation):
                 self.files["png"] = self._plot(ctx, z_tr, y_tr, z_te, y_te, out)
         return out
 
-    def _plot(self, ctx: EvalContext, z_tr, y_tr, z_te, y_te, m: dict) -> Optional[Path]:
+    def run_poster(self, ctx: EvalContext) -> dict[str, float]:
+        """Every split embedded; kNN on a seeded stratified 90 / 10 split of all points; silhouette on all."""
+        from sklearn.model_selection import train_test_split
+
+        splits = [s for s in ("train", "val", "test") if getattr(ctx.data, s) is not None]
+        z = np.concatenate([ctx.projections(s)[0] for s in splits])
+        f = np.concatenate([ctx.features(s)[0] for s in splits])
+        y = np.concatenate([ctx.projections(s)[1].reshape(-1) for s in splits])
+        tr, te = train_test_split(np.arange(len(y)), test_size=0.1, stratify=y, random_state=self.seed)
+        out = map_metrics(z[tr], y[tr], z[te], y[te], ctx.data.task, ctx.data.num_classes, self.k, self.silhouette_samples, self.seed)
+        out["knn_accuracy_features"] = knn_accuracy(f[tr], y[tr], f[te], y[te], self.k)
+        out["dim"] = int(z.shape[1])
+        if ctx.out_dir is not None:
+            parts = {s: ctx.projections(s) for s in splits}
+            self.files["csv"] = write_embedding_csv(Path(ctx.out_dir) / "embedding.csv", parts)
+            if self.plot and z.shape[1] == 2:
+                self.files["png"] = self._plot(ctx, z[tr], y[tr], z[te], y[te], out, names=("90 %", "10 %"))
+        return out
+
+    def _plot(self, ctx: EvalContext, z_tr, y_tr, z_te, y_te, m: dict, names=None) -> Optional[Path]:
         from ssl_bench.scatter import scatter_embedding
 
         images = None
-        if self.thumbnails:
+        if self.thumbnails and names is None:
             import torch
 
             images = torch.cat([ctx.data.split(self.train_split).images, ctx.data.split(self.test_split).images])
+        names = names or (self.train_split, self.test_split)
         title = (
-            f"{ctx.data.name}: {len(z_tr)} {self.train_split} + {len(z_te)} {self.test_split} images · "
+            f"{ctx.data.name}: {len(z_tr)} {names[0]} + {len(z_te)} {names[1]} images · "
             f"kNN acc {m['accuracy']:.3f} · silhouette {m['silhouette']:.3f}"
         )
         return scatter_embedding(

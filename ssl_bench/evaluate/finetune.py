@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -69,7 +69,11 @@ class FineTune(Evaluation):
         select_split: Split = "val",
         select_metric: Literal["auc", "balanced_accuracy", "accuracy"] = "auc",
         test_split: Split = "test",
+        augment: Optional[dict] = None,
     ):
+        """``augment``: the augmentation block fine-tuning trains on (e.g. ``{name: byol, rotation: 0}``);
+        null = the pre-training set without its blur and solarize (test images are sharp and not
+        solarized; training on them is what the paper's "pre-training augmentations" leaves out)."""
         if not 0 < label_fraction <= 1:
             raise SSLBenchError(f"recipe key evaluate.finetune.label_fraction must be in (0, 1], got {label_fraction}")
         for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
@@ -78,6 +82,9 @@ class FineTune(Evaluation):
         self.fraction, self.epochs, self.lr, self.batch_size = label_fraction, epochs, lr, batch_size
         self.weight_decay, self.seeds, self.from_scratch = weight_decay, seeds, from_scratch
         self.select_split, self.select_metric, self.test_split = select_split, select_metric, test_split
+        if augment is not None and "name" not in augment:
+            raise SSLBenchError(f"recipe key evaluate.finetune.augment must name an augmentation set, got {augment!r}")
+        self.augment = augment
 
     @property
     def key(self) -> str:
@@ -86,15 +93,34 @@ class FineTune(Evaluation):
     def run(self, ctx: EvalContext) -> dict:
         if ctx.encoder is None:
             raise SSLBenchError("evaluation finetune needs the trained encoder (run it through ssl-bench run)")
-        per_seed = [self._one(ctx, s) for s in range(self.seeds)]
+        block = self.views(ctx)
+        train_view = ctx.view_of(block) if block is not None else ctx.train_view
+        per_seed = [self._one(ctx, s, train_view) for s in range(self.seeds)]
         out = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
         if self.seeds > 1:
             out.update({f"{k}_std": float(np.std([m[k] for m in per_seed], ddof=1)) for k in per_seed[0]})
         out["label_fraction"] = self.fraction
         out["per_seed"] = per_seed
+        if block is not None:
+            out["augment"] = block  # what the fine-tuning images were augmented with
         return out
 
-    def _one(self, ctx: EvalContext, seed: int) -> dict:
+    def views(self, ctx: EvalContext) -> Optional[dict]:
+        """The augmentation block fine-tuning trains on: ``augment``, else the pre-training set without
+        its blur and solarize (None: the context's own training view, when it names no set)."""
+        if self.augment is not None:
+            return dict(self.augment)
+        return None if ctx.augment_cfg is None else sharp_views(ctx.augment_cfg)
+
+    @classmethod
+    def resolve(cls, block: dict, recipe: dict) -> dict:
+        if block.get("augment") is None and isinstance(recipe.get("augment"), dict):
+            return {**block, "augment": sharp_views(recipe["augment"])}
+        return block
+
+
+    def _one(self, ctx: EvalContext, seed: int, train_view=None) -> dict:
+        train_view = train_view or ctx.train_view
         data, dev = ctx.data, ctx.device
         multilabel = data.task == "multi-label"
         torch.manual_seed(1000 + seed)
@@ -119,7 +145,7 @@ class FineTune(Evaluation):
                     continue
                 for g in opt.param_groups:
                     g["lr"] = cosine_schedule(step, total + 1, self.lr, 0.0)
-                x = ctx.train_view(images[idx.to(dev)], aug_gen)
+                x = train_view(images[idx.to(dev)], aug_gen)
                 logits = model(x)
                 y = labels[idx.to(dev)]
                 loss = F.binary_cross_entropy_with_logits(logits, y.float()) if multilabel else F.cross_entropy(logits, y)
@@ -140,3 +166,13 @@ class FineTune(Evaluation):
         logits = torch.from_numpy(extract_features(model, s.images, ctx.eval_view, ctx.device, channels_last=ctx.channels_last))
         proba = torch.sigmoid(logits) if ctx.data.task == "multi-label" else logits.softmax(1)
         return classification_metrics(s.labels.numpy(), proba.numpy(), ctx.data.task)
+
+
+def sharp_views(augment: dict) -> dict:
+    """A pre-training augmentation block without blur and solarize (fine-tuning's default: the test
+    images it is scored on are sharp and not solarized)."""
+    from ssl_bench.augment import AUGMENTATIONS
+    from ssl_bench.registry import accepted_options
+
+    accepts = accepted_options(AUGMENTATIONS.get(augment["name"])) or set()
+    return {**copy.deepcopy(augment), **{k: 0.0 for k in ("blur", "solarize") if k in accepts}}

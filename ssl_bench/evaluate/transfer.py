@@ -98,6 +98,13 @@ class Transfer(Evaluation):
             self.target, self.skipped = None, message
         self.test_split = self.inner.test_split
 
+    @classmethod
+    def resolve(cls, block: dict, recipe: dict) -> dict:
+        protocol = block.get("protocol") or {"name": "finetune"}
+        if isinstance(protocol, dict) and protocol.get("name") in EVALUATIONS:
+            protocol = EVALUATIONS.get(protocol["name"]).resolve(protocol, recipe)
+        return {**block, "protocol": protocol}
+
     @property
     def chosen(self) -> dict:
         return self.inner.chosen
@@ -125,23 +132,25 @@ class Transfer(Evaluation):
         norm = Normalize.fit(target.train.images).to(dev)
         memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
 
-        def eval_view(x):
-            return norm(center_view(x, size)).contiguous(memory_format=memory_format)
+        def prep(x):
+            return norm(x).contiguous(memory_format=memory_format)
 
-        def train_view(x, g):
-            return norm(ctx.augment(x, g)).contiguous(memory_format=memory_format)
+        def eval_view(x):
+            return prep(center_view(x, size))
 
         encoder.to(dev)
         tctx = EvalContext(
             data=target,
             embed=lambda imgs: extract_features(encoder, imgs, eval_view, dev, channels_last=ctx.channels_last),
             encoder=ctx.encoder,
-            train_view=train_view,
+            train_view=lambda x, g: prep(ctx.augment(x, g)),
             eval_view=eval_view,
             device=dev,
             channels_last=ctx.channels_last,
             augment=ctx.augment,
             view_size=size,
+            augment_cfg=ctx.augment_cfg,  # fine-tuning on B builds its views as on A (B's own normalisation)
+            prep=prep,
         )
         out = dict(self.inner.run(tctx))
         out["target_dataset"] = target.name

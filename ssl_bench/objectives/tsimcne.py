@@ -12,8 +12,10 @@ Three stages (paper §3, poster Fig. 2), each with its own warm-up + cosine lear
 and a fresh optimiser state:
 
 1. pre-train backbone + MLP projector (512 → 1024 → 128, ReLU) with the Cauchy loss in 128-D;
-2. replace the projector's last layer by a randomly initialised 1024 → 2 layer, freeze everything
-   else (backbone BatchNorm statistics included: frozen parts run in eval mode) and train it;
+2. replace the projector's last layer by a 1024 → 2 layer initialised N(0, 1) (as the reference
+   implementation), freeze the gradients of everything else and train it (the frozen parts stay in
+   train mode, so their BatchNorm statistics keep updating, as in the reference;
+   ``stage2_batchnorm: eval`` freezes those too);
 3. unfreeze everything and fine-tune in 2-D with a 1000× lower learning rate.
 
 The paper's defaults are 1000 / 50 / 450 epochs, lr = 0.03·batch/256 (×1, ×1, ×1/1000 per stage),
@@ -29,7 +31,7 @@ parameters entirely — no weight decay, no momentum — so they stay bit-identi
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from lightly.models.modules.heads import ProjectionHead
@@ -74,7 +76,13 @@ class TSimCNE(Objective):
         stages: tuple[int, int, int] = (1000, 50, 450),
         stage_lr: tuple[float, float, float] = (1.0, 1.0, 0.001),
         stage_warmup: tuple[float, float, float] = (10.0, 0.0, 10.0),
+        head_init: Literal["normal", "default"] = "normal",
+        stage2_batchnorm: Literal["train", "eval"] = "train",
     ):
+        """``head_init``: the 2-D layer's weights N(0, 1), as the reference implementation (``default``:
+        PyTorch's, ≈ 55× smaller at width 1024); ``stage2_batchnorm``: the frozen backbone and projector
+        run in train mode in stage 2, as the reference does (only their gradients are frozen; BatchNorm
+        statistics keep updating), or in eval mode (``eval``: statistics frozen too)."""
         super().__init__()
         if any(e < 0 for e in stages) or sum(stages) == 0 or stages[0] < 1:
             raise SSLBenchError(f"recipe key objective.stages must be 3 epoch counts ≥ 0 with stage 1 ≥ 1, got {list(stages)}")
@@ -91,6 +99,9 @@ class TSimCNE(Objective):
         )
         # stage 2's layer, created now so that one optimiser (built once by the loop) holds it
         self.head_2d = nn.Linear(hidden_dim, output_dim)
+        if head_init == "normal":  # the reference's mutate_model: nn.init.normal_(weight, std=1)
+            nn.init.normal_(self.head_2d.weight, std=1.0)
+        self.stage2_batchnorm = stage2_batchnorm
         self._stages = make_stages(stages, stage_lr, stage_warmup)
         self.stage = 0  # 0-based index of the current stage (plain attribute: derived, never saved)
 
@@ -115,7 +126,7 @@ class TSimCNE(Objective):
 
     def train(self, mode: bool = True) -> "TSimCNE":
         super().train(mode)
-        if mode and getattr(self, "stage", 0) == 1:
+        if mode and getattr(self, "stage", 0) == 1 and getattr(self, "stage2_batchnorm", "train") == "eval":
             # frozen parts in eval mode: BatchNorm uses (and does not update) its running statistics
             self.backbone.eval()
             self.projector.eval()

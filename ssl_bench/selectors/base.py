@@ -117,6 +117,10 @@ class Selector:
         if self.weight < 0:
             raise SSLBenchError(f"recipe key selector.weight must be ≥ 0, got {self.weight}")
 
+    def variant(self) -> str:
+        """Appended to the display name in method names (``-pretrained`` for a frozen network's selector)."""
+        return ""
+
     def needs(self) -> frozenset:
         """What this selector needs from the objective (names from
         :data:`ssl_bench.objectives.base.CAPABILITIES`)."""

@@ -65,6 +65,9 @@ class ModelSelector(Selector):
         self.frozen: Optional[nn.Module] = None
         self._frozen_device: Optional[torch.device] = None
 
+    def variant(self) -> str:
+        return "-pretrained" if self.model == "pretrained" else ""
+
     def setup(self, objective: nn.Module, data) -> None:
         if self.model == "pretrained":
             from ssl_bench.trained import load_run

@@ -2,13 +2,12 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate import EVALUATIONS, EvalContext
+from ssl_bench.evaluate import EVALUATIONS
 from ssl_bench.evaluate.transfer import adapt_channels, adapt_dataset
 from tests.helpers import eval_context
 
