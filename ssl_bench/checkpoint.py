@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,13 @@ def read(path: Path, key: Optional[str] = None) -> dict:
         raise SSLBenchError(f"checkpoint not found: {path}{where}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():  # a pickle that would run code
+            raise SSLBenchError(
+                f"checkpoint {path}{where} holds objects other than tensors and plain values (e.g. pickled code); "
+                "it was not loaded (ssl-bench reads checkpoints with weights_only)"
+            ) from None
+        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt (UnpicklingError: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
     except Exception as e:
         prev = path.with_name(PREVIOUS_CHECKPOINT)
         hint = (

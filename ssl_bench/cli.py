@@ -29,6 +29,7 @@ def main():
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
@@ -40,9 +41,16 @@ def main():
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue an interrupted run from its last checkpoint: RUN_DIR (or a checkpoint in it); "
               "alone, the --out directory or the newest unfinished run of RECIPE.")
-def run(recipe: Optional[str], overrides: tuple[str, ...], out: Optional[str], device: Optional[str], quiet: bool,
-        devices: Optional[int], nodes: Optional[int], resume: Optional[str]):
-    """Pre-train and evaluate RECIPE; write a run directory."""
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="Import this plug-in file first (repeatable); for --resume RUN_DIR of a run that used plug-ins.")
+@click.option("--load-plugins", is_flag=True,
+              help="With --resume RUN_DIR: import the plug-in files the run's recipe.yaml names (code from that run).")
+def run(recipe: Optional[str], assignments: tuple[str, ...], overrides: tuple[str, ...], out: Optional[str], device: Optional[str],
+        quiet: bool, devices: Optional[int], nodes: Optional[int], resume: Optional[str], plugins: tuple[str, ...], load_plugins: bool):
+    """Pre-train and evaluate RECIPE; write a run directory.
+
+    A bare KEY=VALUE after RECIPE is taken as --set KEY=VALUE.  Resuming a run directory imports no
+    code from it unless --plugin or --load-plugins says so."""
     from pathlib import Path
 
     from ssl_bench.recipe import load_recipe
@@ -51,6 +59,8 @@ def run(recipe: Optional[str], overrides: tuple[str, ...], out: Optional[str], d
 
     if resume and recipe is None and Path(resume).suffix in (".yaml", ".yml"):  # `run --resume RECIPE`
         recipe, resume = resume, ""
+    overrides = _with_assignments(overrides, assignments)
+    own_recipe = True  # a recipe file the user named: its plug-ins are theirs to import
     if recipe is None:
         if not resume:
             raise SSLBenchError("ssl-bench run needs a RECIPE file (or --resume RUN_DIR)")
@@ -58,8 +68,48 @@ def run(recipe: Optional[str], overrides: tuple[str, ...], out: Optional[str], d
         recipe = str(run_dir / RECIPE_FILE)  # the run's own resolved recipe
         if not Path(recipe).is_file():
             raise SSLBenchError(f"--resume {resume}: not a run directory (no {RECIPE_FILE})")
-    r = load_recipe(recipe, list(overrides))
+        own_recipe = load_plugins
+    since = _plugins_loaded()
+    _load_plugin_options(plugins)
+    r = load_recipe(recipe, list(overrides), load_plugins=own_recipe)
+    if r.unchecked:
+        raise SSLBenchError(
+            f"{recipe} uses {', '.join(r.unchecked)} from plug-ins ({', '.join(r.cfg.get('plugins') or []) or 'none named'}) that "
+            "were not imported: pass --plugin FILE, or --load-plugins to import the files the run names"
+        )
+    if plugins or load_plugins:  # code named by a run directory or a --plugin option
+        _say_plugins(since)
     run_recipe(r, out=out, device=device, progress=not quiet, devices=devices, nodes=nodes, resume=resume)
+
+
+def _with_assignments(overrides, assignments) -> list[str]:
+    """``--set`` overrides, and the bare ``KEY=VALUE`` words after the recipe (the same thing)."""
+    for a in assignments:
+        if "=" not in a:
+            raise SSLBenchError(f"unexpected argument '{a}': give recipe options as KEY=VALUE (or --set KEY=VALUE), e.g. train.epochs=1")
+    return list(overrides) + list(assignments)
+
+
+def _load_plugin_options(plugins) -> None:
+    from ssl_bench.registry import load_plugin_file
+
+    for p in plugins:
+        load_plugin_file(p, key="--plugin")
+
+
+def _plugins_loaded() -> int:
+    from ssl_bench.registry import LOADED_FILES
+
+    return len(LOADED_FILES)
+
+
+def _say_plugins(since: int = 0) -> None:
+    """Name the plug-in files this command imported (``LOADED_FILES[since:]``): code from a run
+    directory or a ``--plugin`` option that ran on the user's behalf."""
+    from ssl_bench.registry import LOADED_FILES
+
+    for f in LOADED_FILES[since:]:
+        click.echo(f"plug-in: imported {f}", err=True)
 
 
 @main.command()
@@ -98,19 +148,24 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 @click.option("--lower-is-better", is_flag=True, help="Mark the lowest mean as best.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Save PNGs here: metric vs label fraction, selector precision per epoch.")
-def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a run directory could not be read (the table of the others is printed).")
+def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, force, strict):
     """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
     from rich.console import Console
     from rich.table import Table
 
     from ssl_bench.compare import METRIC_ALIASES, compare, headline_metric
 
+    check_new_file(out, force, "--out")
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
     metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
     for s in loaded.skipped:
         click.secho(f"skipped unfinished run (no results.json): {s}", fg="yellow", err=True)
     for s, reason in loaded.failed:
         click.secho(f"ignored failed run: {s} ({reason})", fg="yellow", err=True)
+    for s, reason in loaded.unreadable:
+        click.secho(f"unreadable run, left out: {s} ({reason})", fg="red", err=True)
     if fmt == "table":
         n_runs = loaded.frame["run"].nunique()
         t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")
@@ -127,9 +182,10 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
     else:
         click.echo(text, nl=False)
     if out:
-        from pathlib import Path
+        from ssl_bench.runs import atomic_write_text
 
-        Path(out).write_text(text)
+        atomic_write_text(out, text)
+        click.echo(f"table: {out}", err=True)
     if plot_dir:
         from pathlib import Path
 
@@ -145,16 +201,31 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir):
         for m in made:
             if m is not None:
                 click.echo(f"plot: {m}")
+    if strict and loaded.unreadable:
+        sys.exit(1)
+
+
+def check_new_file(path: Optional[str], force: bool, option: str) -> None:
+    """An output file that exists is refused unless --force (a run's own results.json included)."""
+    from pathlib import Path
+
+    if path is not None and Path(path).exists() and not force:
+        raise SSLBenchError(f"{option} {path} already exists; choose another file or pass --force to overwrite it")
 
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
-def show(recipe: str, overrides: tuple[str, ...]):
-    """Print RECIPE fully resolved (extends, overrides and defaults applied)."""
+def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
+    """Print RECIPE fully resolved (extends, overrides and defaults applied).  Imports no plug-in: a
+    component only a plug-in registers is printed as given and named as not checked."""
     from ssl_bench.recipe import load_recipe
 
-    click.echo(load_recipe(recipe, list(overrides)).to_yaml(), nl=False)
+    r = load_recipe(recipe, _with_assignments(overrides, assignments), load_plugins=False)
+    click.echo(r.to_yaml(), nl=False)
+    if r.unchecked:
+        click.secho(f"note: not checked (from plug-ins, which show does not import): {', '.join(r.unchecked)}", fg="yellow", err=True)
 
 
 @main.command()
@@ -174,8 +245,10 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
     from ssl_bench.positives import analyse_positives
     from ssl_bench.registry import load_plugin_file
 
+    since = _plugins_loaded()
     for p in plugins:
         load_plugin_file(p, key="--plugin")
+    _say_plugins(since)
     rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device)
     table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']})")
     table.add_column("selector", style="bold cyan")
@@ -198,9 +271,19 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="Also save a scatter plot (2-D heads).")
 @click.option("--thumbnails", default=0, show_default=True, help="Image thumbnails at cluster positions in the PNG.")
 @click.option("--device", default="auto")
-def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int, device: str):
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="Import this plug-in file first (a run that used plug-in components).")
+@click.option("--force", is_flag=True, help="Overwrite existing --out / --png files.")
+def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int, device: str,
+          plugins: tuple[str, ...], force: bool):
     """Embed new (out-of-sample) images with a trained run: t-SimCNE → 2-D coordinates, others → their head output."""
     from ssl_bench.embed import embed_run
+
+    check_new_file(out, force, "--out")
+    check_new_file(png, force, "--png")
+    since = _plugins_loaded()
+    _load_plugin_options(plugins)
+    _say_plugins(since)
 
     rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device)
     click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D) → {rep['csv']}")
@@ -232,8 +315,10 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
     import ssl_bench.selectors  # noqa: F401
     from ssl_bench.registry import ALL_REGISTRIES, load_plugin_file
 
+    since = _plugins_loaded()
     for p in plugins:
         load_plugin_file(p, key="--plugin")
+    _say_plugins(since)
     if kind is not None:
         k = kind if kind in KINDS else kind + "s"
         if k not in KINDS:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import glob
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
 import pandas as pd
-import yaml
 
+from ssl_bench import safeyaml
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, flatten_recipe, read_status
 
@@ -35,6 +36,7 @@ class LoadedRuns:
     recipes: dict[str, dict] = field(default_factory=dict)  # run dir → resolved recipe
     skipped: list[str] = field(default_factory=list)  # run dirs without results.json
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run dir, reason) of runs marked failed
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out of the table
 
 
 def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
@@ -50,11 +52,26 @@ def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
                 finished.append(m)
             elif (m / RECIPE_FILE).is_file():
                 unfinished.append(m)
-            else:  # a folder of runs
-                finished += [p.parent for p in sorted(m.rglob(RESULTS_FILE))]
-                unfinished += [p.parent for p in sorted(m.rglob(RECIPE_FILE)) if not (p.parent / RESULTS_FILE).exists()]
+            else:  # a folder of runs (symlinked run directories followed, each real folder once)
+                found = _walk(m)
+                finished += [p for p in found if (p / RESULTS_FILE).is_file()]
+                unfinished += [p for p in found if (p / RECIPE_FILE).is_file() and not (p / RESULTS_FILE).exists()]
     dedup = lambda xs: list(dict.fromkeys(x.resolve() for x in xs))  # noqa: E731
     return dedup(finished), dedup(unfinished)
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every folder under ``root`` (symlinks to folders followed; a folder reached twice, or a link
+    cycle, is visited once), sorted."""
+    seen, out = set(), []
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        out.append(Path(dirpath))
+    return sorted(out)
 
 
 def load_runs(paths: Iterable[str]) -> LoadedRuns:
@@ -65,17 +82,23 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
     failed_dirs = {f for f, _ in failed}
     finished = [r for r in finished if str(r) not in failed_dirs]
     unfinished = [r for r in unfinished if str(r) not in failed_dirs]
-    rows, recipes = [], {}
+    rows, recipes, unreadable = [], {}, []
     for run in finished:
-        try:
+        try:  # one bad file leaves its run out (listed), not the table
             res = json.loads((run / RESULTS_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SSLBenchError(f"{run / RESULTS_FILE} could not be read: {e}") from e
-        for key in ("method", "dataset", "seed", "eval"):
-            if key not in res:
-                raise SSLBenchError(f"{run / RESULTS_FILE} has no '{key}' (not an ssl-bench results file)")
-        if (run / RECIPE_FILE).is_file():
-            recipes[str(run)] = yaml.safe_load((run / RECIPE_FILE).read_text())
+            missing = [k for k in ("method", "dataset", "seed", "eval") if not isinstance(res, dict) or k not in res]
+            if missing:
+                raise ValueError(f"has no '{missing[0]}' (not an ssl-bench results file)")
+            if not isinstance(res["eval"], dict):
+                raise ValueError("its 'eval' is not a mapping")
+            if (run / RECIPE_FILE).is_file():
+                recipe = safeyaml.load((run / RECIPE_FILE).read_bytes(), str(run / RECIPE_FILE))
+                if not isinstance(recipe, dict):
+                    raise ValueError(f"{RECIPE_FILE} is not a mapping")
+                recipes[str(run)] = recipe
+        except (OSError, ValueError, SSLBenchError) as e:
+            unreadable.append((str(run), str(e).splitlines()[0] if str(e) else type(e).__name__))
+            continue
         for protocol, metrics in res["eval"].items():
             fraction = None
             if isinstance(metrics, dict) and "label_fraction" in metrics:
@@ -100,7 +123,7 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
                     }
                 )
     columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value"]
-    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed)
+    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed, unreadable)
 
 
 def check_selector_models(loaded: LoadedRuns) -> None:
@@ -255,6 +278,7 @@ def compare(
     loaded = load_runs(paths)
     if loaded.frame.empty:
         also = f" ({len(loaded.failed)} failed run(s) ignored)" if loaded.failed else ""
+        also += f" ({len(loaded.unreadable)} unreadable: {loaded.unreadable[0][0]}: {loaded.unreadable[0][1]})" if loaded.unreadable else ""
         raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)) + also)
     check_selector_models(loaded)
     if not allow_mixed:

@@ -61,6 +61,8 @@ def build_components(recipe: Recipe) -> Components:
     selector.setup(objective, data)
     selector.seed(cfg["seed"] + 3)
     evaluations = [EVALUATIONS.build(ev, key=f"evaluate[{i}]") for i, ev in enumerate(cfg["evaluate"])]
+    for ev in evaluations:  # e.g. a kNN k larger than the training split: refused before any training
+        ev.check_data(data)
     probe_forward(objective, data.channels, view_size, cfg["backbone"]["name"])
     return Components(data, augment, selection_augment, objective, selector, evaluations, view_size, cfg["evaluate"])
 

@@ -11,3 +11,7 @@ class SSLBenchError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # always one line
+
+
+class RunDirBusy(SSLBenchError):
+    """The run directory is held by another ssl-bench process (or was claimed by one first)."""

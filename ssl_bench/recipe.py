@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -35,6 +36,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_bench import safeyaml
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.registry import accepted_options, check_kwargs, load_plugin_file, option_defaults
 
@@ -162,12 +164,10 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise SSLBenchError(f"recipe file not found: {path}")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SSLBenchError(f"recipe {path}{where} is not valid YAML: {getattr(e, 'problem', e)}") from e
+        data = path.read_bytes()
+    except OSError as e:
+        raise SSLBenchError(f"recipe {path} could not be read: {e.strerror or e}") from e
+    raw = safeyaml.load(data, f"recipe {path}")  # safe types, bounded aliases, no key twice
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -230,15 +230,18 @@ def _omegaconf_msg(e: Exception) -> str:
     return f"{msg} (recipe key {full_key})" if full_key else msg
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Path]]:
-    """Read ``path`` and, recursively, what it ``extends:``; return the merged mapping."""
+def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = True) -> tuple[dict, list[Path]]:
+    """Read ``path`` and, recursively, what it ``extends:``; return the merged mapping.  Each file's
+    ``plugins`` are resolved relative to that file (and imported as it is read, when
+    ``load_plugins``: merging may need their components); the merged recipe lists every plug-in of
+    the chain by absolute path."""
     path = path.resolve()
     if path in seen:
         chain = " → ".join(str(p.name) for p in seen + (path,))
         raise SSLBenchError(f"recipe extends itself in a cycle: {chain}")
     raw = _read_yaml(path)
-    # a file's plug-ins are imported as it is read: merging may need to know their components
-    _load_plugins(raw.get("plugins") or [], _base_dirs(path))
+    if "plugins" in raw:
+        raw["plugins"] = _plugin_files(raw["plugins"], path.parent, load_plugins)
     parents = raw.pop("extends", None)
     if parents is None:
         return raw, [path]
@@ -252,18 +255,33 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, list[Pat
         ppath = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
         if not ppath.is_file():
             raise SSLBenchError(f"recipe key extends in {path.name}: file not found: {ppath}")
-        pdata, pfiles = _load_chain(ppath, seen + (path,))
+        pdata, pfiles = _load_chain(ppath, seen + (path,), load_plugins)
         merged = _merge(merged, pdata) if merged else pdata
         files += pfiles
-    return _merge(merged, raw), files + [path]
+    plugins = list(dict.fromkeys((merged.get("plugins") or []) + (raw.get("plugins") or [])))
+    out = _merge(merged, raw)
+    if plugins:
+        out["plugins"] = plugins
+    return out, files + [path]
 
 
 def _parse_overrides(overrides: list[str]) -> dict:
     for o in overrides:
         if "=" not in o:
             raise SSLBenchError(f"--set expects key=value, got '{o}'")
-        if not o.split("=", 1)[0].strip():
+        key, value = o.split("=", 1)
+        if not key.strip():
             raise SSLBenchError(f"--set expects key=value with a key, got '{o}'")
+        if "\n" in o or "\r" in o:
+            raise SSLBenchError(f"--set {key.strip()}: the value contains a line break; give one key=value per --set")
+        digits = [p for p in key.strip().split(".") if p.strip().isdigit()]
+        if digits:
+            head = key.strip().split(".")[0]
+            raise SSLBenchError(
+                f"--set {key.strip()}: '{digits[0]}' names no key ({head} is a list: set it whole, "
+                f"e.g. --set '{head}=[{{name: knn, k: 20}}]')"
+            )
+        safeyaml.load(value, f"--set {key.strip()}")  # a value YAML cannot read, or a python/ tag: one line
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
     except OmegaConfBaseException as e:
@@ -285,6 +303,7 @@ class Recipe:
     path: Optional[Path] = None
     files: list[Path] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # the --set list (a pretrained recipe inherits them)
+    unchecked: list[str] = field(default_factory=list)  # components of plug-ins that were not imported
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -301,55 +320,120 @@ class Recipe:
         return yaml.dump(self.cfg, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] = (), data: Optional[dict] = None) -> Recipe:
-    """Load a recipe file (or a mapping), apply ``extends:`` and ``--set`` overrides, validate."""
+def load_recipe(
+    path: str | Path | None = None, overrides: list[str] = (), data: Optional[dict] = None, load_plugins: bool = True
+) -> Recipe:
+    """Load a recipe file (or a mapping), apply ``extends:`` and ``--set`` overrides, validate.
+
+    ``load_plugins``: import the plug-in files the recipe names (a file's relative to that file, a
+    mapping's and ``--set``'s relative to the working directory).  False: import nothing (``ssl-bench
+    show``, a run directory someone sent you); components only a plug-in would register are then left
+    unchecked and listed in ``Recipe.unchecked``."""
     if path is not None:
-        merged, files = _load_chain(Path(path))
-        base_dirs = _base_dirs(Path(path))
+        merged, files = _load_chain(Path(path), load_plugins=load_plugins)
     else:
-        merged, files, base_dirs = dict(data or {}), [], [Path.cwd()]
+        merged, files = dict(data or {}), []
+        if "plugins" in merged:
+            merged["plugins"] = _plugin_files(merged["plugins"], None, load_plugins)
     merged = _merge(DEFAULTS, merged)
-    # Plug-ins first: they may register the names the rest of the recipe uses (a file's own were
-    # loaded as it was read, relative to that file)
-    if path is None:
-        _load_plugins(merged.get("plugins") or [], base_dirs)
     if overrides:
         ov = _parse_overrides(list(overrides))
         if "plugins" in ov:
-            _load_plugins(ov["plugins"] or [], base_dirs)
+            ov["plugins"] = list(dict.fromkeys((merged.get("plugins") or []) + _plugin_files(ov["plugins"], None, load_plugins)))
         merged = _merge(merged, ov)
     try:
+        check_interpolations(merged)
         merged = OmegaConf.to_container(OmegaConf.create(merged), resolve=True)  # ${...} interpolation
     except OmegaConfBaseException as e:
         raise SSLBenchError(f"recipe interpolation failed: {_omegaconf_msg(e)}") from e
     if not merged.get("name"):
         merged["name"] = Path(path).stem if path is not None else "recipe"
-    validate(merged)
-    fill_defaults(merged)
+    unchecked = [] if load_plugins else unregistered_components(merged)
+    validate(merged, skip=unchecked)
+    fill_defaults(merged, skip=unchecked)
     return Recipe(
-        cfg=merged, path=Path(path).resolve() if path is not None else None, files=files, overrides=list(overrides)
+        cfg=merged, path=Path(path).resolve() if path is not None else None, files=files, overrides=list(overrides),
+        unchecked=unchecked,
     )
 
 
-def _base_dirs(path: Path) -> list[Path]:
-    """Folders that relative plug-in paths are resolved against: the recipe's folder and its parents."""
-    return [p for p in [path.resolve().parent, *path.resolve().parent.parents]]
+_INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
+ENV_PREFIX = "SSL_BENCH_"
 
 
-def _load_plugins(plugins: Any, base_dirs: list[Path]) -> None:
+def check_interpolations(cfg: Any, key: str = "") -> None:
+    """``${other.key}`` and ``${oc.env:SSL_BENCH_…[,default]}`` only: a recipe's values are written to
+    ``recipe.yaml``, ``results.json`` and the run directory's name, so a recipe may not read other
+    environment variables (secrets) or use other resolvers."""
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            check_interpolations(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(cfg, list):
+        for i, v in enumerate(cfg):
+            check_interpolations(v, f"{key}[{i}]")
+    elif isinstance(cfg, str) and "${" in cfg:
+        for m in _INTERPOLATION.finditer(cfg):
+            body = m.group(1).strip()
+            if ":" in body:
+                resolver, arg = (x.strip() for x in body.split(":", 1))
+                if resolver != "oc.env":
+                    raise SSLBenchError(
+                        f"recipe key {key} uses the resolver '{resolver}'; recipes may use ${{{ENV_PREFIX}…}} variables "
+                        "(${oc.env:SSL_BENCH_NAME,default}) and ${other.key} references only"
+                    )
+                var = arg.split(",", 1)[0].strip()
+                if not re.fullmatch(ENV_PREFIX + r"[A-Za-z0-9_]+", var):
+                    raise SSLBenchError(
+                        f"recipe key {key} reads the environment variable '{var}'; recipes may read only {ENV_PREFIX}* "
+                        "variables (a recipe's values are written to recipe.yaml and results.json)"
+                    )
+            elif not re.fullmatch(r"[\w.\-\[\]]+", body):
+                raise SSLBenchError(f"recipe key {key}: '${{{body}}}' is not a ${{other.key}} reference")
+        if "${" in _INTERPOLATION.sub("", cfg):
+            raise SSLBenchError(f"recipe key {key}: nested or unclosed '${{' interpolation in {cfg!r}")
+
+
+def _plugin_files(plugins: Any, base_dir: Optional[Path], load: bool) -> list[str]:
+    """Absolute paths of a ``plugins`` list (relative to ``base_dir``, the recipe file's folder, or the
+    working directory), imported when ``load``."""
+    from ssl_bench.registry import plugin_path
+
     if not isinstance(plugins, list):
         raise SSLBenchError(f"recipe key plugins must be a list of Python file paths, got {plugins!r}")
+    out = []
     for i, p in enumerate(plugins):
         if not isinstance(p, str):
             raise SSLBenchError(f"recipe key plugins[{i}] must be a file path, got {p!r}")
-        load_plugin_file(p, base_dirs, key=f"plugins[{i}]")
+        if load:
+            load_plugin_file(p, base_dir, key=f"plugins[{i}]")
+            out.append(str(plugin_path(p, base_dir, key=f"plugins[{i}]")))
+        else:  # not imported: recorded as named (resolved when it exists)
+            q = Path(p).expanduser()
+            q = q if q.is_absolute() else Path(base_dir or Path.cwd()) / q
+            out.append(str(q.resolve()) if q.is_file() else str(q))
+    return out
+
+
+def unregistered_components(cfg: dict) -> list[str]:
+    """``block 'name'`` of every component no registry knows (a plug-in's, not imported)."""
+    regs = component_registries()
+    out = [f"{k} '{cfg[k].get('name')}'" for k in regs if isinstance(cfg.get(k), dict) and cfg[k].get("name") not in regs[k]]
+    from ssl_bench.evaluate import EVALUATIONS
+
+    out += [f"evaluate[{i}] '{ev.get('name')}'" for i, ev in enumerate(cfg.get("evaluate") or [])
+            if isinstance(ev, dict) and ev.get("name") not in EVALUATIONS]
+    return out
 
 
 # -------------------------------------------------------------------------------------------------
 # Validation
 # -------------------------------------------------------------------------------------------------
-def validate(cfg: dict) -> None:
-    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem."""
+RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def validate(cfg: dict, skip: list[str] = ()) -> None:
+    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem.
+    ``skip``: components left unchecked (``block 'name'`` of plug-ins that were not imported)."""
     for key, value in cfg.items():
         if key not in DEFAULTS:
             close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
@@ -361,6 +445,11 @@ def validate(cfg: dict) -> None:
                 raise SSLBenchError("recipe key data is missing (e.g. data: {name: medmnist, flag: breastmnist})")
             want = " or ".join("null" if t is type(None) else {dict: "a mapping", list: "a list"}.get(t, t.__name__) for t in types_)
             raise SSLBenchError(f"recipe key {key} must be {want}, got {type(value).__name__} {value!r}")
+    # the name becomes a directory under out_dir: one path component, nothing that climbs out of it
+    if not RECIPE_NAME.fullmatch(cfg["name"]) or cfg["name"] in (".", ".."):
+        raise SSLBenchError(f"recipe key name must be letters, digits and . _ + = - (it names the run's folder), got {cfg['name']!r}")
+    if not 0 <= cfg["seed"] < 2**63:
+        raise SSLBenchError(f"recipe key seed must be in [0, 2**63), got {cfg['seed']}")
 
     check_kwargs(TrainConfig, cfg["train"], key="train", what="train")
     TrainConfig(**cfg["train"]).validate()
@@ -368,14 +457,18 @@ def validate(cfg: dict) -> None:
     regs = component_registries()
     for key, reg in regs.items():
         block = cfg[key]
+        if f"{key} '{block.get('name')}'" in skip:
+            continue
         unset = {k for k in FILLED_AT_BUILD.get(key, ()) if isinstance(block, dict) and block.get(k) is None}
         reg.check({k: v for k, v in block.items() if k not in unset} if unset else block, key=key)
-    check_selector_fits_objective(cfg)
+    if not any(s.startswith(("selector ", "objective ")) for s in skip):
+        check_selector_fits_objective(cfg)
 
     from ssl_bench.evaluate import EVALUATIONS
 
     for i, ev in enumerate(cfg["evaluate"]):
-        EVALUATIONS.check(ev, key=f"evaluate[{i}]")
+        if f"evaluate[{i}] '{ev.get('name')}'" not in skip:
+            EVALUATIONS.check(ev, key=f"evaluate[{i}]")
 
     sel_k = cfg["selector"].get("k", 1)
     bs = cfg["train"].get("batch_size", TrainConfig.batch_size)
@@ -397,12 +490,15 @@ def check_selector_fits_objective(cfg: dict) -> None:
     check_compatible(selector, objective, cfg["selector"]["name"], cfg["objective"]["name"])
 
 
-def fill_defaults(cfg: dict) -> None:
-    """Write every default into ``cfg`` so that the saved recipe is fully resolved."""
+def fill_defaults(cfg: dict, skip: list[str] = ()) -> None:
+    """Write every default into ``cfg`` so that the saved recipe is fully resolved (components in
+    ``skip`` — plug-ins not imported — are written as given)."""
     cfg["train"] = dataclasses.asdict(TrainConfig(**cfg["train"]))
     regs = component_registries()
     for key, reg in regs.items():
         block = cfg[key]
+        if f"{key} '{block.get('name')}'" in skip:
+            continue
         defaults = option_defaults(reg.get(block["name"]))
         defaults.update({k: None for k in FILLED_AT_BUILD.get(key, ()) if k in defaults})  # null: filled in at build
         cfg[key] = {"name": block["name"], **defaults, **block}
@@ -411,7 +507,10 @@ def fill_defaults(cfg: dict) -> None:
     from ssl_bench.evaluate import Evaluation
 
     resolved = []
-    for ev in cfg["evaluate"]:
+    for i, ev in enumerate(cfg["evaluate"]):
+        if f"evaluate[{i}] '{ev.get('name')}'" in skip:
+            resolved.append(ev)
+            continue
         factory = EVALUATIONS.get(ev["name"])
         block = {"name": ev["name"], **option_defaults(factory), **ev}
         # defaults that depend on the rest of the recipe (fine-tuning's augmentation), written in

@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import inspect
+import math
 import sys
 import types
 import typing
@@ -224,8 +225,8 @@ def _type_ok(value: Any, annotation: Any) -> bool:
         return value is None
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is float:  # a number, and a finite one (.nan / .inf pass YAML but no option takes them)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if annotation is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if annotation is bool:
@@ -285,6 +286,8 @@ def check_kwargs(
             raise SSLBenchError(f"unknown recipe key {key}.{opt} for {what}{hint}")
         ann = hints.get(opt, params[opt].annotation)
         if not _type_ok(value, ann):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SSLBenchError(f"recipe key {key}.{opt} must be a finite number, got {value!r}")
             raise SSLBenchError(
                 f"recipe key {key}.{opt} must be {_type_name(ann)}, got {type(value).__name__} {value!r}"
             )
@@ -301,18 +304,29 @@ _ENTRY_POINTS_LOADED = False
 ENTRY_POINT_GROUP = "ssl_bench.plugins"
 
 
-def load_plugin_file(path: str | Path, base_dirs: Iterable[Path] = (), key: str = "plugins") -> types.ModuleType:
-    """Import a Python file so that its ``@REGISTRY.register`` decorators run.
-
-    Relative paths are tried against the working directory, then each of ``base_dirs`` (the
-    recipe's folder and its parents).
-    """
+def plugin_path(path: str | Path, base_dir: Optional[Path] = None, key: str = "plugins") -> Path:
+    """The file a plug-in entry names: absolute as given, else relative to ``base_dir`` (the recipe
+    file's folder; the working directory for a path typed on the command line) — nowhere else, so a
+    same-named file elsewhere is never picked up."""
     p = Path(path).expanduser()
-    tried = [p] if p.is_absolute() else [Path.cwd() / p] + [Path(b) / p for b in base_dirs]
-    found = next((t for t in tried if t.is_file()), None)
-    if found is None:
-        raise SSLBenchError(f"plugin file not found: {path} (recipe key {key})")
-    found = found.resolve()
+    found = p if p.is_absolute() else Path(base_dir or Path.cwd()) / p
+    if not found.is_file():
+        where = "" if p.is_absolute() else f", looked for {found}"
+        raise SSLBenchError(f"plugin file not found: {path} (recipe key {key}{where})")
+    return found.resolve()
+
+
+# plug-in files imported in this process, in order (what a command says it loaded)
+LOADED_FILES: list[Path] = []
+
+
+def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str = "plugins") -> types.ModuleType:
+    """Import a Python file so that its ``@REGISTRY.register`` decorators run (once per process).
+
+    Relative paths are relative to ``base_dir`` only (see :func:`plugin_path`).  An exception or a
+    ``sys.exit`` while importing is a one-line error naming the file.
+    """
+    found = plugin_path(path, base_dir, key)
     if str(found) in _LOADED_FILES:
         return _LOADED_FILES[str(found)]
     mod_name = f"ssl_bench_plugin_{found.stem}_{abs(hash(str(found))) % 10**8}"
@@ -324,10 +338,15 @@ def load_plugin_file(path: str | Path, base_dirs: Iterable[Path] = (), key: str 
     except SSLBenchError:
         sys.modules.pop(mod_name, None)
         raise
+    except SystemExit as e:  # a plug-in must not end the program that imports it
+        sys.modules.pop(mod_name, None)
+        raise SSLBenchError(f"plugin {found} (recipe key {key}) called sys.exit({e.code!r}) while being imported") from None
     except Exception as e:  # a broken plug-in is the user's file: say which and why, in one line
         sys.modules.pop(mod_name, None)
-        raise SSLBenchError(f"plugin {found} (recipe key {key}) failed to import: {type(e).__name__}: {e}") from e
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise SSLBenchError(f"plugin {found} (recipe key {key}) failed to import: {type(e).__name__}: {first}") from e
     _LOADED_FILES[str(found)] = module
+    LOADED_FILES.append(found)
     return module
 
 

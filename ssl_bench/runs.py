@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from ssl_bench.errors import SSLBenchError
+from ssl_bench.errors import RunDirBusy, SSLBenchError
 
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -181,7 +181,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SSLBenchError(f"run directory {self.run_dir} is in use by another ssl-bench process") from None
+            raise RunDirBusy(f"run directory {self.run_dir} is in use by another ssl-bench process") from None
         self._fd = fd
 
     def release(self) -> None:
@@ -207,7 +207,7 @@ def claim_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int)
     lock = lock_run_dir(path)
     if any(path.iterdir()):
         lock.release()
-        raise SSLBenchError(f"run directory {path} already exists and is not empty; choose another --out")
+        raise RunDirBusy(f"run directory {path} already exists and is not empty; choose another --out")
     return path, lock
 
 

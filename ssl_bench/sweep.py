@@ -2,8 +2,9 @@
 
 ``ssl-bench sweep RECIPE --grid selector.name=none,fs,tracin,oracle --seeds 0,1,2`` runs 12 runs.
 Each combination has a fixed run directory, ``OUT_ROOT/<recipe name>/<key=value+…>/seed<N>``, so a
-sweep started again skips what already finished (``results.json`` present) and re-runs what was
-interrupted (the incomplete directory is kept, renamed ``…incomplete-<time>``).  The list of
+sweep started again skips what already finished (``results.json`` present), resumes what was
+interrupted from its last checkpoint, and leaves alone what another process is running (two
+sweeps of one grid share the work).  The list of
 combinations (:func:`plan_sweep`) is plain data — a cluster launcher can take the same list and
 run each entry as one ``ssl-bench run RECIPE --set … --out DIR`` job.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ssl_bench.errors import SSLBenchError
+from ssl_bench.errors import RunDirBusy, SSLBenchError
 from ssl_bench.recipe import load_recipe
 from ssl_bench.runs import RESULTS_FILE
 
@@ -88,7 +89,15 @@ def run_sweep(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[int, int, list[tuple[SweepJob, str]]]:
-    """Run the jobs that have not finished; returns (ran, skipped, failures)."""
+    """Run the jobs that have not finished; returns (ran, skipped, failures).
+
+    A job whose directory another process holds (a sweep running beside this one) is left alone and
+    counted as skipped; an interrupted one with a checkpoint is resumed (``--resume``); one that
+    stopped before its first checkpoint is kept as ``…incomplete-<time>`` and run again; one marked
+    failed for good (a NaN loss) is reported, not repeated.
+    """
+    from ssl_bench import checkpoint
+    from ssl_bench.runs import RunLock, read_status
     from ssl_bench.train import run as run_recipe
 
     ran = skipped = 0
@@ -99,14 +108,41 @@ def run_sweep(
             log(f"{tag}: done, skipped ({job.out})")
             skipped += 1
             continue
+        resume = None
         if job.out.exists():
-            moved = job.out.with_name(job.out.name + time.strftime(".incomplete-%Y%m%d-%H%M%S"))
-            job.out.rename(moved)
-            log(f"{tag}: interrupted earlier; kept as {moved}, running again")
+            try:
+                lock = RunLock(job.out)  # never touch a run another process is writing
+            except SSLBenchError:
+                log(f"{tag}: in use by another ssl-bench process, left alone ({job.out})")
+                skipped += 1
+                continue
+            try:
+                if job.done:  # another sweep finished it while this one was on its way
+                    log(f"{tag}: done, skipped ({job.out})")
+                    skipped += 1
+                    continue
+                status = read_status(job.out)
+                has_ckpt = any((job.out / "checkpoints" / f).is_file() for f in ("last.pt", checkpoint.PREVIOUS_CHECKPOINT))
+                if status.get("status") == "failed" and not status.get("resumable", False):
+                    failures.append((job, f"failed earlier: {status.get('reason', '?')} (not repeated; remove {job.out} to run it again)"))
+                    log(f"{tag}: failed earlier ({status.get('reason', '?')}); not repeated")
+                    continue
+                if has_ckpt:
+                    resume = ""
+                    log(f"{tag}: interrupted earlier; resuming from its checkpoint")
+                elif any(job.out.iterdir()):
+                    moved = job.out.with_name(job.out.name + time.strftime(".incomplete-%Y%m%d-%H%M%S"))
+                    job.out.rename(moved)  # under our lock: nobody writes there
+                    log(f"{tag}: interrupted before its first checkpoint; kept as {moved}, running again")
+            finally:
+                lock.release()
         log(f"{tag}: running")
         try:
-            run_recipe(load_recipe(recipe, job.overrides), out=job.out, device=device, progress=progress, log=log)
+            run_recipe(load_recipe(recipe, job.overrides), out=job.out, device=device, progress=progress, log=log, resume=resume)
             ran += 1
+        except RunDirBusy:  # another sweep claimed it between our check and our start
+            log(f"{tag}: in use by another ssl-bench process, left alone ({job.out})")
+            skipped += 1
         except SSLBenchError as e:
             failures.append((job, str(e)))
             log(f"{tag}: failed: {e}")

@@ -396,6 +396,8 @@ def report(s: Session, eval_results: dict) -> None:
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "resumed_from_epoch": s.start.epoch if s.start is not None else None,
         "device": str(dev), "world_size": s.world, "torch": torch.__version__, "headline_metric": headline,
+        # images data.skip_corrupt dropped (named, so that a table's runs can be seen to differ)
+        "data_skipped": list(comp.data.skipped),
     }
     runs.write_results(s.run_dir, results)
     shown = [f"{k} {m[headline]:.4f}" for k, m in eval_results.items() if isinstance(m.get(headline), float)]

@@ -55,7 +55,7 @@ CASES = [
     ("pretrained-checkpoint-missing", "base.yaml",
      ["--set", "selector.name=tracin", "--set", "selector.model=pretrained", "--set", "selector.checkpoint=/nonexistent/run"],
      "checkpoint not found: /nonexistent/run (recipe key selector.checkpoint)"),
-    ("plugin-missing", "base.yaml", ["--set", "plugins=[nothere.py]"], "plugin file not found: nothere.py (recipe key plugins[0])"),
+    ("plugin-missing", "base.yaml", ["--set", "plugins=[nothere.py]"], "plugin file not found: nothere.py (recipe key plugins[0], looked for "),
     ("plugin-raises", "base.yaml", ["--set", "plugins=[{d}/raises.py]"],
      "plugin {d}/raises.py (recipe key plugins[0]) failed to import: RuntimeError: plug-in broken on purpose"),
     ("plugins-not-a-list", "base.yaml", ["--set", "plugins=nothere.py"], "recipe key plugins must be a list of Python file paths"),

@@ -53,13 +53,22 @@ def test_sweep_skips_finished_and_reruns_interrupted(swept, tmp_path):
         "byol_breastmnist/selector.name=oracle/seed0", "byol_breastmnist/selector.name=oracle/seed1",
     ]
     assert json.loads((runs[3] / "results.json").read_text())["seed"] == 1
-    # interrupt one: its results.json never got written
-    victim = runs[2] / "results.json"
-    victim.unlink()
+    # interrupted after its last checkpoint (results.json never written): resumed, same results
+    before = json.loads((runs[2] / "results.json").read_text())
+    (runs[2] / "results.json").unlink()
+    # interrupted before its first checkpoint: kept aside, run again
+    lost = runs[1] / "results.json"
+    import shutil
+
+    shutil.rmtree(runs[1] / "checkpoints")
+    lost.unlink()
     res = CliRunner().invoke(main, args, catch_exceptions=False)
-    assert "sweep: 1 ran, 3 already finished, 0 failed" in res.output
-    assert victim.is_file()
-    assert len(list(runs[2].parent.glob("seed0.incomplete-*"))) == 1  # the interrupted run is kept, not deleted
+    assert "sweep: 2 ran, 2 already finished, 0 failed" in res.output
+    assert "selector.name=oracle seed=0: interrupted earlier; resuming from its checkpoint" in res.output
+    after = json.loads((runs[2] / "results.json").read_text())
+    assert after["eval"] == before["eval"] and after["seed"] == before["seed"]
+    assert lost.is_file()
+    assert len(list(runs[1].parent.glob("seed1.incomplete-*"))) == 1  # the interrupted run is kept, not deleted
     dry = CliRunner().invoke(main, [*args, "--dry-run"], catch_exceptions=False)
     assert dry.output.count("# done: ssl-bench run") == 4
 
@@ -99,10 +108,12 @@ def test_compare_refuses_to_mix_different_recipes(swept, tmp_path):
     assert res.exit_code == 2 and "no run directory or file matches" in res.output
 
 
-def test_load_runs_rejects_foreign_json(tmp_path):
+def test_load_runs_lists_foreign_json_as_unreadable(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"hello": 1}))
-    with pytest.raises(SSLBenchError, match="not an ssl-bench results file"):
-        load_runs([str(tmp_path)])
+    loaded = load_runs([str(tmp_path)])
+    assert loaded.frame.empty and loaded.unreadable[0][1] == "has no 'method' (not an ssl-bench results file)"
+    with pytest.raises(SSLBenchError, match="no finished runs .* unreadable: .*not an ssl-bench results file"):
+        compare([str(tmp_path)])
 
 
 @pytest.mark.slow

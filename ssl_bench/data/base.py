@@ -62,6 +62,10 @@ class DataSplits:
     val: Optional[ImageSet] = None
     task: str = "multi-class"
     class_names: list[str] = field(default_factory=list)
+    # image-file adapters: the file of every row per split, the files dropped by skip_corrupt, the cache
+    files: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    cache_file: Optional[object] = None
 
     def __post_init__(self):
         if self.task not in TASKS:

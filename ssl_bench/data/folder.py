@@ -102,7 +102,7 @@ class FolderDataset(ImageFiles):
             empty = [i for i, p in enumerate(paths) if not p]
             if empty:
                 raise SSLBenchError(f"{where} line {empty[0] + 2}: empty path")
-            members = store.locate(paths, where)
+            members = store.locate_paths(paths, where)
         else:
             where = str(path)
             files = store.images()

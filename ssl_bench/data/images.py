@@ -79,6 +79,12 @@ class ImageStore:
             except (zipfile.BadZipFile, OSError) as e:
                 raise SSLBenchError(f"data.root {self.root} could not be opened as a zip: {e}") from e
             self._infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
+            escaping = [f for f in self._infos if _escapes(f)]
+            if escaping:  # "../../ISIC_0024306.jpg" would shadow the real image of that name
+                raise SSLBenchError(
+                    f"data.root {self.root}: member '{escaping[0]}' points outside the archive's root"
+                    f"{f' ({len(escaping)} such members)' if len(escaping) > 1 else ''}; refusing to read the archive"
+                )
             self.files = sorted(self._infos)
         else:
             files = []
@@ -88,7 +94,7 @@ class ImageStore:
                 files += [f if rel == "." else f"{rel}/{f}" for f in filenames if not f.startswith(".")]
             self.files = sorted(files)
         self._by_name: Optional[dict[str, list[str]]] = None
-        self._by_stem: Optional[dict[str, str]] = None
+        self._by_stem: Optional[dict[str, list[str]]] = None
 
     # -- lookup ---------------------------------------------------------------------------------
     def find(self, *names: str) -> Optional[str]:
@@ -112,27 +118,49 @@ class ImageStore:
         pre = under.rstrip("/") + "/" if under else ""
         return [f for f in self.files if f.lower().endswith(IMAGE_SUFFIXES) and f.startswith(pre)]
 
-    def by_stem(self) -> dict[str, str]:
-        """Image file stem (``ISIC_0024306``) → member path; the shallowest wins on duplicates."""
+    def by_stem(self) -> dict[str, list[str]]:
+        """Image file stem (``ISIC_0024306``) → the member paths with that stem."""
         if self._by_stem is None:
             self._by_stem = {}
             for f in sorted(self.images(), key=lambda f: (f.count("/"), f)):
-                self._by_stem.setdefault(PurePosixPath(f).stem, f)
+                self._by_stem.setdefault(PurePosixPath(f).stem, []).append(f)
         return self._by_stem
 
     def locate(self, ids: Sequence[str], listed_in: str) -> list[str]:
-        """Member paths of the images ``ids`` (stems or relative paths); missing ones are an error."""
-        stems, members = self.by_stem(), set(self.files)
+        """Member paths of the images ``ids`` (image ids, found by file name anywhere under the root);
+        a missing image, or two files that both claim one image, is an error naming them."""
+        stems = self.by_stem()
         out, missing = [], []
         for i in ids:
             i = str(i)
-            hit = i if i in members else stems.get(PurePosixPath(i).stem if "." in PurePosixPath(i).name else i)
-            if hit is None:
+            stem = PurePosixPath(i).stem if "." in PurePosixPath(i).name else i
+            hits = stems.get(stem, [])
+            if len(hits) > 1:
+                raise SSLBenchError(
+                    f"image {i} listed in {listed_in} is claimed by two files in {self.root}: {hits[0]} and {hits[1]}; "
+                    "remove or rename one"
+                )
+            if not hits:
                 missing.append(i)
-            out.append(hit)
+            out.append(hits[0] if hits else None)
         if missing:
             shown = ", ".join(missing[:5]) + (f", … ({len(missing)} in all)" if len(missing) > 5 else "")
             raise SSLBenchError(f"{len(missing)} image(s) listed in {listed_in} are missing from {self.root}: {shown}")
+        return out
+
+    def locate_paths(self, paths: Sequence[str], listed_in: str) -> list[str]:
+        """Member paths of ``paths`` given relative to the root (a manifest's ``path`` column): each must
+        be exactly there — no search elsewhere, no absolute path, nothing outside the root."""
+        members = set(self.files)
+        out = []
+        for line, p in enumerate(paths, start=2):  # after the header
+            norm = PurePosixPath(str(p).replace("\\", "/"))
+            if norm.is_absolute() or _escapes(str(norm)):
+                raise SSLBenchError(f"{listed_in} line {line}: path '{p}' is outside the data root {self.root} (give it relative to the root)")
+            key = str(norm)
+            if key not in members:
+                raise SSLBenchError(f"{listed_in} line {line}: {key} not found under {self.root}")
+            out.append(key)
         return out
 
     # -- reading --------------------------------------------------------------------------------
@@ -168,6 +196,19 @@ class ImageStore:
                 st = (self.root / m).stat()
                 h.update(f"{m}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
+
+
+def _escapes(member: str) -> bool:
+    """A path that is absolute or climbs above the root (``..``)."""
+    p = PurePosixPath(member.replace("\\", "/"))
+    if p.is_absolute() or member.startswith(("/", "\\")) or (len(member) > 1 and member[1] == ":"):
+        return True
+    depth = 0
+    for part in p.parts:
+        depth += -1 if part == ".." else (0 if part == "." else 1)
+        if depth < 0:
+            return True
+    return False
 
 
 # -------------------------------------------------------------------------------------------------

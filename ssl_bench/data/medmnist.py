@@ -70,10 +70,20 @@ def medmnist_dataset(
         except Exception as e:
             raise SSLBenchError(f"could not download MedMNIST '{flag}' ({size} px) into {base}: {e}") from e
     try:
-        npz = np.load(path)
+        npz = np.load(path, allow_pickle=False)
         arrays = {k: npz[k] for k in npz.files}
     except Exception as e:
-        raise SSLBenchError(f"MedMNIST file {path} could not be read: {e}") from e
+        raise SSLBenchError(f"MedMNIST file {path} could not be read: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    for split in ("train", "val", "test"):
+        for part in ("images", "labels"):
+            if f"{split}_{part}" not in arrays:
+                raise SSLBenchError(f"MedMNIST file {path} has no array '{split}_{part}' (arrays: {', '.join(sorted(arrays)) or 'none'})")
+        n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
+        if n_img != n_lab:
+            raise SSLBenchError(f"MedMNIST file {path}: {split}_images has {n_img} images but {split}_labels {n_lab} labels")
+        if arrays[f"{split}_images"].dtype != np.uint8 or arrays[f"{split}_images"].ndim not in (3, 4):
+            raise SSLBenchError(f"MedMNIST file {path}: {split}_images must be uint8 [N, H, W] or [N, H, W, 3], "
+                                f"got {arrays[f'{split}_images'].dtype} {arrays[f'{split}_images'].shape}")
 
     task = _task(info["task"])
     splits = {}

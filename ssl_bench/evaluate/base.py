@@ -36,6 +36,9 @@ class Evaluation:
     def run(self, ctx: "EvalContext") -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def check_data(self, data: DataSplits) -> None:
+        """Refuse, before anything is trained or written, a protocol that cannot run on ``data``."""
+
     @classmethod
     def resolve(cls, block: dict, recipe: dict) -> dict:
         """The evaluate block with defaults that depend on the rest of the recipe written in (called

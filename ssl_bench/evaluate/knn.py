@@ -24,12 +24,21 @@ class KNN(Evaluation):
         self.k, self.train_split, self.test_split = k, train_split, test_split
         self.weights, self.temperature = weights, temperature
 
+    def check_data(self, data) -> None:
+        n = len(data.split(self.train_split))
+        if self.k > n:
+            raise SSLBenchError(
+                f"recipe key evaluate.knn.k ({self.k}) is larger than the {self.train_split} split ({n} images): "
+                "every test image would be scored by every training image"
+            )
+
     def run(self, ctx: EvalContext) -> dict[str, float]:
         x_tr, y_tr = ctx.features(self.train_split)
         x_te, y_te = ctx.features(self.test_split)
         # softmax weights exp(cos/τ) (InstDisc, arXiv 1805.01978) = exp(−d/τ) up to a constant for d = 1 − cos
         w = (lambda d: np.exp(-d / self.temperature)) if self.weights == "softmax" else self.weights
-        knn = KNeighborsClassifier(n_neighbors=min(self.k, len(x_tr)), metric="cosine", weights=w)
+        self.check_data(ctx.data)
+        knn = KNeighborsClassifier(n_neighbors=self.k, metric="cosine", weights=w)
         if ctx.data.task == "multi-label":
             knn.fit(x_tr, y_tr.astype(int))
             proba = np.stack([p[:, 1] if p.shape[1] > 1 else np.zeros(len(x_te)) for p in knn.predict_proba(x_te)], 1)

@@ -98,6 +98,10 @@ class Transfer(Evaluation):
             self.target, self.skipped = None, message
         self.test_split = self.inner.test_split
 
+    def check_data(self, data) -> None:
+        if self.target is not None:  # the protocol runs on dataset B
+            self.inner.check_data(self.target)
+
     @classmethod
     def resolve(cls, block: dict, recipe: dict) -> dict:
         protocol = block.get("protocol") or {"name": "finetune"}
