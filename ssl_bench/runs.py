@@ -62,7 +62,7 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
     if out is not None:
         path = Path(out)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise SSLBenchError(f"run directory {path} already exists and is not empty; choose another --out")
+            raise RunDirBusy(f"run directory {path} already exists and is not empty; choose another --out")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(exist_ok=True)
@@ -93,9 +93,29 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def _os_error(e: BaseException) -> Optional[OSError]:
+    """The OSError behind ``e`` (torch's zip writer re-raises a failed write as a RuntimeError)."""
+    while e is not None:
+        if isinstance(e, OSError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def write_failed(path: Path, e: BaseException) -> SSLBenchError:
+    """A write that failed for want of space (or a file-size limit): one line naming the file; the
+    previous version of the file, if any, is left as it was."""
+    err = _os_error(e)
+    why = (err.strerror or str(err)) if err is not None else str(e)
+    return SSLBenchError(f"cannot write {path}: {why} (nothing was replaced: the previous file, if any, is intact)")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_failed(path, e) from e
     os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; runs are meant to be shared
     try:
         with os.fdopen(fd, "w") as f:
@@ -103,8 +123,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _os_error(e) is not None:
+            raise write_failed(path, e) from e
         raise
 
 
@@ -112,17 +134,32 @@ def torch_save_to_temp(obj: Any, path: Path) -> str:
     """``torch.save`` into a complete, fsync'ed temporary file next to ``path``; return its name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_failed(path, e) from e
     os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())  # the rename must never publish a file the disk has not got yet
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _os_error(e) is not None:
+            raise write_failed(path, e) from None
         raise
     return tmp
+
+
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files a killed process left behind (our atomic writers' temporary
+    files, never a published file).  Call with the run directory locked: no writer is alive."""
+    run_dir = Path(run_dir)
+    stale = [p for d in (run_dir, run_dir / CHECKPOINT_DIR) if d.is_dir() for p in d.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def _jsonable(value: Any) -> Any:
@@ -138,9 +175,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(_jsonable(record)) + "\n")
-        f.flush()
+    """One JSON line; a line the disk could not take is cut off again (the file stays whole lines)."""
+    path = Path(run_dir) / METRICS_FILE
+    line = (json.dumps(_jsonable(record)) + "\n").encode()
+    try:
+        with open(path, "ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                if f.write(line) != len(line):  # a short write: the disk took part of the line
+                    raise OSError(28, os.strerror(28))
+            except OSError:
+                f.truncate(end)
+                raise
+    except OSError as e:
+        raise write_failed(path, e) from e
 
 
 def write_results(run_dir: Path, results: dict) -> None:

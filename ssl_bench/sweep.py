@@ -97,7 +97,7 @@ def run_sweep(
     failed for good (a NaN loss) is reported, not repeated.
     """
     from ssl_bench import checkpoint
-    from ssl_bench.runs import RunLock, read_status
+    from ssl_bench.runs import RunLock, read_status, remove_stale_temps
     from ssl_bench.train import run as run_recipe
 
     ran = skipped = 0
@@ -131,6 +131,7 @@ def run_sweep(
                     resume = ""
                     log(f"{tag}: interrupted earlier; resuming from its checkpoint")
                 elif any(job.out.iterdir()):
+                    remove_stale_temps(job.out)
                     moved = job.out.with_name(job.out.name + time.strftime(".incomplete-%Y%m%d-%H%M%S"))
                     job.out.rename(moved)  # under our lock: nobody writes there
                     log(f"{tag}: interrupted before its first checkpoint; kept as {moved}, running again")

@@ -116,7 +116,10 @@ def run(
         except Exception as e:
             if s.claimed and not runs.read_status(s.run_dir):
                 first = str(e).splitlines()[0] if str(e) else ""
-                runs.mark_failed(s.run_dir, f"{type(e).__name__}: {first}", resumable=True)
+                try:
+                    runs.mark_failed(s.run_dir, first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}", resumable=True)
+                except SSLBenchError:  # no room even for status.json: the error itself still reaches the user
+                    pass
             raise
     return s.run_dir
 
@@ -444,6 +447,7 @@ def make_run_dir(recipe: Recipe, out, rank: int, resume, cleanup: contextlib.Exi
             else:  # lock first, then check and load: nothing is written before the checkpoint is known good
                 run_dir, named = ckpt.find_run_dir(str(resume), out, cfg["out_dir"], cfg["name"])
                 cleanup.callback(runs.lock_run_dir(run_dir).release)
+                runs.remove_stale_temps(run_dir)  # half-written files of the process that was killed
                 start = ckpt.open_run(run_dir, cfg, named)
                 ckpt_path = start.path
                 runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
