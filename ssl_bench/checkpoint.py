@@ -98,6 +98,20 @@ def save(run_dir: Path, state: dict) -> Path:
     return last
 
 
+def epoch_path(run_dir: Path, epoch: int) -> Path:
+    """Where ``train.save_epochs`` keeps the network of ``epoch``: ``checkpoints/epochNNNN.pt``."""
+    return Path(run_dir) / runs.CHECKPOINT_DIR / f"epoch{epoch:04d}.pt"
+
+
+def save_epoch(run_dir: Path, epoch: int, state: dict) -> Path:
+    """Keep one epoch's network (what :func:`ssl_bench.trained.load_run` reads: objective weights,
+    normalisation, recipe, epoch, and that epoch's last learning rate ``lr`` for TracInCP)."""
+    path = epoch_path(run_dir, epoch)
+    tmp = runs.torch_save_to_temp({"format": FORMAT_VERSION, **state}, path)
+    os.replace(tmp, path)
+    return path
+
+
 def read(path: Path, key: Optional[str] = None) -> dict:
     """Read a checkpoint's tensors and plain values with ``weights_only=True`` (no pickled code runs);
     a truncated or corrupt file is a one-line error.  Needs the network (``objective``) only."""

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import yaml
 
 from ssl_bench import runs
+from ssl_bench.checkpoint import epoch_path
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import is_recipe_ref
 
@@ -105,8 +106,13 @@ def resolve_pretrained(
         raise SSLBenchError(f"recipe key selector.checkpoint names recipes in a cycle: {chain}")
     from ssl_bench.recipe import load_recipe
 
-    producer = load_recipe(path, producer_overrides(list(getattr(recipe, "overrides", []) or [])))
-    done = finished_runs(producer.cfg)
+    overrides = producer_overrides(list(getattr(recipe, "overrides", []) or []))
+    epochs = sorted(set(sel.get("checkpoints") or []))  # TracInCP: the epoch checkpoints it reads
+    if epochs:
+        keep = sorted(set(epochs) | set(load_recipe(path, overrides).cfg["train"].get("save_epochs") or []))
+        overrides = [*overrides, f"train.save_epochs={keep}"]
+    producer = load_recipe(path, overrides)
+    done = [d for d in finished_runs(producer.cfg) if all(epoch_path(d, e).is_file() for e in epochs)]
     if done:
         run_dir = done[0]
         log(f"pretrained checkpoint: {ref} → finished run {run_dir}")

@@ -61,6 +61,10 @@ class TrainConfig:
     warmup: Literal["linear", "constant"] = "linear"
     min_lr: float = 0.0
     checkpoint_every: int = 10
+    # epochs whose network is also kept as checkpoints/epochNNNN.pt (weights, normalisation, recipe
+    # and that epoch's last learning rate): what TracInCP (`selector.checkpoints`) and
+    # `ssl-bench positives RUN/checkpoints/epochNNNN.pt` read; changes nothing the run computes
+    save_epochs: list[int] = field(default_factory=list)
     device: str = "auto"
     # Lightning Fabric precisions; "mixed" keeps weights in fp32 and autocasts the forward
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
@@ -89,6 +93,9 @@ class TrainConfig:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
         if self.batch_size < 2:
             raise SSLBenchError("recipe key train.batch_size must be ≥ 2 (contrastive losses need pairs)")
+        bad = [e for e in self.save_epochs if not isinstance(e, int) or isinstance(e, bool) or not 1 <= e <= self.epochs]
+        if bad:
+            raise SSLBenchError(f"recipe key train.save_epochs: each entry must be an epoch from 1 to train.epochs ({self.epochs}), got {bad[0]!r}")
         import re
 
         if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", self.device):

@@ -32,7 +32,7 @@ STATUS_FILE = "status.json"
 # resolved-recipe keys that say where and how fast a run ran, not what it computed: they may differ
 # between a run and its resumption, the seeds of one table cell, and a producer and its reuse
 PLACEMENT_KEYS = frozenset(
-    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on"}
+    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on", "train.save_epochs"}
 )
 
 

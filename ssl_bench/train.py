@@ -277,6 +277,11 @@ def train(s: Session) -> None:
                 s.log(msg)
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
                 save_checkpoint(s, epoch)
+            if epoch in tcfg.save_epochs and s.rank == 0:
+                ckpt.save_epoch(s.run_dir, epoch, {
+                    "epoch": epoch, "step": s.step, "lr": r["lr"], "objective": s.step_fn.objective.state_dict(),
+                    "normalize": s.normalize.state_dict(), "recipe": s.recipe.cfg,
+                })
             if s.device.type == "cpu":  # activations live in host memory: hand the epoch's freed heap back
                 trim_heap()
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint

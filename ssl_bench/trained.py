@@ -30,6 +30,7 @@ class TrainedRun:
     recipe: dict
     epoch: int
     path: Path  # the checkpoint file
+    lr: Optional[float] = None  # the learning rate the checkpoint was saved at (epoch checkpoints)
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -96,4 +97,6 @@ def load_run(
     if frozen:
         for prm in objective.parameters():
             prm.requires_grad_(False)
-    return TrainedRun(objective, normalize.to(torch.device(device)) if normalize else None, recipe, epoch, p)
+    lr = state.get("lr")
+    return TrainedRun(objective, normalize.to(torch.device(device)) if normalize else None, recipe, epoch, p,
+                      float(lr) if lr is not None else None)

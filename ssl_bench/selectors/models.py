@@ -63,7 +63,6 @@ class ModelSelector(Selector):
         if self.model == "online" and self.checkpoint:
             raise SSLBenchError("recipe key selector.checkpoint is only used with selector.model: pretrained")
         self.frozen: Optional[nn.Module] = None
-        self._frozen_device: Optional[torch.device] = None
 
     def variant(self) -> str:
         return "-pretrained" if self.model == "pretrained" else ""
@@ -98,19 +97,20 @@ class ModelSelector(Selector):
         return ctx.views
 
     @contextlib.contextmanager
-    def no_grad_forward(self, ctx: SelectionContext):
+    def no_grad_forward(self, ctx: SelectionContext, net: Optional[nn.Module] = None):
         """No autograd at all (``torch.inference_mode``: ≈ 3 % of a BYOL step faster than
         ``no_grad`` for the two light-view passes on 2 CPU cores); a frozen network moves to the
         data's device once; the online network's BatchNorm statistics are left untouched by the
         selector's extra forward.  What the block computes are inference tensors: use them in the
         selection maths only (the indices a selector returns are made outside the block)."""
-        net = self.network(ctx)
+        online = ctx.objective if self.frozen is None else None
+        net = net if net is not None else self.network(ctx)
         with torch.inference_mode():
-            if net is self.frozen:
+            if net is not online:  # a frozen network
                 device = ctx.labels.device  # the training device
-                if self._frozen_device != device:  # move once, not every step
+                if getattr(net, "_selector_device", None) != device:  # move once, not every step
                     net.to(device)
-                    self._frozen_device = device
+                    net._selector_device = device
                 yield net
             else:
                 with batchnorm_stats_frozen(net):

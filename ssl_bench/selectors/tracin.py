@@ -20,10 +20,12 @@ changes the arg-max, but it is part of the value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
+from torch import nn
 
+from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
@@ -136,13 +138,23 @@ class TracInSelector(ModelSelector):
     Symmetric selection on separate views costs 4 backbone passes instead of 2.  In data-parallel
     training each rank all-gathers ``g`` and ``a`` (one call) and scores its anchors against the
     samples of all ranks (:func:`tracin_cross`): the same choice as one process on the global batch.
+
+    Beyond the paper: ``normalize: true`` scores the cosine of the two per-sample gradients,
+    TracIn(i, k) / (‖∇ℓ_i‖·‖∇ℓ_k‖) (method suffix ``-cos``); ``checkpoints: [e₁, …]`` (with
+    ``model: pretrained``) is TracInCP, Σ_c lr_c · TracIn_c over the epoch checkpoints the
+    pretrained run kept (``train.save_epochs``; ``ssl-bench run`` has a producer recipe keep them),
+    each weighted by the learning rate it was saved at — one frozen forward per checkpoint.
     """
 
     symmetric: Optional[bool] = None
     normalize: bool = False
+    # TracInCP: epochs of the pretrained run (its ``train.save_epochs`` files) whose scores are summed,
+    # each weighted by the learning rate it was saved at (Pruthi et al.'s sum over checkpoints)
+    checkpoints: Optional[list[int]] = None
 
     display = "TracIn"
     selects_globally = True
+    MODE_OPTIONS: ClassVar[dict] = {"model": {"pretrained": ("checkpoint", "checkpoints")}}
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,32 +162,77 @@ class TracInSelector(ModelSelector):
         # q(view 1) vs z'(view 2), so the extra cost is one frozen forward per view (2 passes)
         if self.symmetric is None:
             self.symmetric = self.reuses_step()
+        if self.checkpoints is not None:
+            if self.model != "pretrained":
+                raise SSLBenchError("recipe key selector.checkpoints (TracInCP) needs selector.model: pretrained")
+            bad = [e for e in self.checkpoints if not isinstance(e, int) or isinstance(e, bool) or e < 1]
+            if not self.checkpoints or bad:
+                raise SSLBenchError(f"recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got {self.checkpoints}")
+            self.display = "TracInCP"
+        self.frozen_cp: list[tuple[nn.Module, float]] = []
+
+    def variant(self) -> str:
+        return ("-cos" if self.normalize else "") + super().variant()
 
     def needs(self) -> frozenset:
         return frozenset({"index_positives", "prediction", "predictor_input", "target"})
 
-    @torch.no_grad()
-    def select(self, ctx: SelectionContext) -> torch.Tensor:
+    def setup(self, objective: nn.Module, data) -> None:
+        if not self.checkpoints:
+            return super().setup(objective, data)
+        from ssl_bench.checkpoint import epoch_path
+        from ssl_bench.trained import checkpoint_path, load_run
+
+        run_dir = checkpoint_path(self.checkpoint, key="selector.checkpoint").parent.parent
+        self.frozen_cp = []
+        for e in self.checkpoints:
+            path = epoch_path(run_dir, e)
+            if not path.is_file():
+                raise SSLBenchError(
+                    f"recipe key selector.checkpoints: the run {run_dir} kept no checkpoint of epoch {e} ({path.name}); "
+                    f"train it with train.save_epochs={sorted(self.checkpoints)}"
+                )
+            trained = load_run(path, in_chans=data.channels, key="selector.checkpoints")
+            if trained.lr is None:
+                raise SSLBenchError(f"recipe key selector.checkpoints: {path} records no learning rate")
+            self.use_frozen(trained.objective)
+            self.frozen_cp.append((trained.objective, trained.lr))
+
+    def _outputs(self, ctx: SelectionContext, net: Optional[nn.Module] = None):
+        """(q, z, a) per view pair: the training step's, or a no-grad forward of ``net`` on the views."""
         if self.reuses_step():
             v1, v2 = ctx.out.views
             if self.symmetric:
-                q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
-            else:  # the single pair q(view 1) vs z'(view 2)
-                q, z, a = [v1.p], [v2.t], [v1.a]
-        else:
-            x1, x2 = self.inputs(ctx)
-            with self.no_grad_forward(ctx) as net:
-                o1 = net.online(x1)
-                if self.symmetric:
-                    o2 = net.online(x2)
-                    q, z, a = [o1.p, o2.p], [net.target(x2), net.target(x1)], [o1.a, o2.a]
-                else:
-                    q, z, a = [o1.p], [net.target(x2)], [o1.a]
+                return [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
+            return [v1.p], [v2.t], [v1.a]  # the single pair q(view 1) vs z'(view 2)
+        x1, x2 = self.inputs(ctx)
+        with self.no_grad_forward(ctx, net) as net:
+            o1 = net.online(x1)
+            if self.symmetric:
+                o2 = net.online(x2)
+                return [o1.p, o2.p], [net.target(x2), net.target(x1)], [o1.a, o2.a]
+            return [o1.p], [net.target(x2)], [o1.a]
+
+    def _scores(self, ctx: SelectionContext, q, z, a, lr: float) -> torch.Tensor:
         if ctx.shard is None:
-            scores = tracin_matrix_views(q, z, a, lr=ctx.lr, normalize=self.normalize)
-        else:  # data-parallel: all-gather g and a of every rank in one call, score local rows
-            gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
-            packs = [gs + a] if len({t.dtype for t in gs + a}) == 1 else [gs, a]  # mixed precision: 2 calls
-            gathered = [t for p in packs for t in pool(ctx, torch.cat(p, 1)).split([t.shape[1] for t in p], 1)]
-            scores = tracin_cross(gs, a, gathered[: len(gs)], gathered[len(gs) :], lr=ctx.lr, normalize=self.normalize)
-        return topk_excluding_self(scores.float(), self.k, offset=ctx.offset)
+            return tracin_matrix_views(q, z, a, lr=lr, normalize=self.normalize)
+        # data-parallel: all-gather g and a of every rank in one call, score local rows
+        gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
+        packs = [gs + a] if len({t.dtype for t in gs + a}) == 1 else [gs, a]  # mixed precision: 2 calls
+        gathered = [t for p in packs for t in pool(ctx, torch.cat(p, 1)).split([t.shape[1] for t in p], 1)]
+        return tracin_cross(gs, a, gathered[: len(gs)], gathered[len(gs) :], lr=lr, normalize=self.normalize)
+
+    @torch.no_grad()
+    def scores(self, ctx: SelectionContext) -> torch.Tensor:
+        """The ``[B, B]`` (data-parallel: ``[B_local, B_global]``) influence matrix the choice is made on."""
+        if not self.frozen_cp:
+            return self._scores(ctx, *self._outputs(ctx), lr=ctx.lr)
+        total = None  # TracInCP: Σ_c lr_c · TracIn_c (with normalize: Σ_c lr_c · cos_c)
+        for net, lr_c in self.frozen_cp:
+            term = self._scores(ctx, *self._outputs(ctx, net), lr=lr_c)
+            term = term * lr_c if self.normalize else term
+            total = term if total is None else total + term
+        return total
+
+    def select(self, ctx: SelectionContext) -> torch.Tensor:
+        return topk_excluding_self(self.scores(ctx).float(), self.k, offset=ctx.offset)

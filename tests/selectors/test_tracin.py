@@ -1,6 +1,7 @@
 """TracIn in closed form equals the Gram matrix of true per-sample gradients (autograd)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,3 +153,85 @@ def test_pretrained_needs_a_checkpoint_and_a_predictor(breast, tiny_resnet, tmp_
     simclr = OBJECTIVES.build({"name": "simclr"}, tiny_resnet(1))
     with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's prediction p .* objective 'simclr' does not provide"):
         check_compatible(SELECTORS.build({"name": "tracin"}), simclr, "tracin", "simclr")
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_normalized_tracin_is_the_cosine_of_autograd_gradients(breast, tiny_resnet, symmetric):
+    """``normalize: true`` (TracIn-cos) equals the cosine of true per-sample last-layer gradients,
+    in the one-process matrix and in the data-parallel rectangular form."""
+    from tests.conftest import real_batch
+
+    from ssl_bench.selectors.tracin import tracin_cross
+
+    obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1)).double()
+    x1, _ = real_batch(breast, n=12, seed=3)
+    x2 = torch.flip(x1, dims=[3])
+    with torch.no_grad():
+        v1, v2 = obj(x1.double(), x2.double()).views
+    last = obj.predictor.layers[-1]
+    G = per_sample_weight_grads(last, v1.a, v2.t)
+    if symmetric:
+        G = G + per_sample_weight_grads(last, v2.a, v1.t)
+        q, z, a = [v1.p, v2.p], [v2.t, v1.t], [v1.a, v2.a]
+    else:
+        q, z, a = [v1.p], [v2.t], [v1.a]
+    Gn = G / G.norm(dim=1, keepdim=True)
+    want = Gn @ Gn.T
+    got = tracin_matrix_views(q, z, a, lr=0.3, normalize=True)  # lr cancels in a cosine
+    assert (got - want).abs().max() <= 1e-9
+    assert torch.allclose(got.diagonal(), torch.ones(12, dtype=torch.float64))
+    gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
+    rect = tracin_cross([g[:5] for g in gs], [t[:5] for t in a], gs, a, normalize=True)  # rank 0's 5 anchors
+    assert (rect - want[:5]).abs().max() <= 1e-9
+
+
+def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_path):
+    """A consumer naming its producer recipe with ``checkpoints: [1, 2]`` has the producer keep those
+    epochs; its scores equal Σ_c lr_c · (G_c G_cᵀ) of per-sample autograd gradients of each kept
+    network, with lr_c the learning rate the producer logged at epoch c."""
+    import json
+
+    import yaml
+
+    from ssl_bench.recipe import load_recipe
+    from ssl_bench.train import run
+    from tests.helpers import breast_recipe
+
+    producer = breast_recipe(name="producer", train={"epochs": 2, "batch_size": 64, "lr": 0.05, "threads": 2})
+    producer["out_dir"] = str(tmp_path / "runs")
+    (tmp_path / "producer.yaml").write_text(yaml.safe_dump(producer))
+    consumer = breast_recipe(name="consumer", selector={"name": "tracin", "model": "pretrained", "checkpoint": "producer.yaml",
+                                                        "checkpoints": [1, 2]})
+    consumer["out_dir"] = str(tmp_path / "runs")
+    consumer["train"]["epochs"] = 1
+    (tmp_path / "consumer.yaml").write_text(yaml.safe_dump(consumer))
+    cons_dir = run(load_recipe(tmp_path / "consumer.yaml"), out=tmp_path / "consumer", progress=False, log=lambda m: None)
+    res = json.loads((cons_dir / "results.json").read_text())
+    assert res["method"] == "BYOL-TracInCP-pretrained"
+    prod_dir = Path(yaml.safe_load((cons_dir / "recipe.yaml").read_text())["selector"]["checkpoint"])
+    assert sorted(p.name for p in (prod_dir / "checkpoints").glob("epoch*.pt")) == ["epoch0001.pt", "epoch0002.pt"]
+    lrs = [json.loads(line)["lr"] for line in (prod_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(lrs) == 2 and lrs[0] != lrs[1]
+
+    from ssl_bench.data import DATASETS
+    from ssl_bench.trained import load_run
+
+    data = DATASETS.build({"name": "medmnist", "flag": "breastmnist", "download": False})
+    sel = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 2]})
+    sel.setup(None, data)
+    x = (data.train.images[:16].float() / 255 - 0.5) / 0.25
+    x1, x2 = x, torch.flip(x, dims=[3])
+    ctx = SelectionContext(out=None, labels=data.train.labels[:16], indices=torch.arange(16), objective=None,
+                           generator=torch.Generator().manual_seed(0), lr=0.1, light_views=lambda: (x1, x2), views=(x1, x2))
+    got = sel.scores(ctx)
+    want = torch.zeros(16, 16, dtype=torch.float64)
+    for epoch, lr in zip((1, 2), lrs):
+        net = load_run(prod_dir / "checkpoints" / f"epoch{epoch:04d}.pt", in_chans=1).objective.double()
+        with torch.no_grad():
+            o1 = net.online(x1.double())
+            z = net.target(x2.double())
+        G = per_sample_weight_grads(net.predictor.layers[-1], o1.a, z)
+        want += lr * G @ G.T
+    assert (got.double() - want).norm() / want.norm() <= 1e-4
+    with pytest.raises(Exception, match=r"kept no checkpoint of epoch 3 \(epoch0003.pt\); train it with train.save_epochs=\[1, 3\]"):
+        SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 3]}).setup(None, data)
