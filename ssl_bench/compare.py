@@ -27,7 +27,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, flatten_recipe, read_status
 
 # keys that may differ between the seeds of one cell without making them different experiments
-IGNORED_KEYS = {"seed", "name", "out_dir"} | PLACEMENT_KEYS
+# (a pretrained row's checkpoint: each seed scores with the producer run of its own seed)
+IGNORED_KEYS = {"seed", "name", "out_dir", "selector.checkpoint"} | PLACEMENT_KEYS
 
 
 @dataclass

@@ -48,7 +48,17 @@ def _tiny_overrides(path: str, tiny) -> list[str]:
             sets.append("data.layout=ham10000")
     if cfg["selector"].get("model") == "pretrained":
         channels = 1 if name == "chestxray14" or cfg["data"].get("flag") in ("breastmnist", "pneumoniamnist") else 3
-        sets.append(f"selector.checkpoint={tiny['ckpt'][channels]}")
+        ckpt = tiny["ckpt"][channels]
+        if cfg["selector"].get("checkpoints"):  # TracInCP: a run directory keeping those epochs' networks
+            from ssl_bench.checkpoint import epoch_path
+
+            ckpt = ckpt.parent / f"run{channels}"
+            for e in cfg["selector"]["checkpoints"]:
+                epoch_path(ckpt, e).parent.mkdir(parents=True, exist_ok=True)
+                state = torch.load(tiny["ckpt"][channels], weights_only=True)
+                torch.save({**state, "epoch": e, "lr": 0.1}, epoch_path(ckpt, e))
+            torch.save(state, epoch_path(ckpt, 1).parent / "last.pt")
+        sets.append(f"selector.checkpoint={ckpt}")
     return sets
 
 
