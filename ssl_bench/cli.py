@@ -291,6 +291,25 @@ def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Opt
         click.echo(f"plot: {rep['png']}")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. backbone.pt).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+def export(run_dir: str, out: str, force: bool):
+    """Write a run's pre-trained backbone alone (timm state dict + what rebuilds it); load it with
+    ssl_bench.load_backbone(FILE) or timm (docs/use_your_backbone.md)."""
+    from ssl_bench.export import export_backbone
+
+    check_new_file(out, force, "--out")
+    info = export_backbone(run_dir, out, force=force)
+    stem = ("3×3 stride-1 stem" + (" + max-pool" if info["stem_pool"] else ", no max-pool")) if info["small_image_stem"] else "timm's own stem"
+    click.echo(
+        f"wrote {out}: timm {info['timm_name']}, in_chans {info['in_chans']}, {stem}, {info['feature_dim']}-D features, "
+        f"{info['image_size']} px views, epoch {info['epoch']}"
+    )
+    click.echo(f"load it: ssl_bench.load_backbone({str(out)!r})  (input: images in [0, 1]; normalisation included)")
+
+
 KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "evaluations")
 
 

@@ -13,6 +13,8 @@ seed (and the keys a sweep varied): otherwise :func:`check_mixing` says which ke
 from __future__ import annotations
 
 import glob
+import sys
+import types
 import json
 import math
 import os
@@ -307,3 +309,16 @@ def spread_note(stats: pd.DataFrame) -> str:
     n = sorted({int(v) for v in stats.loc[stats["spread"] == "finetune", "n_finetune"]})
     return (f"{FINETUNE_MARK} one pre-training run: mean (std) over its {'/'.join(map(str, n))} fine-tuning seeds, "
             "as the paper's Table 1; other cells: over pre-training seeds (n).")
+
+
+class _CallableModule(types.ModuleType):
+    """``ssl_bench.compare(paths)`` is the Python API's table (:func:`ssl_bench.api.compare`), while
+    ``ssl_bench.compare`` stays this module for ``from ssl_bench.compare import …``."""
+
+    def __call__(self, paths, metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
+        from ssl_bench.api import compare as table
+
+        return table(paths, metric=metric, long=long)
+
+
+sys.modules[__name__].__class__ = _CallableModule
