@@ -58,6 +58,7 @@ def _comparable(cfg: dict) -> dict:
     if is_recipe_ref(sel.get("checkpoint")) or sel.get("model") == "pretrained":
         sel.pop("checkpoint", None)  # a producer's own producer: resolved to some run directory
     c.pop("out_dir", None)
+    c.pop("log", None)  # loggers record a run, they do not change it
     c.pop("evaluate", None)  # evaluations read the checkpoint, they do not change it
     return c
 

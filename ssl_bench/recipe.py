@@ -80,6 +80,9 @@ class TrainConfig:
     # images copied over asynchronously; for datasets larger than device memory), or auto (device
     # when it fits half the free device memory); see ssl_bench/data/feed.py
     data_on: Literal["device", "host", "auto"] = "auto"
+    # every N epochs, the kNN accuracy (k = 20, cosine) of the backbone on the validation split,
+    # logged beside the loss (a monitor; it changes nothing the run computes); 0 = never
+    knn_every: int = 0
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -88,6 +91,8 @@ class TrainConfig:
         for k, v in positive.items():
             if v < 1:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")
+        if self.knn_every < 0:
+            raise SSLBenchError(f"recipe key train.knn_every must be ≥ 0 (0 = never), got {self.knn_every}")
         for k in ("lr", "weight_decay", "warmup_epochs", "min_lr", "momentum"):
             if getattr(self, k) < 0:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
@@ -124,6 +129,8 @@ DEFAULTS: dict[str, Any] = {
     # the metric the recipe's paper reports (BMA for ISIC, AUC for BreastMNIST/ChestX-ray14, the
     # silhouette for t-SimCNE): the run summary names it and `ssl-bench compare` tabulates it by default
     "headline_metric": "auc",
+    # loggers besides metrics.jsonl: csv, tensorboard, wandb, mlflow (ssl_bench/loggers.py)
+    "log": [],
 }
 TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str, type(None)),
@@ -140,6 +147,7 @@ TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "train": (dict,),
     "evaluate": (list,),
     "headline_metric": (str,),
+    "log": (list,),
 }
 
 
@@ -458,6 +466,9 @@ def validate(cfg: dict, skip: list[str] = ()) -> None:
     if not 0 <= cfg["seed"] < 2**63:
         raise SSLBenchError(f"recipe key seed must be in [0, 2**63), got {cfg['seed']}")
 
+    from ssl_bench.loggers import parse_log
+
+    parse_log(cfg["log"])
     check_kwargs(TrainConfig, cfg["train"], key="train", what="train")
     TrainConfig(**cfg["train"]).validate()
 

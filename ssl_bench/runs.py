@@ -32,7 +32,8 @@ STATUS_FILE = "status.json"
 # resolved-recipe keys that say where and how fast a run ran, not what it computed: they may differ
 # between a run and its resumption, the seeds of one table cell, and a producer and its reuse
 PLACEMENT_KEYS = frozenset(
-    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on", "train.save_epochs"}
+    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on", "train.save_epochs",
+     "train.knn_every", "log"}
 )
 
 
@@ -176,8 +177,12 @@ def _jsonable(value: Any) -> Any:
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """One JSON line; a line the disk could not take is cut off again (the file stays whole lines)."""
-    path = Path(run_dir) / METRICS_FILE
-    line = (json.dumps(_jsonable(record)) + "\n").encode()
+    append_line(Path(run_dir) / METRICS_FILE, json.dumps(_jsonable(record)) + "\n")
+
+
+def append_line(path: Path, text: str) -> None:
+    """Append one whole line to ``path``; a line the disk could not take is cut off again."""
+    line = text.encode()
     try:
         with open(path, "ab", buffering=0) as f:
             end = f.seek(0, os.SEEK_END)
@@ -269,3 +274,65 @@ def peak_rss_mb() -> Optional[float]:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _git_commit(where: Optional[Path]) -> Optional[dict]:
+    """The git commit (and whether the checkout has uncommitted changes) of the folder ``where``."""
+    import subprocess
+
+    if where is None:
+        return None
+    try:
+        kw = dict(cwd=str(where), capture_output=True, text=True, timeout=5)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], **kw)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **kw)
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device=None, recipe_path: Optional[Path] = None) -> dict:
+    """What re-running a result needs to know: package versions, the git commit of the code and of
+    the recipe's checkout, the device, the command line (``results.json["provenance"]``)."""
+    import importlib.metadata as md
+    import platform
+    import sys
+
+    versions = {"python": platform.python_version()}
+    for pkg in ("ssl-bench", "torch", "timm", "lightly", "lightning", "numpy", "scikit-learn"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    dev_name = platform.processor() or platform.machine()
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        dev_name = torch.cuda.get_device_name(device)
+    code = _git_commit(Path(__file__).resolve().parent)
+    recipe_git = _git_commit(Path(recipe_path).resolve().parent) if recipe_path is not None else None
+    return {
+        "versions": versions,
+        "code_git": code,
+        "recipe_git": recipe_git,
+        "recipe_file": str(recipe_path) if recipe_path is not None else None,
+        "device": str(device) if device is not None else None,
+        "device_name": dev_name,
+        "platform": platform.platform(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
+
+
+def provenance_header(recipe_path: Optional[Path] = None) -> str:
+    """Comment lines that head ``recipe.yaml``: versions, git commit, command (YAML ignores them)."""
+    p = provenance(None, recipe_path)
+    v = ", ".join(f"{k} {val}" for k, val in p["versions"].items() if val)
+    lines = [f"# written by ssl-bench: {v}"]
+    git = p["recipe_git"] or p["code_git"]
+    if git:
+        lines.append(f"# git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}")
+    cmd = " ".join(p["command"]).replace("\n", " ")
+    lines.append(f"# command: {cmd[:500]}")
+    return "\n".join(lines) + "\n"

@@ -68,6 +68,7 @@ class Session:
     train_time_s: float = 0.0  # at the end of training
     eval_time_s: float = 0.0
     record: dict = field(default_factory=lambda: {"loss": None, "selector_precision": None})
+    loggers: Optional[object] = None  # ssl_bench.loggers.RunLoggers of the recipe's `log` (rank 0)
 
     @property
     def tcfg(self) -> TrainConfig:
@@ -108,12 +109,14 @@ def run(
     resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)  # selector.checkpoint: a recipe
     with contextlib.ExitStack() as cleanup:
         s = setup(recipe, out, resume, progress, log, cleanup)
+        cleanup.callback(close_loggers, s)
         try:
             restore(s)
             train(s)
             if s.rank == 0:  # evaluation and results.json are rank 0's
                 report(s, evaluate(s))
         except Exception as e:
+            close_loggers(s, "failed")
             if s.claimed and not runs.read_status(s.run_dir):
                 first = str(e).splitlines()[0] if str(e) else ""
                 try:
@@ -166,10 +169,16 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
         + (f" · {world} processes (DDP), global batch {tcfg.batch_size}" if world > 1 else "")
     )
     groups = data.train.groups.to(dev) if data.train.groups is not None else None
+    loggers = None
+    if rank == 0 and cfg.get("log"):
+        from ssl_bench.loggers import RunLoggers, parse_log
+
+        loggers = RunLoggers(parse_log(cfg["log"]), run_dir, cfg)
+        log("logging to: " + ", ".join(loggers.files()))
     return Session(
         recipe, comp, fabric, rank, world, run_dir, start, step_fn, normalize, feed, labels=data.train.labels.to(dev),
         groups=groups, data_gen=torch.Generator().manual_seed(seed), steps_per_epoch=steps_per_epoch, log=log,
-        progress=progress, claimed=rank == 0, chance=data.label_chance_rate(),
+        progress=progress, claimed=rank == 0, chance=data.label_chance_rate(), loggers=loggers,
     )
 
 
@@ -265,11 +274,22 @@ def train(s: Session) -> None:
         task = prog.add_task(f"epoch {s.first_epoch}", total=s.steps_per_epoch * tcfg.epochs, completed=s.step, loss="-", lr="-", ips="-") if prog else None
         for epoch in range(s.first_epoch, tcfg.epochs + 1):
             s.record = train_one_epoch(s, epoch, lambda **kw: prog.update(task, **kw) if prog else None)
+            step_losses, step_lrs = s.record.pop("_step_loss"), s.record.pop("_step_lr")
+            if tcfg.knn_every and epoch % tcfg.knn_every == 0 and s.rank == 0:
+                s.record.update(knn_monitor(s))
             if s.rank == 0:
                 runs.append_metrics(s.run_dir, s.record)
+                from ssl_bench.loggers import append_steps
+
+                first = s.record["step"] - len(step_losses)
+                append_steps(s.run_dir, epoch, first, step_losses, step_lrs)
+                if s.loggers is not None:
+                    s.loggers.log_steps(first, step_losses, step_lrs)
+                    s.loggers.log_epoch(s.record)
             r = s.record
             prec = f"  sel-prec {r['selector_precision']:.3f} (chance {r['selector_chance']:.3f})" if r["selector_precision"] is not None else ""
-            msg = f"epoch {epoch}/{tcfg.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.4g}{prec}  {r['images_per_s']:.0f} img/s"
+            knn = f"  val kNN acc {r['knn_val_accuracy']:.3f}" if r.get("knn_val_accuracy") is not None else ""
+            msg = f"epoch {epoch}/{tcfg.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.4g}{prec}{knn}  {r['images_per_s']:.0f} img/s"
             if prog is not None:
                 prog.update(task, completed=s.step, description=f"epoch {min(epoch + 1, tcfg.epochs)}")
                 prog.console.print(msg)
@@ -287,6 +307,29 @@ def train(s: Session) -> None:
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
         save_checkpoint(s, 0)
     s.train_time_s = s.train_time
+    if s.rank == 0 and tcfg.epochs:
+        from ssl_bench.loggers import plot_loss
+
+        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · {s.comp.data.name} · seed {s.recipe.cfg['seed']}")
+
+
+def knn_monitor(s: Session) -> dict:
+    """The kNN accuracy (k = 20, cosine) of the backbone as it is now, on the validation split
+    (``train.knn_every``); the test split is never looked at during training."""
+    from ssl_bench.evaluate.knn import KNN
+
+    data = s.comp.data
+    if len(data.split("val")) == 0:
+        return {}
+    ctx = EvalContext.of_objective(s.step_fn.objective, data, s.comp.augment, s.comp.view_size, s.normalize, s.device,
+                                   channels_last=s.tcfg.channels_last)
+    m = KNN(k=min(20, len(data.train)), test_split="val").run(ctx)
+    return {"knn_val_accuracy": m.get("accuracy"), "knn_val_balanced_accuracy": m.get("balanced_accuracy")}
+
+
+def close_loggers(s: Session, status: str = "success") -> None:
+    if s.loggers is not None:
+        s.loggers.close(status)
 
 
 def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
@@ -298,6 +341,7 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
     first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a NaN/inf loss
     counts = torch.zeros(3, dtype=torch.long, device=dev)
     seen, done, lr, momentum = 0, 0, None, None
+    step_loss, step_lr = [], []  # every step's loss stays on the device until the epoch ends
     stage = enter_epoch(step_fn.objective, step_fn.optimizer, epoch)
     planned = plan_epoch(step_fn.selector, batches(len(s.comp.data.train), tcfg.batch_size, s.data_gen, drop_last=tcfg.drop_last), s.rank, s.world)
     for (global_plan, plan, shard), (x1, x2) in s.feed.stream(planned, plan_indices):
@@ -308,6 +352,8 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(res.loss.detach()), s.step, first_bad)
         # DDP: weighted so that the sum over ranks is the global batch's mean loss
         loss_sum += res.loss.detach() * (1.0 if shard is None else shard.local_size / shard.total)
+        step_loss.append(res.loss.detach())
+        step_lr.append(lr)
         counts += res.counts
         s.step, seen, done = s.step + 1, seen + len(batch), done + 1
         if show is not None and time.perf_counter() - last_shown >= 1.0:
@@ -324,6 +370,7 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
         "epoch": epoch, "step": s.step, "loss": mean_loss, "lr": lr, "momentum": momentum,
         "selector_precision": same / chosen if chosen else None, "selector_chance": s.chance,
         "selector_coverage": anchors / seen if seen else None, "images_per_s": seen / dt, "epoch_time_s": dt,
+        "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [], "_step_lr": step_lr,
     }
 
 
@@ -404,6 +451,7 @@ def report(s: Session, eval_results: dict) -> None:
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "resumed_from_epoch": s.start.epoch if s.start is not None else None,
         "device": str(dev), "world_size": s.world, "torch": torch.__version__, "headline_metric": headline,
+        "provenance": runs.provenance(dev, s.recipe.path),
         # images data.skip_corrupt dropped (named, so that a table's runs can be seen to differ)
         "data_skipped": list(comp.data.skipped),
     }
@@ -416,6 +464,9 @@ def report(s: Session, eval_results: dict) -> None:
     rss = f", peak RSS {results['peak_rss_mb']:.0f} MiB" if results["peak_rss_mb"] is not None else ""
     gpu = f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB" if results["peak_gpu_memory_mb"] is not None else ""
     s.log(f"results: {s.run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s{rss}{gpu})")
+    figures = sorted(p.name for p in s.run_dir.glob("*.png"))
+    if figures:
+        s.log(f"figures: {', '.join(figures)}  (in {s.run_dir})")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -457,7 +508,7 @@ def make_run_dir(recipe: Recipe, out, rank: int, resume, cleanup: contextlib.Exi
                 ckpt_path = start.path
                 runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
             try:
-                runs.atomic_write_text(run_dir / runs.RECIPE_FILE, recipe.to_yaml())
+                runs.atomic_write_text(run_dir / runs.RECIPE_FILE, runs.provenance_header(recipe.path) + recipe.to_yaml())
             except Exception as e:  # claimed but not started: say so in the directory itself
                 runs.mark_failed(run_dir, f"{type(e).__name__}: {e}", resumable=True)
                 raise

@@ -27,7 +27,7 @@ def test_byol_two_epochs_writes_a_complete_run_directory(tmp_path):
     out = tmp_path / "run"
     res = _run(["run", BREAST, "--set", "train.epochs=2", "--out", str(out), "--quiet"], tmp_path)
     assert res.exit_code == 0, res.output
-    assert {p.name for p in out.iterdir()} == {"recipe.yaml", "metrics.jsonl", "results.json", "checkpoints"}
+    assert {p.name for p in out.iterdir()} == {"recipe.yaml", "metrics.jsonl", "steps.jsonl", "loss.png", "results.json", "checkpoints"}
     assert (out / "checkpoints" / "last.pt").is_file()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]

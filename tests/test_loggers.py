@@ -1,0 +1,113 @@
+"""Loggers (csv, tensorboard, wandb offline, mlflow file store), loss.png, the kNN monitor and the
+reproducibility record, on a real 2-epoch BreastMNIST run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.recipe import load_recipe
+from tests.helpers import breast_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logged")
+    recipe = root / "r.yaml"
+    cfg = breast_recipe(evaluate=[{"name": "knn", "k": 5}])
+    cfg["train"] = {**cfg["train"], "epochs": 2, "knn_every": 1}
+    cfg["log"] = ["csv", "tensorboard", {"name": "wandb", "mode": "offline", "project": "t"}, {"name": "mlflow"}]
+    recipe.write_text(yaml.safe_dump(cfg))
+    out = root / "run"
+    r = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "run", str(recipe), "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, cwd=root, env={**__import__("os").environ, "WANDB_SILENT": "true"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, r.stdout
+
+
+def test_every_step_reaches_csv_and_tensorboard(logged_run):
+    out, stdout = logged_run
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["epoch"] for s in steps] == [1, 2]
+    n = len(steps[0]["loss"])
+    assert n == 546 // 32 and len(steps[1]["lr"]) == n  # 17 steps per epoch (drop_last)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # the epoch mean of metrics.jsonl is the mean of that epoch's step losses
+    assert metrics[0]["loss"] == pytest.approx(sum(steps[0]["loss"]) / n, rel=1e-5)
+    rows = list(csv.DictReader((out / "logs" / "csv" / "metrics.csv").open()))
+    step_rows = [r for r in rows if r.get("train/loss_step")]
+    assert len(step_rows) == 2 * n
+    assert float(step_rows[n]["train/loss_step"]) == pytest.approx(steps[1]["loss"][0], rel=1e-5)
+    # TensorBoard event files, read back
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(out / "logs" / "tensorboard"))
+    ea.Reload()
+    tags = ea.Tags()["scalars"]
+    assert {"train/loss_step", "train/lr", "train/loss_epoch", "val/knn_accuracy"} <= set(tags)
+    loss = [e.value for e in ea.Scalars("train/loss_step")]
+    assert loss == pytest.approx(steps[0]["loss"] + steps[1]["loss"], rel=1e-5)
+    assert [e.step for e in ea.Scalars("train/loss_epoch")] == [n, 2 * n]
+    assert "logging to:" in stdout
+
+
+def test_knn_monitor_and_loss_png(logged_run):
+    out, stdout = logged_run
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(0.0 < m["knn_val_accuracy"] <= 1.0 for m in metrics)  # on the 78 validation images
+    assert all(abs(m["knn_val_accuracy"] * 78 - round(m["knn_val_accuracy"] * 78)) < 1e-6 for m in metrics)
+    png = out / "loss.png"
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.size[0] > 500 and im.size[1] > 300
+    assert "figures: loss.png" in stdout and "val kNN acc" in stdout
+
+
+def test_wandb_offline_and_mlflow_file_store(logged_run, monkeypatch):
+    out, _ = logged_run
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
+    exp = mlflow.get_experiment_by_name("ssl-bench")
+    runs = mlflow.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
+    client = mlflow.tracking.MlflowClient()
+    hist = client.get_metric_history(runs["run_id"].iloc[0], "train/loss_step")
+    assert len(hist) == 2 * (546 // 32)
+
+
+def test_results_and_recipe_record_versions_commit_and_command(logged_run):
+    out, _ = logged_run
+    res = json.loads((out / "results.json").read_text())
+    prov = res["provenance"]
+    for pkg in ("ssl-bench", "torch", "timm", "lightly"):
+        assert prov["versions"][pkg], pkg
+    assert prov["command"][1:3] == ["run", prov["command"][2]] and "--out" in prov["command"]
+    assert prov["device"] == "cpu" and prov["device_name"]
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert prov["code_git"]["commit"] == git
+    head = (out / "recipe.yaml").read_text().splitlines()[:3]
+    assert head[0].startswith("# written by ssl-bench: python") and "torch" in head[0]
+    assert head[1] == f"# git commit {git}" + (" (with uncommitted changes)" if prov["code_git"]["dirty"] else "") or head[1].startswith("# command")
+    assert load_recipe(out / "recipe.yaml").cfg["log"][0] == "csv"  # still a valid recipe
+
+
+def test_bad_log_entries_are_one_line():
+    with pytest.raises(SSLBenchError, match=r"log\[0\]: unknown logger 'tensorbord' — did you mean 'tensorboard'"):
+        load_recipe(data=breast_recipe(log=["tensorbord"]))
+    with pytest.raises(SSLBenchError, match=r"log\[0\]: logger csv takes no option 'project'"):
+        load_recipe(data=breast_recipe(log=[{"name": "csv", "project": "x"}]))
+    with pytest.raises(SSLBenchError, match="recipe key log must be a list"):
+        load_recipe(data=breast_recipe(log="csv"))
