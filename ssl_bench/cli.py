@@ -192,6 +192,7 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
         from ssl_bench.plots import plot_label_fractions, plot_selector_precision
 
         d = Path(plot_dir)
+        existed = d.exists()
         d.mkdir(parents=True, exist_ok=True)
         methods = dict(loaded.frame.drop_duplicates("run")[["run", "method"]].itertuples(index=False, name=None))
         made = [
@@ -201,6 +202,10 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
         for m in made:
             if m is not None:
                 click.echo(f"plot: {m}")
+        if not any(made):
+            if not existed:
+                d.rmdir()  # no empty folder left behind
+            click.echo("--plot: nothing to plot (no label-fraction series and no selector precision in these runs)", err=True)
     if strict and loaded.unreadable:
         sys.exit(1)
 
@@ -263,7 +268,10 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV to write: split, index, label, x, y.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="File to write: .csv (split, index, label, x, y or z0…), .npy (features only) or .parquet.")
+@click.option("--features", type=click.Choice(["backbone", "head"]), default=None,
+              help="backbone: pooled features (default); head: the objective's output (default for t-SimCNE's 2-D map).")
 @click.option("--data", "data_spec", default=None, metavar="BLOCK|RECIPE|FLAG",
               help="Images to embed: a data block ('{name: medmnist, flag: pneumoniamnist}'), a recipe file "
                    "(its data block) or a MedMNIST flag; default: the run's own data.")
@@ -274,9 +282,10 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="Import this plug-in file first (a run that used plug-in components).")
 @click.option("--force", is_flag=True, help="Overwrite existing --out / --png files.")
-def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int, device: str,
-          plugins: tuple[str, ...], force: bool):
-    """Embed new (out-of-sample) images with a trained run: t-SimCNE → 2-D coordinates, others → their head output."""
+def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int,
+          device: str, plugins: tuple[str, ...], force: bool):
+    """Embed (new, out-of-sample) images with a trained run: backbone features, or the head's output
+    (t-SimCNE's 2-D coordinates by default)."""
     from ssl_bench.embed import embed_run
 
     check_new_file(out, force, "--out")
@@ -285,10 +294,11 @@ def embed(run_dir: str, out: str, data_spec: Optional[str], split: str, png: Opt
     _load_plugin_options(plugins)
     _say_plugins(since)
 
-    rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device)
-    click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D) → {rep['csv']}")
+    rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device, features=features)
+    rows = ", ".join(f"{s} {n}" for s, n in rep["splits"].items())
+    click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D {rep['features']} features; rows: {rows}) → wrote {rep['out']}")
     if "png" in rep:
-        click.echo(f"plot: {rep['png']}")
+        click.echo(f"wrote {rep['png']}")
 
 
 @main.command()

@@ -8,6 +8,7 @@ works too: its head's output (z, e.g. 128-D for SimCLR) is written instead of 2-
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +54,30 @@ def parse_data_spec(spec: Optional[str], run_data: dict) -> dict:
     raise SSLBenchError(f"--data must be a data block, a recipe file or a MedMNIST flag, got {spec!r}")
 
 
+MAP_OBJECTIVES = ("tsimcne",)  # objectives whose head output is the 2-D map itself
+
+
+def write_features(path: Path, parts: dict) -> Path:
+    """``parts`` (split → (features, labels)) to ``path`` as .csv, .npy or .parquet, atomically."""
+    from ssl_bench import runs
+    from ssl_bench.evaluate.embedding import embedding_frame, write_embedding_csv
+
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return write_embedding_csv(path, parts)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        if suffix == ".npy":
+            np.save(tmp, np.concatenate([z for z, _ in parts.values()]).astype(np.float32))
+        else:
+            embedding_frame(parts).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise runs.write_failed(path, e) from e
+    return path
+
+
 def embed_run(
     run_dir: str | Path,
     out: str | Path,
@@ -62,17 +87,32 @@ def embed_run(
     thumbnails: int = 0,
     device: str = "auto",
     batch_size: int = 512,
+    features: Optional[str] = None,
 ) -> dict:
-    """Embed the images of ``data`` (default: the run's own) with the run's network; write ``out`` (CSV:
-    split, index, label, x, y) and optionally a scatter PNG.  Returns a summary dict."""
+    """Embed the images of ``data`` (default: the run's own) with the run's network; write ``out`` and
+    optionally a scatter PNG.  Returns a summary dict.
+
+    ``features``: ``backbone`` (the pooled features evaluations use; the default except for 2-D map
+    objectives such as t-SimCNE) or ``head`` (the objective's output: the 2-D map, BYOL's projection).
+    ``out`` by suffix: ``.csv`` (split, index, label, x, y or z0…), ``.npy`` (the features only, rows in
+    the order train, val, test) or ``.parquet`` (as the CSV; needs pyarrow)."""
     from ssl_bench.augment import center_view
     from ssl_bench.data import DATASETS
     from ssl_bench.device import select_device
     from ssl_bench.evaluate import extract_features
-    from ssl_bench.evaluate.embedding import write_embedding_csv
     from ssl_bench.objectives import Embedder
     from ssl_bench.trained import load_run
 
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".csv", ".npy", ".parquet"):
+        raise SSLBenchError(f"--out must end in .csv, .npy or .parquet, got '{Path(out).name}'")
+    if suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None and importlib.util.find_spec("fastparquet") is None:
+            raise SSLBenchError("--out .parquet needs pyarrow (pip install pyarrow); or write .csv / .npy")
+    if features not in (None, "backbone", "head"):
+        raise SSLBenchError(f"--features must be backbone or head, got '{features}'")
     if split not in (*SPLITS, "all"):
         raise SSLBenchError(f"--split must be train, val, test or all, got '{split}'")
     dev = select_device(device)
@@ -90,20 +130,24 @@ def embed_run(
     channels_last = bool(cfg.get("train", {}).get("channels_last", False))
     if channels_last:
         objective.to(memory_format=torch.channels_last)
+    if features is None:  # a 2-D map objective's map; otherwise what downstream work uses
+        features = "head" if cfg["objective"]["name"] in MAP_OBJECTIVES else "backbone"
+    net = Embedder(objective) if features == "head" else objective.backbone
     wanted = [s for s in SPLITS if getattr(dataset, s, None) is not None] if split == "all" else [split]
     parts = {}
     for s in wanted:
         images = dataset.split(s)
         z = extract_features(
-            Embedder(objective), images.images, lambda x: normalize(center_view(x, view_size)), dev,
+            net, images.images, lambda x: normalize(center_view(x, view_size)), dev,
             batch_size=batch_size, channels_last=channels_last,
         )
         parts[s] = (z, images.labels.numpy())
     dim = next(iter(parts.values()))[0].shape[1]
     if png is not None and dim != 2:  # checked before anything is written
         raise SSLBenchError(f"--png needs a 2-D embedding; run {run_dir}'s head outputs {dim}-D")
-    out = write_embedding_csv(Path(out), parts)
-    summary = {"csv": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim, "dataset": dataset.name, "epoch": epoch}
+    out = write_features(Path(out), parts)
+    summary = {"csv": out, "out": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim, "dataset": dataset.name,
+               "epoch": epoch, "features": features, "splits": {s: len(z) for s, (z, _) in parts.items()}}
     if png is not None:
         from ssl_bench.scatter import scatter_embedding
 

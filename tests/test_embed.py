@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from ssl_bench.cli import main
@@ -124,3 +125,31 @@ def test_untrained_run_embeds_its_128d_output_and_refuses_a_png(tsimcne_run, tmp
     assert not (tmp_path / "z.csv").exists() and not (tmp_path / "z.png").exists()
     res = _cli("embed", tmp_path / "r0", "--split", "test", "--out", tmp_path / "z.csv")
     assert res.exit_code == 0 and pd.read_csv(tmp_path / "z.csv").shape == (N_TEST, 3 + 128)
+
+
+def test_embed_writes_backbone_features_as_npy_and_parquet(tmp_path):
+    """`embed --features backbone` (the default for BYOL) gives the run's evaluation features; .npy and
+    .parquet hold the same numbers; every written file is named."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    import ssl_bench
+    from ssl_bench.cli import main
+    from tests.helpers import breast_recipe
+
+    torch.manual_seed(0)
+    run = ssl_bench.run(breast_recipe(train={"epochs": 1, "batch_size": 64, "threads": 2}), out=tmp_path / "run")
+    r = CliRunner().invoke(main, ["embed", str(run.dir), "--out", str(tmp_path / "f.npy"), "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert f"wrote {tmp_path / 'f.npy'}" in r.output and "512-D backbone features; rows: test 156" in r.output
+    feats = np.load(tmp_path / "f.npy")
+    from ssl_bench.data import DATASETS
+
+    test_images = DATASETS.build(run.recipe["data"]).test.images
+    np.testing.assert_allclose(feats, run.embed(test_images), rtol=1e-4, atol=1e-4)
+    r = CliRunner().invoke(main, ["embed", str(run.dir), "--out", str(tmp_path / "h.parquet"), "--features", "head", "--split", "test"])
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(tmp_path / "h.parquet")
+    assert list(df.columns[:3]) == ["split", "index", "label"] and df.shape == (156, 3 + 64)  # projection_dim 64
+    r = CliRunner().invoke(main, ["embed", str(run.dir), "--out", str(tmp_path / "f.txt")])
+    assert r.exit_code == 2 and "--out must end in .csv, .npy or .parquet" in r.output

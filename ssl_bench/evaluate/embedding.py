@@ -69,6 +69,12 @@ def write_embedding_csv(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarra
     """``split,index,label,x,y`` (``z0 … z{d−1}`` beyond 2-D) for each split's coordinates, atomically."""
     from ssl_bench import runs
 
+    runs.atomic_write_text(Path(path), embedding_frame(parts).to_csv(index=False, float_format="%.7g"))
+    return Path(path)
+
+
+def embedding_frame(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """One row per image: split, index, label, then x, y (2-D) or z0 … z{d−1}."""
     frames = []
     for split, (z, y) in parts.items():
         cols = ["x", "y"] if z.shape[1] == 2 else [f"z{i}" for i in range(z.shape[1])]
@@ -77,8 +83,7 @@ def write_embedding_csv(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarra
         df.insert(0, "index", np.arange(len(z)))
         df.insert(0, "split", split)
         frames.append(df)
-    runs.atomic_write_text(Path(path), pd.concat(frames).to_csv(index=False, float_format="%.7g"))
-    return Path(path)
+    return pd.concat(frames)
 
 
 @EVALUATIONS.register("embedding")
