@@ -327,9 +327,12 @@ KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "e
 @click.argument("kind", required=False)
 @click.argument("pattern", required=False)
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
-def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...]):
+@click.option("--markdown", is_flag=True, help="Print the whole recipe reference as Markdown (docs/recipe_reference.md).")
+def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...], markdown: bool):
     """Tables of the registries (KIND: datasets, augmentations, backbones, objectives, selectors,
-    evaluations); PATTERN filters names with wildcards, e.g. `ssl-bench list backbones 'convnext*'`."""
+    evaluations) or of the shipped recipes (KIND: recipes).  PATTERN filters names with wildcards,
+    e.g. `ssl-bench list backbones 'convnext*'`; an exact NAME prints that component's options with
+    type, default and help, e.g. `ssl-bench list selectors tracin`."""
     import difflib
     import fnmatch
 
@@ -344,10 +347,20 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
     import ssl_bench.selectors  # noqa: F401
     from ssl_bench.registry import ALL_REGISTRIES, load_plugin_file
 
+    from ssl_bench.reference import option_rows, plain
+
     since = _plugins_loaded()
     for p in plugins:
         load_plugin_file(p, key="--plugin")
     _say_plugins(since)
+    if markdown:
+        from ssl_bench.reference import markdown_reference
+
+        click.echo(markdown_reference(), nl=False)
+        return
+    if kind in ("recipes", "recipe"):
+        _list_recipes(pattern)
+        return
     if kind is not None:
         k = kind if kind in KINDS else kind + "s"
         if k not in KINDS:
@@ -358,6 +371,20 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
     else:
         kinds = list(KINDS)
     console = Console()
+    if kind is not None and pattern and not any(c in pattern for c in "*?[") and (pattern in ALL_REGISTRIES[kinds[0]] or kinds[0] == "backbones"):
+        reg = ALL_REGISTRIES[kinds[0]]
+        factory = reg.get(pattern, key=kinds[0])
+        entry = next((e for e in reg.entries() if e.name == pattern), None)
+        summary = plain(entry.summary) if entry else "timm model"
+        table = Table(title=f"{kinds[0][:-1]} '{pattern}': {summary}", title_justify="left")
+        for col, style in (("option", "bold cyan"), ("type", "dim"), ("default", ""), ("help", "")):
+            table.add_column(col, style=style or None, no_wrap=col in ("option",))
+        from rich.markup import escape
+
+        for row in option_rows(factory):
+            table.add_row(*(escape(c) for c in row))
+        console.print(table)
+        return
     for k in kinds:
         reg = ALL_REGISTRIES[k]
         table = Table(title=k, title_justify="left", show_lines=False)
@@ -365,7 +392,7 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
         table.add_column("summary")
         table.add_column("defined in", style="dim")
         for name, summary, module in reg.rows(pattern):
-            table.add_row(name, summary, module)
+            table.add_row(name, plain(summary), module)
         if reg.fallback_names is not None:  # e.g. any timm model for backbones
             extra = reg.fallback_names()
             if pattern:
@@ -379,6 +406,32 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...])
                     "timm",
                 )
         console.print(table)
+
+
+def _list_recipes(pattern: Optional[str]) -> None:
+    """The recipes under ./recipes (or the shipped ones beside the installed package)."""
+    import fnmatch
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ssl_bench.reference import recipe_rows
+
+    root = Path("recipes")
+    if not root.is_dir():
+        root = Path(__file__).resolve().parents[1] / "recipes"
+    if not root.is_dir():
+        raise SSLBenchError("no recipes folder here (./recipes) or beside the installed package")
+    rows = [r for r in recipe_rows(root) if not pattern or fnmatch.fnmatch(r[0], f"*{pattern}*")]
+    table = Table(title=f"recipes in {root} ({len(rows)})", title_justify="left")
+    table.add_column("recipe", style="bold cyan", no_wrap=True)
+    table.add_column("method")
+    table.add_column("dataset")
+    table.add_column("what it is", style="dim")
+    for r in rows:
+        table.add_row(*r)
+    Console(width=max(Console().width, 160)).print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -153,6 +153,9 @@ class Registry:
         options = {k: v for k, v in cfg.items() if k != "name"}
         skip = set(skip) | set(self.provided)
         check_kwargs(factory, options, key=key, skip=skip, n_args=n_args, what=f"{self.kind} '{cfg['name']}'")
+        validate_options = getattr(factory, "validate_options", None)  # checks that need no files (a flag name)
+        if callable(validate_options):
+            validate_options({k: v for k, v in options.items() if k not in skip}, key=key)
 
     def build(self, cfg: Mapping[str, Any], *args, key: str | None = None, **kwargs) -> Any:
         """Build ``cfg['name']`` with the other keys of ``cfg`` as keyword arguments.

@@ -35,6 +35,25 @@ def _task(info_task: str) -> str:
     return info_task  # binary-class, multi-class, ordinal-regression
 
 
+def _check_options(options: dict, key: str = "data") -> None:
+    """The flag and size, checked when the recipe is loaded (``show`` as ``run``), before any file is read."""
+    from medmnist import INFO
+
+    key = "data" if key == "dataset" else key  # built outside a recipe: name the recipe block anyway
+    flag = str(options.get("flag", "")).lower()
+    if "flag" in options and flag not in INFO:
+        import difflib
+
+        close = difflib.get_close_matches(flag, list(INFO), n=2)
+        hint = f" — did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise SSLBenchError(f"unknown MedMNIST flag '{flag}' (recipe key {key}.flag){hint}")
+    if flag.endswith("3d"):
+        raise SSLBenchError(f"{key}.flag '{flag}' is a 3-D MedMNIST dataset; the medmnist adapter loads 2-D ones")
+    size = options.get("size", 28)
+    if size not in SIZES:
+        raise SSLBenchError(f"recipe key {key}.size must be one of {SIZES} for MedMNIST, got {size}")
+
+
 @DATASETS.register("medmnist")
 def medmnist_dataset(
     flag: str, size: int = 28, root: Optional[str] = None, download: bool = True, as_rgb: bool = False
@@ -44,16 +63,7 @@ def medmnist_dataset(
     from medmnist import INFO
 
     flag = flag.lower()
-    if flag not in INFO:
-        import difflib
-
-        close = difflib.get_close_matches(flag, list(INFO), n=2)
-        hint = f" — did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise SSLBenchError(f"unknown MedMNIST flag '{flag}' (recipe key data.flag){hint}")
-    if flag.endswith("3d"):
-        raise SSLBenchError(f"data.flag '{flag}' is a 3-D MedMNIST dataset; the medmnist adapter loads 2-D ones")
-    if size not in SIZES:
-        raise SSLBenchError(f"recipe key data.size must be one of {SIZES} for MedMNIST, got {size}")
+    _check_options({"flag": flag, "size": size})
     info = INFO[flag]
     base = medmnist_root(root)
     fname = f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
@@ -102,3 +112,6 @@ def medmnist_dataset(
     names = [info["label"][k] for k in sorted(info["label"], key=int)]
     pretty = info["python_class"]
     return DataSplits(name=pretty, task=task, class_names=names, **splits)
+
+
+medmnist_dataset.validate_options = _check_options

@@ -101,8 +101,8 @@ class Selector:
     they need from the objective in :meth:`needs` (checked when the recipe is loaded).
     """
 
-    k: int = 1
-    weight: float = 1.0
+    k: int = 1  # extra positives per anchor
+    weight: float = 1.0  # weight of each extra positive's loss term (the views' own pair has weight 1)
 
     kind: ClassVar[str] = "batch"
     display: ClassVar[str] = ""

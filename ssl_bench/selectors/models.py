@@ -44,9 +44,9 @@ class ModelSelector(Selector):
     views; ``train``: the training step's augmented views — for ``online`` the step's own forward is
     reused, no extra cost)."""
 
-    model: Literal["online", "pretrained"] = "online"
-    checkpoint: Optional[str] = None
-    views: Literal["light", "train"] = "light"
+    model: Literal["online", "pretrained"] = "online"  # online: the network being trained; pretrained: a frozen one
+    checkpoint: Optional[str] = None  # model pretrained: a run directory, .pt file, or the recipe that produces it
+    views: Literal["light", "train"] = "light"  # light: the paper's light views; train: the step's own views
 
     # options that only one value of ``model`` takes: switching ``model`` in an ``extends:`` child or
     # with ``--set`` drops the parent's (the on-the-fly baselines extend the pretrained flagship)

@@ -146,7 +146,9 @@ class TracInSelector(ModelSelector):
     each weighted by the learning rate it was saved at — one frozen forward per checkpoint.
     """
 
+    # score BYOL's symmetrised loss of both view orders (null: only when reusing the step's forward)
     symmetric: Optional[bool] = None
+    # the cosine of the two per-sample gradients instead of their inner product (method suffix -cos)
     normalize: bool = False
     # TracInCP: epochs of the pretrained run (its ``train.save_epochs`` files) whose scores are summed,
     # each weighted by the learning rate it was saved at (Pruthi et al.'s sum over checkpoints)
