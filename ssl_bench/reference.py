@@ -162,6 +162,7 @@ COMMON_HELP = {
     "train_split": "split the classifier or neighbours are fitted on",
     "select_split": "split the best epoch / hyper-parameter is chosen on",
     "select_metric": "metric the best epoch is chosen by",
+    "window": "how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become 8-bit: percentile (0.5–99.5 % → 0–255; a DICOM's own window), minmax or full",
     "fit": "how an image becomes square: center_crop (shorter side to size, centre crop) or squash",
     "cache": "keep the decoded, resized images in a cache file (decoded once per size)",
     "cache_dir": "where decoded-image caches go (default: $SSL_BENCH_CACHE_DIR or ~/.cache/ssl-bench)",

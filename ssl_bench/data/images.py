@@ -39,9 +39,11 @@ from ssl_bench.data.base import DatasetSpec, DataSplits, ImageSet
 from ssl_bench.errors import SSLBenchError
 
 Fit = Literal["center_crop", "squash"]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become uint8: see :func:`to_uint8`
+Window = Literal["percentile", "minmax", "full"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
 CACHE_ENV = "SSL_BENCH_CACHE_DIR"
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are never reused
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are never reused (2: 16-bit windowing, DICOM)
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
@@ -214,18 +216,73 @@ def _escapes(member: str) -> bool:
 # -------------------------------------------------------------------------------------------------
 # Decoding
 # -------------------------------------------------------------------------------------------------
-def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop") -> np.ndarray:
-    """Decode JPEG/PNG bytes to uint8 ``[channels, size, size]``; raises on a corrupt file."""
+def to_uint8(arr: np.ndarray, window: Window = "percentile", bits: Optional[int] = None) -> np.ndarray:
+    """A greyscale image of more than 8 bits → uint8, by the rule ``window`` (recipe key ``data.window``):
+
+    * ``percentile`` (default): the 0.5th and 99.5th percentiles of the image → 0 and 255, clipped
+      (robust to a few hot or dead pixels; what a radiologist's auto-window approximates);
+    * ``minmax``: the image's minimum and maximum → 0 and 255;
+    * ``full``: the full range of the stored bit depth (``bits``, else 16) → 0…255, the same mapping
+      for every image (absolute intensities kept comparable).
+    """
+    a = arr.astype(np.float64)
+    if window == "full":
+        lo, hi = 0.0, float(2 ** (bits or 16) - 1)
+    elif window == "minmax":
+        lo, hi = float(a.min()), float(a.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(a, [0.5, 99.5]))
+    if hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _decode_dicom(data: bytes, window: Window):
+    """A DICOM file's pixels as an 8-bit Pillow image: the file's own VOI window (WindowCenter /
+    WindowWidth or a VOI LUT) when it has one and ``window`` is the default, else :func:`to_uint8`;
+    MONOCHROME1 (white = low values) is inverted so that every image reads bright-is-dense."""
+    from PIL import Image
+
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise SSLBenchError("reading DICOM (.dcm) images needs pydicom: pip install pydicom") from None
+    ds = pydicom.dcmread(io.BytesIO(data))
+    px = ds.pixel_array
+    if px.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:  # a multi-frame file: its first frame
+        px = px[0]
+    if getattr(ds, "SamplesPerPixel", 1) == 3:
+        return Image.fromarray(to_uint8(px, "minmax") if px.dtype != np.uint8 else px, "RGB")
+    px = apply_modality_lut(px, ds)
+    has_window = "WindowCenter" in ds or "VOILUTSequence" in ds
+    if has_window and window == "percentile":
+        px = apply_voi_lut(px, ds)
+        out = to_uint8(np.asarray(px), "minmax")
+    else:
+        out = to_uint8(np.asarray(px), window, bits=getattr(ds, "BitsStored", None))
+    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+        out = 255 - out
+    return Image.fromarray(out, "L")
+
+
+def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop", window: Window = "percentile") -> np.ndarray:
+    """Decode JPEG/PNG/TIFF/DICOM bytes to uint8 ``[channels, size, size]``; raises on a corrupt file.
+    Images of more than 8 bits are windowed to 8 by the rule ``window`` (:func:`to_uint8`)."""
     from PIL import Image, ImageOps
 
-    im = Image.open(io.BytesIO(data))
     mode = "RGB" if channels == 3 else "L"
-    if im.format == "JPEG":
-        im.draft(mode, (size, size))  # DCT-domain downscale: decode at ≥ size, never below
-    im.load()  # forces the full decode: truncated / corrupt data raises here
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale (some X-ray PNGs): keep the top byte
-        arr = np.asarray(im, dtype=np.int64)
-        im = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).clip(0, 255).astype(np.uint8))
+    if data[128:132] == b"DICM":  # the DICOM preamble
+        im = _decode_dicom(data, window)
+    else:
+        im = Image.open(io.BytesIO(data))
+        if im.format == "JPEG":
+            im.draft(mode, (size, size))  # DCT-domain downscale: decode at ≥ size, never below
+        im.load()  # forces the full decode: truncated / corrupt data raises here
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit greyscale (X-ray PNGs, TIFFs)
+        arr = np.asarray(im)
+        bits = 16 if im.mode.startswith("I;16") else None
+        im = Image.fromarray(to_uint8(arr, window, bits=bits), "L")
     if im.mode != mode:
         im = im.convert(mode)
     if fit == "center_crop":
@@ -270,6 +327,7 @@ def decode_all(
     workers: Optional[int] = None,
     progress: bool = True,
     description: str = "decoding images",
+    window: Window = "percentile",
 ) -> list[tuple[int, str, str]]:
     """Decode ``members`` into the rows of ``out`` with a thread pool (Pillow releases the GIL while
     decoding and resizing); return the corrupt ones instead of raising."""
@@ -279,7 +337,9 @@ def decode_all(
     def one(i: int) -> Optional[tuple[int, str, str]]:
         m = members[i]
         try:
-            out[i] = decode_image(store.read(m), size, channels, fit)
+            out[i] = decode_image(store.read(m), size, channels, fit, window)
+        except SSLBenchError:
+            raise  # a missing optional package, not a corrupt file
         except Exception as e:  # noqa: BLE001 — Pillow raises OSError, SyntaxError, ValueError, …
             out[i] = 0
             return i, m, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -310,9 +370,10 @@ class DecodeCache:
     def __init__(self, cache_dir: Optional[str] = None):
         self.dir = cache_root(cache_dir)
 
-    def path_for(self, store: ImageStore, members: Sequence[str], size: int, channels: int, fit: Fit, tag: str) -> Path:
+    def path_for(self, store: ImageStore, members: Sequence[str], size: int, channels: int, fit: Fit, tag: str,
+                 window: Window = "percentile") -> Path:
         root_key = hashlib.sha1(str(store.root.resolve()).encode()).hexdigest()[:8]
-        h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{channels}|{fit}|{len(members)}|".encode())
+        h = hashlib.sha1(f"v{CACHE_VERSION}|{size}|{channels}|{fit}|{window}|{len(members)}|".encode())
         h.update(store.fingerprint(members).encode())
         return self.dir / f"{tag}-{root_key}-{size}px-{channels}c-{fit}-{h.hexdigest()[:16]}.u8"
 
@@ -327,8 +388,9 @@ class DecodeCache:
         workers: Optional[int] = None,
         progress: bool = True,
         log: Callable[[str], None] = print,
+        window: Window = "percentile",
     ) -> Decoded:
-        path = self.path_for(store, members, size, channels, fit, tag)
+        path = self.path_for(store, members, size, channels, fit, tag, window)
         meta_path = path.with_suffix(".json")
         shape = (len(members), channels, size, size)
         if path.is_file() and meta_path.is_file():
@@ -353,7 +415,7 @@ class DecodeCache:
             arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
             corrupt = decode_all(
                 store, members, arr, size, channels, fit, workers, progress,
-                description=f"decoding {len(members)} images → cache ({size} px)",
+                description=f"decoding {len(members)} images → cache ({size} px)", window=window,
             )
             if isinstance(arr, np.memmap):
                 arr.flush()
@@ -388,6 +450,7 @@ def load_images(
     workers: Optional[int] = None,
     progress: Optional[bool] = None,
     log: Callable[[str], None] = print,
+    window: Window = "percentile",
 ) -> Decoded:
     """Decode ``members`` at ``size`` px, through the :class:`DecodeCache` unless ``cache`` is False."""
     if size < 8:
@@ -396,10 +459,10 @@ def load_images(
         raise SSLBenchError(f"recipe key data.channels must be 1 or 3, got {channels}")
     progress = sys.stderr.isatty() if progress is None else progress
     if cache:
-        return DecodeCache(cache_dir).load(store, members, size, channels, fit, tag, workers, progress, log)
+        return DecodeCache(cache_dir).load(store, members, size, channels, fit, tag, workers, progress, log, window)
     t0 = time.perf_counter()
     arr = np.zeros((len(members), channels, size, size), np.uint8)
-    corrupt = decode_all(store, members, arr, size, channels, fit, workers, progress)
+    corrupt = decode_all(store, members, arr, size, channels, fit, workers, progress, window=window)
     return Decoded(torch.from_numpy(arr), corrupt, None, built=True, seconds=time.perf_counter() - t0)
 
 
@@ -421,11 +484,15 @@ class ImageFiles(DatasetSpec):
     """The options of every adapter that decodes image files (declared once, inherited by each):
     where the files are (``root``: a folder or a .zip), the side they are decoded to (``size``) and
     how (``fit``), the decode cache (``cache``, ``cache_dir``), what to do with a corrupt image
-    (``skip_corrupt``: drop and report it instead of stopping) and the decoding threads (``workers``)."""
+    (``skip_corrupt``: drop and report it instead of stopping) and the decoding threads (``workers``).
+    ``window``: how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become 8-bit: percentile
+    (0.5–99.5 % of each image → 0–255; a DICOM's own window when it has one), minmax, or full (the
+    stored bit depth's range, the same for every image)."""
 
     root: Optional[str] = None
     size: int = 128
     fit: Fit = "center_crop"
+    window: Window = "percentile"
     cache: bool = True
     cache_dir: Optional[str] = None
     skip_corrupt: bool = False
@@ -459,7 +526,8 @@ def assemble(
     order = np.concatenate([np.nonzero(split == s)[0] for s in ("train", "val", "test")])
     members, labels, split = [members[i] for i in order], labels[torch.from_numpy(order)], split[order]
     groups = None if groups is None else groups[torch.from_numpy(order)]
-    dec = load_images(store, members, files.size, channels, files.fit, files.cache, files.cache_dir, tag, files.workers, log=log)
+    dec = load_images(store, members, files.size, channels, files.fit, files.cache, files.cache_dir, tag, files.workers, log=log,
+                      window=files.window)
     skip_corrupt = files.skip_corrupt
     keep = np.ones(len(members), dtype=bool)
     if dec.corrupt:

@@ -27,8 +27,14 @@ def npz_dataset(
     class_names: Optional[list[str]] = None,
     display_name: Optional[str] = None,
     task: Literal["binary-class", "multi-class", "multi-label", "ordinal-regression"] = "multi-class",
+    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
 ) -> DataSplits:
-    """Images, labels, groups and splits from one .npz file (e.g. the 28 px HAM10000 lesion array)."""
+    """Images, labels, groups and splits from one .npz file (e.g. the 28 px HAM10000 lesion array).
+
+    ``split``: the array of split names (train / val / test); a file without one (only ``images``
+    and ``labels``) is split here, seeded (``split_seed``) and stratified by label, by
+    ``split_ratios``, keeping each ``group`` (patient, lesion) in one split when the file has one."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise SSLBenchError(f"npz file not found: {p} (recipe key data.path)")
@@ -36,7 +42,8 @@ def npz_dataset(
         z = np.load(p, allow_pickle=False)
     except Exception as e:
         raise SSLBenchError(f"npz file {p} could not be read: {e}") from e
-    for key, what in ((images, "images"), (labels, "labels"), (split, "split")):
+    carve = split == "split" and "split" not in z.files  # no split array: carve one (the default name only)
+    for key, what in ((images, "images"), (labels, "labels")) + (() if carve else ((split, "split"),)):
         if key not in z.files:
             raise SSLBenchError(f"npz file {p} has no array '{key}' (recipe key data.{what}; arrays: {', '.join(z.files)})")
     imgs = z[images]
@@ -52,6 +59,8 @@ def npz_dataset(
     else:
         lab_t = torch.from_numpy(lab.reshape(len(lab), -1)[:, 0].astype(np.int64))
     grp = None
+    if group == "group" and group not in z.files:  # the default name, absent: no groups
+        group = None
     if group:
         if group not in z.files:
             raise SSLBenchError(f"npz file {p} has no array '{group}' (recipe key data.group; set it to null for none)")
@@ -59,12 +68,25 @@ def npz_dataset(
         if g.dtype.kind in "US":  # string ids → integer codes
             _, g = np.unique(g, return_inverse=True)
         grp = torch.from_numpy(g.astype(np.int64).reshape(-1))
-    if not (len(imgs) == len(lab) == len(z[split]) and (grp is None or len(grp) == len(imgs))):
+    if carve:
+        from ssl_bench.data.splits import group_split, stratified_group_split
+
+        if len(imgs) != len(lab) or (grp is not None and len(grp) != len(imgs)):
+            raise SSLBenchError(f"npz file {p}: arrays differ in length (images {len(imgs)}, labels {len(lab)}"
+                                + (f", group {len(grp)})" if grp is not None else ")"))
+        ids = grp.numpy() if grp is not None else np.arange(len(imgs))
+        if task == "multi-label":
+            split_vals = group_split(ids, split_ratios, split_seed)
+        else:
+            split_vals = stratified_group_split(lab_t.numpy(), ids, split_ratios, split_seed)
+    else:
+        split_vals = z[split]
+    if not (len(imgs) == len(lab) == len(split_vals) and (grp is None or len(grp) == len(imgs))):
         raise SSLBenchError(
-            f"npz file {p}: arrays differ in length (images {len(imgs)}, labels {len(lab)}, split {len(z[split])}"
+            f"npz file {p}: arrays differ in length (images {len(imgs)}, labels {len(lab)}, split {len(split_vals)}"
             + (f", group {len(grp)})" if grp is not None else ")")
         )
-    splits_arr = z[split].astype(str)
+    splits_arr = np.asarray(split_vals).astype(str)
     out = {}
     images_t = torch.from_numpy(np.ascontiguousarray(imgs))
     for s in ("train", "val", "test"):

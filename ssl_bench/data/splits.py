@@ -46,6 +46,22 @@ def group_split(groups: Sequence, ratios: Sequence[float], seed: int = 0, key: s
     return which[inverse.reshape(-1)]
 
 
+def stratified_group_split(labels: Sequence, groups: Sequence, ratios: Sequence[float], seed: int = 0,
+                           key: str = "data.split_ratios") -> np.ndarray:
+    """A seeded split that keeps each class's share in every split (stratified) and no group in two
+    splits: each group takes the label of its first image, and the groups of each class are cut
+    by :func:`group_split` with the same ratios (each image is its own group when there are none)."""
+    y = np.asarray(labels).reshape(len(labels), -1)[:, 0]
+    g = np.asarray(groups)
+    uniq, first = np.unique(g, return_index=True)
+    group_label = dict(zip(uniq.tolist(), y[first].tolist()))
+    out = np.empty(len(g), dtype="<U5")
+    for c in sorted(set(group_label.values())):
+        rows = np.nonzero(np.isin(g, [k for k, v in group_label.items() if v == c]))[0]
+        out[rows] = group_split(g[rows], ratios, seed + int(c) if isinstance(c, (int, np.integer)) else seed, key)
+    return out
+
+
 def carve_val(split: np.ndarray, groups: Sequence, fraction: float, seed: int = 0, key: str = "data.val_fraction") -> np.ndarray:
     """Move a group-disjoint ``fraction`` of the ``train`` rows to ``val`` (an official train set
     with no validation split, e.g. ChestX-ray14's ``train_val_list.txt``)."""

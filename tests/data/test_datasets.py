@@ -62,8 +62,9 @@ def test_npz_errors(tmp_path):
         DATASETS.build({"name": "npz", "path": str(tmp_path / "x.npz")})
     p = tmp_path / "x.npz"
     np.savez(p, images=np.zeros((4, 8, 8), np.uint8), labels=np.zeros(4))
-    with pytest.raises(SSLBenchError, match="has no array 'split'"):
-        DATASETS.build({"name": "npz", "path": str(p)})
+    with pytest.raises(SSLBenchError, match="has no array 'fold'"):  # a named split array must exist
+        DATASETS.build({"name": "npz", "path": str(p), "split": "fold"})
+    assert len(DATASETS.build({"name": "npz", "path": str(p)}).train) == 3  # none at all: carved (0.7 of 4)
 
 
 def test_batches_cover_each_index_once_per_epoch():
