@@ -52,11 +52,11 @@ def parse_log(value: Any) -> list[dict]:
         extra = set(block) - {"name"} - OPTIONS[name]
         if extra:
             raise SSLBenchError(f"recipe key log[{i}]: logger {name} takes no option '{sorted(extra)[0]}' (options: {', '.join(sorted(OPTIONS[name])) or 'none'})")
-        if name in ("wandb", "mlflow"):  # checked with the recipe, before anything is written
+        if name in ("wandb", "mlflow", "tensorboard"):  # checked with the recipe, before anything is written
             import importlib.util
 
-            if importlib.util.find_spec(name) is None:
-                raise SSLBenchError(f"recipe key log[{i}]: {name} is not installed (pip install {name})")
+            if importlib.util.find_spec(name) is None and not (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+                raise SSLBenchError(f"recipe key log[{i}]: {name} is not installed (pip install {name}; or pip install 'ssl-bench[loggers]')")
         out.append(dict(block))
     return out
 
@@ -83,7 +83,7 @@ class RunLoggers:
     def _open(self, b: dict, cfg: dict):
         name, logs = b["name"], self.run_dir / "logs"
         if name in ("csv", "tensorboard"):
-            from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
+            from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 
             cls = CSVLogger if name == "csv" else TensorBoardLogger
             lg = cls(root_dir=str(logs), name="", version=name)
