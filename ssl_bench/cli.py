@@ -235,17 +235,22 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--selector", "selectors", multiple=True, required=True, help="A batch selector to measure (repeatable).")
-@click.option("--k", default=3, show_default=True, help="Positives per anchor in the gallery and top-k precision.")
+@click.option("--selector", "selectors", multiple=True, required=True,
+              help="A batch selector to measure (repeatable), with options after a colon: tracin:normalize=true.")
+@click.option("--k", default=3, show_default=True, help="Positives per anchor in the gallery; precision at top-1, 3, 10 up to k.")
+@click.option("--epoch", type=int, default=None, help="Measure the network the run kept at this epoch (train.save_epochs).")
 @click.option("--gallery", default=8, show_default=True, help="Anchors (rows) in the PNG gallery.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG path (default RUN_DIR/positives.png).")
 @click.option("--device", default="auto")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
-def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, out: Optional[str], device: str, plugins: tuple[str, ...]):
+def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[int], gallery: int, out: Optional[str], device: str,
+              plugins: tuple[str, ...]):
     """Same-label precision of each selector's positives over the training set, with a trained
     run's frozen network (the paper's Fig. 2), plus a PNG gallery of anchors and positives."""
     from rich.console import Console
     from rich.table import Table
+
+    from pathlib import Path
 
     from ssl_bench.positives import analyse_positives
     from ssl_bench.registry import load_plugin_file
@@ -254,16 +259,18 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, gallery: int, ou
     for p in plugins:
         load_plugin_file(p, key="--plugin")
     _say_plugins(since)
-    rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device)
-    table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']})")
+    rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device, epoch=epoch)
+    table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']}, "
+                        f"network of epoch {rep['epoch']})")
     table.add_column("selector", style="bold cyan")
-    table.add_column("precision top-1", justify="right")
-    table.add_column(f"precision top-{k}", justify="right")
+    ats = [key for key in next(iter(rep["selectors"].values())) if key.startswith("precision_top")]
+    for key in ats:
+        table.add_column(f"precision top-{key[len('precision_top'):]}", justify="right")
     table.add_column("chance Σp²", justify="right")
     for name, r in rep["selectors"].items():
-        table.add_row(name, f"{r['precision_top1']:.3f}", f"{r[f'precision_top{k}']:.3f}", f"{rep['chance']:.3f}")
+        table.add_row(name, *(f"{r[key]:.3f}" for key in ats), f"{rep['chance']:.3f}")
     Console().print(table)
-    click.echo(f"gallery: {rep['gallery']}")
+    click.echo(f"wrote {rep['gallery']} and {Path(rep['gallery']).with_suffix('.json')}")
 
 
 @main.command()

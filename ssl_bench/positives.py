@@ -27,11 +27,35 @@ from ssl_bench.selectors.models import ModelSelector
 from ssl_bench.trained import load_run
 
 
+PRECISION_AT = (1, 3, 10)  # top-j same-label precision reported for each j ≤ k
+
+
+def parse_selector_spec(spec: str) -> dict:
+    """``tracin`` or ``tracin:normalize=true,views=light`` → a selector block (values read as YAML)."""
+    import yaml
+
+    name, _, opts = spec.partition(":")
+    cfg: dict = {"name": name.strip()}
+    for part in filter(None, (p.strip() for p in opts.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise SSLBenchError(f"--selector {spec!r}: options are KEY=VALUE after a colon, e.g. tracin:normalize=true")
+        try:
+            cfg[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SSLBenchError(f"--selector {spec!r}: {key.strip()}={value!r} is not a YAML value") from None
+    return cfg
+
+
 def build_analysis_selector(name: str, k: int, frozen, data):
-    factory = SELECTORS.get(name, key="--selector")
+    spec = parse_selector_spec(name)
+    factory = SELECTORS.get(spec["name"], key="--selector")
     if getattr(factory, "kind", "batch") != "batch":
-        raise SSLBenchError(f"selector '{name}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
-    cfg = {"name": name}
+        raise SSLBenchError(f"selector '{spec['name']}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
+    cfg = dict(spec)
+    for fixed in ("model", "checkpoint", "checkpoints"):  # the run's frozen network is the one measured
+        if fixed in cfg:
+            raise SSLBenchError(f"--selector {name!r}: '{fixed}' is not an option here (positives measures the run's own network)")
     if "k" in factory_params(factory):
         cfg["k"] = k
     sel = SELECTORS.build(cfg, key="--selector")
@@ -52,10 +76,21 @@ def analyse_positives(
     device: str = "auto",
     seed: int = 0,
     log=print,
+    epoch: Optional[int] = None,
 ) -> dict:
+    """``epoch``: measure the network the run kept at that epoch (``train.save_epochs``) instead of
+    its last one: how the selectors' precision evolves with pre-training."""
     run_dir = Path(run_dir)
     dev = select_device(device)
-    trained = load_run(run_dir, dev)  # weights only; plug-ins load only when the user passes them
+    source = run_dir
+    if epoch is not None:
+        from ssl_bench.checkpoint import epoch_path
+
+        source = epoch_path(run_dir, epoch)
+        if not source.is_file():
+            kept = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch*.pt"))
+            raise SSLBenchError(f"--epoch {epoch}: run {run_dir} kept no network of that epoch ({source.name}; kept: {', '.join(kept) or 'none'})")
+    trained = load_run(source, dev)  # weights only; plug-ins load only when the user passes them
     cfg, frozen, norm = trained.recipe, trained.objective, trained.normalize
     data = DATASETS.build(cfg["data"], key="data")
     # the light views at the size the selector sees during training (the training view's), not the stored size
@@ -69,7 +104,8 @@ def analyse_positives(
     bs = cfg["train"]["batch_size"]
     gen = torch.Generator().manual_seed(seed)
     sel_gen = torch.Generator(device=dev).manual_seed(seed)
-    counts = {n: np.zeros(4, dtype=np.int64) for n in sels}  # top-1 same, top-1 chosen, top-k same, top-k chosen
+    ats = [j for j in PRECISION_AT if j < k] + [k]
+    counts = {n: np.zeros(2 * len(ats), dtype=np.int64) for n in sels}  # per j: top-j same, top-j chosen
     first = None
     scored = 0
     for idx in batches(len(images), bs, gen, drop_last=True):  # a remainder smaller than a batch is skipped
@@ -88,25 +124,28 @@ def analyse_positives(
             if extra is None:
                 raise SSLBenchError(f"selector '{name}' chose no positives")
             chosen[name] = extra
-            top1 = selection_counts(extra[:, :1], lab).tolist()
-            topk = selection_counts(extra, lab).tolist()
-            counts[name] += [top1[0], top1[1], topk[0], topk[1]]
+            for i, j in enumerate(ats):
+                same, n_chosen = selection_counts(extra[:, :j], lab).tolist()[:2]
+                counts[name][2 * i : 2 * i + 2] += [same, n_chosen]
         if first is None:
             first = (idx, {n: e.cpu() for n, e in chosen.items()})
 
     chance = data.label_chance_rate()
     report = {
         "run": str(run_dir),
+        "epoch": trained.epoch,
         "dataset": data.name,
         "images": scored,
         "batch_size": bs,
         "chance": chance,
+        "k": k,
         "selectors": {
-            n: {"precision_top1": c[0] / max(c[1], 1), f"precision_top{k}": c[2] / max(c[3], 1), "coverage_top1": c[1] / scored}
+            n: {**{f"precision_top{j}": float(c[2 * i] / max(c[2 * i + 1], 1)) for i, j in enumerate(ats)},
+                "coverage_top1": float(c[1] / scored)}
             for n, c in counts.items()
         },
     }
-    out_png = Path(out) if out else run_dir / "positives.png"
+    out_png = Path(out) if out else run_dir / (f"positives_epoch{epoch:04d}.png" if epoch is not None else "positives.png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     save_gallery(out_png, data, first[0], first[1], gallery, k)
     report["gallery"] = str(out_png)

@@ -196,3 +196,28 @@ def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
     assert rec["selector_precision"] == 1.0 and 0.2 < rec["selector_coverage"] < 0.6
     assert rec["selector_chance"] < 0.5
     assert json.loads((out / "results.json").read_text())["method"] == "BYOL-MICLe"
+
+
+@pytest.mark.slow
+def test_positives_of_a_kept_epoch_with_selector_options_and_precision_at_1_3_10(tmp_path):
+    out = tmp_path / "kept"
+    res = _run(["run", BREAST, "--set", "train.epochs=2", "--set", "train.save_epochs=[1]", "--set", "backbone.stem_pool=true",
+                *FAST, "--out", str(out), "--quiet"], tmp_path)
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "p.png"
+    res = _run(["positives", str(out), "--epoch", "1", "--k", "10", "--selector", "tracin", "--selector", "tracin:normalize=true",
+                "--selector", "oracle", "--gallery", "2", "--out", str(png)], tmp_path)
+    assert res.exit_code == 0, res.output
+    rep = json.loads(png.with_suffix(".json").read_text())
+    assert rep["epoch"] == 1 and rep["k"] == 10
+    assert set(rep["selectors"]) == {"tracin", "tracin:normalize=true", "oracle"}
+    for name, r in rep["selectors"].items():
+        assert {"precision_top1", "precision_top3", "precision_top10"} <= set(r)
+    assert all(rep["selectors"]["oracle"][f"precision_top{j}"] == 1.0 for j in (1, 3, 10))
+    raw, cos = rep["selectors"]["tracin"], rep["selectors"]["tracin:normalize=true"]
+    assert 0.0 < raw["precision_top10"] < 1.0 and 0.0 < cos["precision_top10"] < 1.0
+    assert "network of epoch" in res.output and "precision" in res.output
+    res = _run(["positives", str(out), "--epoch", "2", "--selector", "fs"], tmp_path)
+    assert res.exit_code == 2 and "kept no network of that epoch (epoch0002.pt; kept: epoch0001.pt)" in res.output
+    res = _run(["positives", str(out), "--selector", "tracin:normalize"], tmp_path)
+    assert res.exit_code == 2 and "options are KEY=VALUE after a colon" in res.output
