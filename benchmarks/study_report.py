@@ -1,0 +1,171 @@
+"""Publish the study: copy the finished runs' small files to docs/results/<tag>/, measure the
+pretrained selectors on the kept BYOL networks (the paper's Fig. 2), draw the figures and write the
+tables into docs/results.md between their markers.
+
+    python benchmarks/study_report.py                      # runs/study → docs/results/cpu
+    python benchmarks/study_report.py --root runs/gpu_study --tag gpu
+    python benchmarks/study_report.py --no-positives       # tables and figures only (fast)
+
+Every table in docs/results.md is the output of `ssl-bench compare docs/results/<tag>/study ...`
+(the command is printed above it); tests/test_results_doc.py checks that they still match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_FILES = ("results.json", "metrics.jsonl", "recipe.yaml")
+# the tables of docs/results.md: marker → (compare arguments after the folder)
+TABLES = {
+    "table1": ["--metric", "balanced_accuracy", "--format", "markdown"],
+    "table1_auc": ["--metric", "auc", "--format", "markdown"],
+}
+POSITIVE_SELECTORS = ["tracin", "tracin:normalize=true", "fs", "fnc"]
+
+
+def copy_small_files(root: Path, dest: Path) -> list[Path]:
+    """Each finished run's results.json, metrics.jsonl and recipe.yaml (no checkpoints)."""
+    runs = sorted(p.parent for p in root.rglob("results.json"))
+    for run in runs:
+        target = dest / run.relative_to(root)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in SMALL_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, target / name)
+    return runs
+
+
+def compare_cmd(folder: Path, args: list[str]) -> list[str]:
+    return ["ssl-bench", "compare", str(folder.relative_to(REPO)), *args]
+
+
+def run_compare(folder: Path, args: list[str]) -> str:
+    cmd = [sys.executable, "-m", "ssl_bench.cli", *compare_cmd(folder, args)[1:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if r.returncode != 0:
+        raise SystemExit(f"compare failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def measure_positives(root: Path, dest: Path, epochs: list[int], k: int = 10) -> list[dict]:
+    """Same-label precision of each selector with the frozen BYOL network of each kept epoch."""
+    from ssl_bench.positives import analyse_positives
+
+    rows = []
+    for run in sorted((root / "study_byol").rglob("results.json")):
+        run = run.parent
+        seed = json.loads((run / "results.json").read_text())["seed"]
+        for e in epochs:
+            out = dest / "positives" / f"seed{seed}_epoch{e:04d}.png"
+            if out.with_suffix(".json").is_file():
+                rep = json.loads(out.with_suffix(".json").read_text())
+            else:
+                if not (run / "checkpoints" / f"epoch{e:04d}.pt").is_file():
+                    continue
+                rep = analyse_positives(run, POSITIVE_SELECTORS, k=k, gallery=6, out=out, device="auto", epoch=e)
+                rep["run"] = str(run.relative_to(root))
+                out.with_suffix(".json").write_text(json.dumps(rep, indent=2) + "\n")
+            for name, r in rep["selectors"].items():
+                rows.append({"seed": seed, "epoch": e, "selector": name, "chance": rep["chance"],
+                             **{key: v for key, v in r.items() if key.startswith("precision")}})
+    return rows
+
+
+def plot_positives(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True, sharey=True)
+    for ax, j in zip(axes, (1, 3, 10)):
+        for name, g in df.groupby("selector"):
+            s = g.groupby("epoch")[f"precision_top{j}"].agg(["mean", "std"]).reset_index()
+            ax.errorbar(s["epoch"], s["mean"], yerr=s["std"].fillna(0), marker="o", ms=4, capsize=2, label=name)
+        chance = df.groupby("epoch")["chance"].mean()
+        ax.plot(chance.index, chance.values, "k--", lw=1, label="chance Σp²")
+        ax.set_title(f"top-{j} same-label precision")
+        ax.set_xlabel("pre-training epoch of the frozen BYOL network")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("precision")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def positives_table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    if not rows:
+        return "_no kept networks measured yet_\n"
+    df = pd.DataFrame(rows)
+    last = df[df["epoch"] == df["epoch"].max()]
+    lines = [f"| selector (epoch {int(df['epoch'].max())} network) | top-1 | top-3 | top-10 | n |", "|---|---|---|---|---|"]
+    for name, g in last.groupby("selector", sort=False):
+        cells = []
+        for j in (1, 3, 10):
+            v = g[f"precision_top{j}"]
+            cells.append(f"{v.mean():.3f}" + (f" ({v.std():.3f})" if len(v) > 1 else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(g)} |")
+    lines.append(f"| chance Σp² | {last['chance'].mean():.3f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(text: str, marker: str, body: str) -> str:
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"docs/results.md has no {start} … {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body.rstrip()}\n{end}{tail}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="runs/study", help="the study's run folder (benchmarks/study_cpu.sh --out-root)")
+    ap.add_argument("--tag", default="cpu", help="docs/results/<tag>/")
+    ap.add_argument("--epochs", default="2,6,10", help="kept epochs of the BYOL runs to measure the selectors on")
+    ap.add_argument("--no-positives", action="store_true")
+    args = ap.parse_args()
+    root = Path(args.root).resolve()
+    dest = REPO / "docs" / "results" / args.tag
+    runs = copy_small_files(root, dest / "study")
+    print(f"copied the small files of {len(runs)} finished runs to {dest / 'study'}")
+    rows = []
+    if not args.no_positives:
+        rows = measure_positives(root, dest, [int(e) for e in args.epochs.split(",")])
+    else:
+        for p in sorted((dest / "positives").glob("*.json")):
+            rep = json.loads(p.read_text())
+            for name, r in rep["selectors"].items():
+                rows.append({"seed": int(p.stem.split("_")[0][4:]), "epoch": rep["epoch"], "selector": name, "chance": rep["chance"],
+                             **{key: v for key, v in r.items() if key.startswith("precision")}})
+    if rows:
+        plot_positives(rows, dest / "positives_vs_epoch.png")
+    plots = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "compare", str(dest / "study"), "--plot", str(dest / "plots"),
+                            "--metric", "balanced_accuracy", "--format", "csv"], capture_output=True, text=True, cwd=REPO)
+    print(plots.stderr.strip())
+    doc_path = REPO / "docs" / "results.md"
+    doc = doc_path.read_text()
+    for marker, cargs in TABLES.items():
+        block = f"<!-- {args.tag}:{marker} -->"
+        if block not in doc:
+            continue
+        body = "```bash\n" + " ".join(compare_cmd(dest / "study", cargs)) + "\n```\n\n" + run_compare(dest / "study", cargs)
+        doc = replace_block(doc, f"{args.tag}:{marker}", body)
+    if f"<!-- {args.tag}:positives -->" in doc:
+        doc = replace_block(doc, f"{args.tag}:positives", positives_table(rows))
+    doc_path.write_text(doc)
+    print(f"updated {doc_path}")
+
+
+if __name__ == "__main__":
+    main()
