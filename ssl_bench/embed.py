@@ -155,5 +155,6 @@ def embed_run(
         labels = np.concatenate([y.reshape(len(y), -1)[:, 0] for _, y in parts.values()])
         imgs = torch.cat([dataset.split(s).images for s in parts]) if thumbnails else None
         title = f"{dataset.name} ({', '.join(parts)}) embedded by {Path(run_dir).name}"
-        summary["png"] = scatter_embedding(xy, labels, png, dataset.class_names, title, imgs, thumbnails)
+        splits = [s for s, (z, _) in parts.items() for _ in range(len(z))]
+        summary["png"] = scatter_embedding(xy, labels, png, dataset.class_names, title, imgs, thumbnails, splits=splits)
     return summary

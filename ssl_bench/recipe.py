@@ -211,6 +211,10 @@ def _merge(parent: dict, child: dict) -> dict:
         p = parent.get(key)
         if isinstance(p, dict) and isinstance(c, dict):
             parent[key] = {k: v for k, v in p.items() if k not in _mode_dropped(key, p, c)}
+        p = parent.get(key)
+        if key == "data" and isinstance(p, dict) and isinstance(c, dict) and any(k in c and c[k] != p.get(k) for k in DATA_SOURCE_KEYS):
+            # another file: the parent's description of its classes does not carry over
+            parent[key] = {k: v for k, v in p.items() if k not in DATA_DESCRIBED_BY_SOURCE or k in c}
     try:
         merged = OmegaConf.merge(OmegaConf.create(parent), OmegaConf.create(child))
         return OmegaConf.to_container(merged, resolve=False)
@@ -219,6 +223,9 @@ def _merge(parent: dict, child: dict) -> dict:
 
 
 COMPONENT_KEYS = ("data", "augment", "selection_augment", "backbone", "objective", "selector")
+# a data block that names another file (or MedMNIST set) drops the class names it inherited
+DATA_SOURCE_KEYS = ("path", "flag", "manifest")
+DATA_DESCRIBED_BY_SOURCE = ("class_names",)
 
 
 def _mode_dropped(block_key: str, parent: dict, child: dict) -> set[str]:

@@ -41,11 +41,14 @@ def scatter_embedding(
     images: Optional[torch.Tensor] = None,
     thumbnails: int = 0,
     seed: int = 0,
+    splits: Optional[Sequence[str]] = None,
 ) -> Path:
     """Save a PNG scatter of ``xy`` [N, 2] coloured by integer ``labels`` [N]; return its path.
 
     ``images`` (uint8 [N, C, H, W], the same order as ``xy``) and ``thumbnails`` > 0 add that many
-    image thumbnails at k-means cluster positions.  The file is written atomically.
+    image thumbnails at k-means cluster positions.  ``splits`` (a split name per point, e.g. train /
+    test) draws each split with its own marker (the first as dots, the others as crosses).  The
+    axes fit the points (equal aspect, no empty margins).  The file is written atomically.
     """
     import matplotlib
 
@@ -65,10 +68,16 @@ def scatter_embedding(
     order = np.random.default_rng(seed).permutation(n)
 
     fig, ax = plt.subplots(figsize=(7.0, 6.0))
-    ax.scatter(
-        xy[order, 0], xy[order, 1], c=[colours[c] for c in labels[order]], s=size, alpha=alpha,
-        linewidths=0, rasterized=True,
-    )
+    split_arr = np.asarray(splits).reshape(-1) if splits is not None else np.full(n, "", dtype=object)
+    kinds = list(dict.fromkeys(split_arr[order].tolist())) if n else []
+    markers = {s: ("o" if i == 0 else "x") for i, s in enumerate(sorted(kinds, key=lambda s: s != "train"))}
+    for s in kinds:
+        sel = order[split_arr[order] == s]
+        m = markers[s]
+        ax.scatter(
+            xy[sel, 0], xy[sel, 1], c=[colours[c] for c in labels[sel]], s=size if m == "o" else size * 1.6, alpha=alpha,
+            marker=m, linewidths=0 if m == "o" else 0.6, rasterized=True,
+        )
     if images is not None and thumbnails > 0 and n > 0:
         _add_thumbnails(ax, xy, images, min(thumbnails, n), seed)
     present = sorted(set(labels.tolist()))
@@ -76,8 +85,12 @@ def scatter_embedding(
     handles = [
         Line2D([], [], ls="", marker="o", markersize=7, color=colours[c], label=f"{names[c]} ({counts[c]})") for c in present
     ]
+    if len(kinds) > 1:
+        handles += [Line2D([], [], ls="", marker=markers[s], markersize=7, color="0.3", label=f"{s} ({int((split_arr == s).sum())})")
+                    for s in markers]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
-    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_aspect("equal", adjustable="box")  # the box takes the data's shape: no empty margins
+    ax.margins(0.02)
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ("top", "right"):

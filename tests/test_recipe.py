@@ -166,3 +166,25 @@ def test_a_parent_recipes_relative_plugin_is_found_from_a_child_elsewhere(base, 
     (tmp_path / "elsewhere" / "c.yaml").write_text("extends: ../parent/p.yaml\nname: c\n")
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert load_recipe(tmp_path / "elsewhere" / "c.yaml").cfg["selector"]["name"] == "plain_parent_test"
+
+
+def test_another_data_file_drops_inherited_class_names(tmp_path):
+    """A recipe extending an npz recipe with class_names, on a file with another class count."""
+    import numpy as np
+
+    from tests.conftest import MEDMNIST_ROOT
+
+    z = np.load(MEDMNIST_ROOT / "breastmnist.npz")
+    np.savez(tmp_path / "two.npz", images=z["train_images"][:60], labels=z["train_labels"][:60])
+    (tmp_path / "base.yaml").write_text(
+        "data: {name: npz, path: seven.npz, class_names: [a, b, c, d, e, f, g]}\n"
+        "train: {epochs: 1}\n")
+    (tmp_path / "child.yaml").write_text(f"extends: base.yaml\ndata: {{path: {tmp_path / 'two.npz'}}}\n")
+    r = load_recipe(tmp_path / "child.yaml")
+    assert "class_names" not in r.cfg["data"] or r.cfg["data"]["class_names"] is None
+    from ssl_bench.data import DATASETS
+
+    assert DATASETS.build(r.cfg["data"]).class_names == ["0", "1"]
+    # the same file elsewhere (data.root / a --set of other keys) keeps them
+    keep = load_recipe(tmp_path / "base.yaml", ["data.group=null"])
+    assert keep.cfg["data"]["class_names"] == list("abcdefg")

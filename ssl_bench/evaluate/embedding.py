@@ -169,4 +169,5 @@ class EmbeddingQuality(Evaluation):
         return scatter_embedding(
             np.concatenate([z_tr, z_te]), np.concatenate([y_tr.reshape(-1), y_te.reshape(-1)]),
             Path(ctx.out_dir) / "embedding.png", ctx.data.class_names, title, images, self.thumbnails, self.seed,
+            splits=[names[0]] * len(z_tr) + [names[1]] * len(z_te),
         )

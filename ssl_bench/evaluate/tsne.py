@@ -86,5 +86,6 @@ class TSNEBaseline(Evaluation):
             scatter_embedding(
                 xy, np.concatenate([y_tr.reshape(-1), y_te.reshape(-1)]), Path(ctx.out_dir) / f"tsne_{self.input}.png",
                 ctx.data.class_names, title, seed=self.seed,
+                splits=[self.train_split] * len(y_tr) + [self.test_split] * len(y_te),
             )
         return out
