@@ -14,19 +14,8 @@
 # (it needs subsets/ham10000_200x150_jpeg.zip only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"
-if [ -z "${SSL_BENCH_SHARED_DATA:-}" ]; then
-  for d in shared/data ../shared/data; do
-    if [ -f "$d/subsets/ham10000_200x150_jpeg.zip" ]; then export SSL_BENCH_SHARED_DATA="$PWD/$d"; break; fi
-  done
-fi
-export SSL_BENCH_CACHE_DIR=${SSL_BENCH_CACHE_DIR:-/tmp/ssl-bench-cache}
+# shellcheck source=benchmarks/gpu_env.sh
+. benchmarks/gpu_env.sh
 "$PY" - <<'PYEOF'
 import torch, timm, lightly, omegaconf
 print("torch", torch.__version__, "| timm", timm.__version__, "| lightly", lightly.__version__,

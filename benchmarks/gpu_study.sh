@@ -11,20 +11,11 @@
 # epochs and 100 % for 5, transfer as the CPU study.  Needs the same set-up as benchmarks/gpu_check.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"
-for d in "${SSL_BENCH_SHARED_DATA:-}" shared/data ../shared/data; do
-  if [ -n "$d" ] && [ -f "$d/subsets/ham10000_200x150_jpeg.zip" ]; then export SSL_BENCH_SHARED_DATA="$(cd "$d" && pwd)"; break; fi
-done
+# shellcheck source=benchmarks/gpu_env.sh
+. benchmarks/gpu_env.sh
 : "${SSL_BENCH_SHARED_DATA:?the HAM10000 zip (subsets/ham10000_200x150_jpeg.zip) was not found}"
 export SSL_BENCH_ISIC_ROOT="$SSL_BENCH_SHARED_DATA/subsets/ham10000_200x150_jpeg.zip"
 export SSL_BENCH_MEDMNIST_ROOT="$SSL_BENCH_SHARED_DATA/medmnist"
-export SSL_BENCH_CACHE_DIR=${SSL_BENCH_CACHE_DIR:-/tmp/ssl-bench-cache}
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'gpu_study.sh needs a CUDA device'; print(torch.cuda.get_device_name())"
 ROOT=${STUDY_ROOT:-runs/gpu_study}
 SETS="data.size=72 augment.size=64 train.epochs=20 train.save_epochs=[4,12,20] selector.checkpoints=[4,12,20]"
