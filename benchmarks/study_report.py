@@ -74,6 +74,10 @@ def measure_positives(root: Path, dest: Path, epochs: list[int], k: int = 10) ->
             for name, r in rep["selectors"].items():
                 rows.append({"seed": seed, "epoch": e, "selector": name, "chance": rep["chance"],
                              **{key: v for key, v in r.items() if key.startswith("precision")}})
+        gallery = dest / "positives" / f"gallery_seed{seed}.png"  # the paper's Fig. 2 gallery: top-3 by TracIn and FS
+        last = max((e for e in epochs if (run / "checkpoints" / f"epoch{e:04d}.pt").is_file()), default=None)
+        if last is not None and not gallery.is_file():
+            analyse_positives(run, ["tracin", "fs"], k=3, gallery=8, out=gallery, device="auto", epoch=last)
     return rows
 
 
@@ -85,7 +89,7 @@ def plot_positives(rows: list[dict], path: Path) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True, sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.0), layout="constrained", sharey=True)
     for ax, j in zip(axes, (1, 3, 10)):
         for name, g in df.groupby("selector"):
             s = g.groupby("epoch")[f"precision_top{j}"].agg(["mean", "std"]).reset_index()
@@ -96,7 +100,8 @@ def plot_positives(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("pre-training epoch of the frozen BYOL network")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("precision")
-    axes[0].legend(fontsize=7, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
