@@ -121,14 +121,7 @@ def open_run(path: str | Path) -> Run:
 
 
 def compare(paths: Iterable[str | Path], metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
-    """What ``ssl-bench compare`` tabulates, as a DataFrame: one row per method × dataset × protocol
-    (label fraction) — ``column`` — with ``mean``, ``std`` (ddof 1) and ``count`` of ``metric`` (default: the runs'
-    headline metric).  ``long=True``: every value of every run (one row per run × protocol × metric)."""
-    import ssl_bench.compare as cmp
+    """What ``ssl-bench compare`` tabulates, as a DataFrame (:func:`ssl_bench.compare.table`)."""
+    from ssl_bench.compare import table
 
-    loaded = cmp.load_runs([str(p) for p in paths])
-    if long:
-        return loaded.frame
-    if loaded.frame.empty:
-        return pd.DataFrame(columns=["method", "column", "mean", "std", "count"])
-    return cmp.summarize(loaded.frame, metric or cmp.headline_metric(loaded))
+    return table(paths, metric=metric, long=long)

@@ -311,13 +311,24 @@ def spread_note(stats: pd.DataFrame) -> str:
             "as the paper's Table 1; other cells: over pre-training seeds (n).")
 
 
+def table(paths: Iterable, metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
+    """What ``ssl-bench compare`` tabulates, as a DataFrame: one row per method × column (dataset ·
+    protocol, label fraction) with ``mean``, ``std`` (ddof 1) and ``count`` of ``metric`` (default:
+    the runs' headline metric).  ``long=True``: every value of every run (one row per run ×
+    protocol × metric).  Also ``ssl_bench.compare(paths)``."""
+    loaded = load_runs([str(p) for p in paths])
+    if long:
+        return loaded.frame
+    if loaded.frame.empty:
+        return pd.DataFrame(columns=["method", "column", "mean", "std", "count"])
+    return summarize(loaded.frame, metric or headline_metric(loaded))
+
+
 class _CallableModule(types.ModuleType):
-    """``ssl_bench.compare(paths)`` is the Python API's table (:func:`ssl_bench.api.compare`), while
-    ``ssl_bench.compare`` stays this module for ``from ssl_bench.compare import …``."""
+    """``ssl_bench.compare(paths)`` is :func:`table`, while ``ssl_bench.compare`` stays this module
+    for ``from ssl_bench.compare import …``."""
 
     def __call__(self, paths, metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
-        from ssl_bench.api import compare as table
-
         return table(paths, metric=metric, long=long)
 
 

@@ -254,6 +254,11 @@ def _table(rows, header=("option", "type", "default", "help")) -> list[str]:
     return out
 
 
+def is_built_in(factory) -> bool:
+    """Registered by ssl-bench itself (not by a plug-in file or another package)."""
+    return getattr(factory, "__module__", "").split(".")[0] == "ssl_bench"
+
+
 def markdown_reference() -> str:
     """The whole recipe reference as Markdown (deterministic: registries in a fixed order, names sorted)."""
     import ssl_bench.augment  # noqa: F401  (importing registers the built-in components)
@@ -294,7 +299,7 @@ def markdown_reference() -> str:
         if kind == "backbones":
             lines += ["Any timm model by name (`ssl-bench list backbones 'resnet*'`), with these options:", ""]
         for e in sorted(reg.entries(), key=lambda e: e.name):
-            if not e.module.startswith("ssl_bench"):
+            if not is_built_in(e.factory):
                 continue
             lines += [f"### `{e.name}`", "", plain(e.summary), ""]
             rows = option_rows(e.factory)

@@ -191,7 +191,7 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     run_dirs = [p for p in (out_dir / "byol_breastmnist").iterdir()]
     assert len(run_dirs) == 1, run_dirs  # rank 1 wrote nothing of its own
     run_dir = run_dirs[0]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "metrics.jsonl", "recipe.yaml", "results.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "loss.png", "metrics.jsonl", "recipe.yaml", "results.json", "steps.jsonl"]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1  # one epoch, one line (not one per rank)
     m = metrics[0]
