@@ -101,17 +101,6 @@ def export_backbone(run: str | Path, out: str | Path, force: bool = False) -> di
     return info
 
 
-def _read_export(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise SSLBenchError(f"{path} is not a readable export file ({type(e).__name__}: {first})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise SSLBenchError(f"{path} is not an ssl-bench backbone export (format {FORMAT})")
-    return state
-
-
 def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> PretrainedBackbone:
     """The pre-trained backbone of a run directory, a run checkpoint, or an ``ssl-bench export`` file,
     in eval mode: ``load_backbone(p)(x)`` gives the features ssl-bench's evaluations use for images
@@ -119,8 +108,8 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Pretr
     from ssl_bench.backbones import TimmBackbone
 
     p = Path(path).expanduser()
-    if p.is_file() and _is_export(p):
-        state = _read_export(p)
+    state = _try_export(p) if p.is_file() else None  # read once: an export file, or else a run checkpoint
+    if state is not None:
         bb = TimmBackbone(state["timm_name"], in_chans=state["in_chans"], small_image_stem=state["small_image_stem"],
                           stem_pool=state["stem_pool"], kwargs=state.get("timm_kwargs") or None)
         bb.model.load_state_dict(state["state_dict"])
@@ -141,10 +130,10 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Pretr
     return net.to(device).eval()
 
 
-def _is_export(path: Path) -> bool:
-    """An export file (a dict with ``format``) rather than a run checkpoint; read without running code."""
+def _try_export(path: Path) -> Optional[dict]:
+    """The contents of an export file (read with weights_only), or None for anything else (a run checkpoint)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        return False
-    return isinstance(state, dict) and state.get("format") == FORMAT
+        return None
+    return state if isinstance(state, dict) and state.get("format") == FORMAT else None
