@@ -9,7 +9,11 @@ real HAM10000 images at 28 px (the JPEG zip through the isic adapter), ResNet-18
 3. time of the TracIn matrix from per-sample autograd gradients (torch.func.vmap + Gram)
    ÷ time of ``tracin_matrix`` (two GEMMs)                                             target ≥ 100×
 
-Usage:  python benchmarks/tracin_overhead.py [--reps 20] [--batch 256] [--size 28] [--small-stem] [--device cpu]
+Also printed: where the extra time goes, timed inside the same steps (the selector's ``choose`` and
+the objective's ``loss``, whose TracIn version adds the extra-positive terms), as a fraction of the
+BYOL step; this direct cost is not subject to the step-to-step jitter of whole-step ratios.
+
+Usage:  python benchmarks/tracin_overhead.py [--reps 40] [--batch 256] [--size 28] [--small-stem] [--device cpu]
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def make_step(recipe_cfg: dict, device: torch.device, seed: int = 0):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--size", type=int, default=28, help="image size (px) the HAM10000 JPEGs are decoded to")
     ap.add_argument("--small-stem", action="store_true", help="3×3 stride-1 stem (heavier backbone → smaller ratios)")
@@ -77,8 +81,12 @@ def main():
     data = comp.data.train
     g = torch.Generator().manual_seed(0)
     times = {name: [] for name in steps}
-    names = list(steps)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    parts = {name: {"choose": [], "loss": []} for name in steps}
+    for name, (step, _) in steps.items():  # time the selection and the loss inside the real step
+        _timed(step.selector, "choose", parts[name]["choose"], sync)
+        _timed(step.objective, "loss", parts[name]["loss"], sync)
+    names = list(steps)
     for rep in range(args.reps + 1):  # first round = warm-up
         idx = torch.randperm(len(data), generator=g)[: args.batch]
         x, y = data.images[idx].to(device), data.labels[idx].to(device)
@@ -91,14 +99,24 @@ def main():
             sync()
             if rep:
                 times[name].append(time.perf_counter() - t)
+            else:
+                for v in parts[name].values():
+                    v.clear()
     med = {k: statistics.median(v) for k, v in times.items()}
     # each variant against the BYOL step of the same repetition (same batch, same machine state): the
     # median of these paired ratios is what is reported
     ratio = {k: statistics.median(a / b for a, b in zip(v, times["byol"])) for k, v in times.items()}
     print(f"device {device}, batch {args.batch}, resnet18 {'small stem' if args.small_stem else 'standard stem'}, "
           f"{args.size} px HAM10000, {args.reps} interleaved reps (median; ratio = median of per-repetition ratios to byol)")
+    # the extra work itself: selection + loss beyond BYOL's own loss, per step, over BYOL's step time
+    part_ms = {k: {p: statistics.median(v) * 1000 for p, v in d.items()} for k, d in parts.items()}
+    direct = {k: (d["choose"] + d["loss"] - part_ms["byol"]["choose"] - part_ms["byol"]["loss"]) / (med["byol"] * 1000)
+              for k, d in part_ms.items()}
     for k, v in med.items():
-        print(f"  {k:22s} {v * 1000:8.1f} ms/step  {args.batch / v:7.1f} img/s  ratio {ratio[k]:.3f}")
+        r = sorted(a / b for a, b in zip(times[k], times["byol"]))
+        q1, q3 = r[len(r) // 4], r[(3 * len(r)) // 4]
+        print(f"  {k:22s} {v * 1000:8.1f} ms/step  {args.batch / v:7.1f} img/s  ratio {ratio[k]:.3f} (IQR {q1:.3f}-{q3:.3f})"
+              f"  selection {part_ms[k]['choose']:6.1f} ms, loss {part_ms[k]['loss']:4.1f} ms: direct cost {100 * direct[k]:+.2f} %")
 
     # 3. closed form vs per-sample autograd on a real predictor output
     from torch.func import functional_call, grad, vmap
@@ -134,9 +152,25 @@ def main():
     same_argmax = bool(torch.equal(M_auto.fill_diagonal_(-float("inf")).argmax(1), M_closed.fill_diagonal_(-float("inf")).argmax(1)))
     print(f"  per-sample autograd TracIn {t_auto * 1000:.1f} ms vs closed form {t_closed * 1000:.3f} ms; relative difference {rel:.2e}; same top-1 for every row: {same_argmax}")
     print(f"tracin_overhead_ratio={ratio['tracin_online']:.3f}")
+    print(f"tracin_direct_cost={1 + direct['tracin_online']:.3f}")
     print(f"tracin_light_ratio={ratio['tracin_online_light']:.3f}")
     print(f"tracin_pretrained_ratio={ratio['tracin_pretrained']:.3f}")
     print(f"per_sample_speedup={t_auto / t_closed:.0f}")
+
+
+def _timed(obj, attr: str, sink: list, sync) -> None:
+    """Wrap ``obj.attr`` so that each call's wall time is appended to ``sink`` (seconds)."""
+    f = getattr(obj, attr)
+
+    def wrapper(*a, **k):
+        sync()
+        t = time.perf_counter()
+        out = f(*a, **k)
+        sync()
+        sink.append(time.perf_counter() - t)
+        return out
+
+    setattr(obj, attr, wrapper)
 
 
 def _time(f, sync):
