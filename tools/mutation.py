@@ -16,6 +16,15 @@ mutant runs in a fork that re-imports only ``ssl_bench`` (with the mutated file)
 Results are appended to ``--out`` as JSON lines and mutants already in it are skipped, so a long run
 can be stopped and resumed.  Not part of CI (hours); part of the release checklist.
 
+Test selection (``--select coverage``, the default): the module's mapped tests run once under
+coverage.py with one context per test (``<out>.coverage.json``, rebuilt when a mutated module or a
+test file changes), and each mutant runs only the tests that execute its statement, fastest first,
+plus every mapped test that starts a subprocess (coverage does not follow those).  A statement run
+at import time (definitions, defaults, class attributes) or by no test gets all mapped tests.  A
+test that does not execute a statement cannot notice a change to it, so this skips only work whose
+outcome is known; it makes a survivor cost seconds instead of minutes (the evaluation tests alone
+take 7 minutes on one core).  ``--select files`` runs all mapped test files for every mutant.
+
 Mutated: ``ssl_bench/selectors/``, ``ssl_bench/objectives/``, ``ssl_bench/evaluate/``,
 ``ssl_bench/compare.py`` and the training step ``ssl_bench/step.py``.  Not mutated: docstrings,
 strings, annotations, error messages (arguments of ``raise``), logging and warnings.
@@ -26,9 +35,11 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +81,18 @@ def _skipped_lines(tree: ast.AST) -> set[int]:
             out |= set(range(node.lineno, node.end_lineno + 1))
         if isinstance(node, ast.AnnAssign) and node.value is None:
             out.add(node.lineno)
+    return out
+
+
+def statement_lines(source: str) -> dict[int, int]:
+    """Line → first line of the innermost statement that contains it (coverage.py reports a
+    multi-line statement at its first line)."""
+    out: dict[int, int] = {}
+    for node in sorted((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.stmt)), key=lambda n: n.lineno):
+        body_start = min((c.lineno for f in ("body", "orelse", "finalbody", "handlers") for c in getattr(node, f, []) or []),
+                         default=node.end_lineno + 1)
+        for line in range(node.lineno, min(node.end_lineno, body_start - 1) + 1):
+            out[line] = node.lineno  # inner statements come later in line order and overwrite
     return out
 
 
@@ -143,6 +166,100 @@ def _changes(node: ast.AST):
 # -------------------------------------------------------------------------------------------------
 # The forking runner
 # -------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------
+# Which tests execute which line (coverage.py, one context per test)
+# -------------------------------------------------------------------------------------------------
+class _PerTestCoverage:
+    """pytest plugin: switch coverage's context to each test's node id, time each test, and note
+    the tests that start a subprocess."""
+
+    def __init__(self, cov):
+        self.cov, self.durations, self.spawns, self.current = cov, {}, set(), None
+        import multiprocessing.process
+
+        for cls, name in ((subprocess.Popen, "__init__"), (multiprocessing.process.BaseProcess, "start")):
+            setattr(cls, name, self._noting(getattr(cls, name)))
+
+    def _noting(self, real):
+        def wrapper(*a, **k):
+            if self.current:
+                self.spawns.add(self.current)
+            return real(*a, **k)
+
+        return wrapper
+
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.current = item.nodeid
+        self.cov.switch_context(item.nodeid)
+        self._t0 = time.monotonic()
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.durations[nodeid] = self.durations.get(nodeid, 0.0) + time.monotonic() - self._t0
+        self.current = None
+        self.cov.switch_context("")
+
+
+def _fingerprint(modules: list[str], tests: list[str]) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(modules):
+        h.update((REPO / rel).read_bytes())
+    for t in tests:
+        for f in sorted((REPO / t).rglob("*.py")) if (REPO / t).is_dir() else [REPO / t]:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def coverage_map(modules: list[str], tests: list[str]) -> dict:
+    """Run ``tests`` once, in a fork, under coverage with per-test contexts: {"lines": {module:
+    {line: [node ids]}}, "durations": {node id: s}, "spawns": [node ids], "all": [node ids]}."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            import coverage
+            import pytest
+
+            for name in [m for m in sys.modules if m == "ssl_bench" or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
+                del sys.modules[name]
+            cov = coverage.Coverage(data_file=None, include=[str(REPO / m) for m in modules])
+            cov.start()
+            plugin = _PerTestCoverage(cov)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            pytest.main(["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly", *tests], plugins=[plugin])
+            cov.stop()
+            data = cov.get_data()
+            lines = {}
+            for m in modules:
+                by_line = data.contexts_by_lineno(str(REPO / m)) or {}
+                lines[m] = {str(k): sorted(c for c in v if c) for k, v in by_line.items()}
+            out = {"lines": lines, "durations": plugin.durations, "spawns": sorted(plugin.spawns), "all": list(plugin.durations)}
+            with os.fdopen(wfd, "w") as f:
+                json.dump(out, f)
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    if not text:
+        raise SystemExit(f"collecting coverage of {modules} with {tests} failed")
+    return json.loads(text)
+
+
+def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str]) -> list[str]:
+    """The node ids that execute ``module``'s statement at ``stmt_line``, fastest first, then the
+    subprocess-starting tests; ``fallback`` (all mapped tests) for import-time or unexecuted lines."""
+    hits = cmap["lines"].get(module, {}).get(str(stmt_line), [])
+    if not hits:
+        return fallback
+    order = sorted(set(hits), key=lambda n: cmap["durations"].get(n, 0.0))
+    return order + [n for n in cmap["spawns"] if n not in hits]
+
+
 def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> str:
     """'killed' | 'survived' | 'timeout' | 'error' for one mutant, run in a fork."""
     original = path.read_text()
@@ -183,6 +300,8 @@ def main() -> int:
     ap.add_argument("--out", default="mutation.jsonl", help="results, one JSON line per mutant (resumable)")
     ap.add_argument("--limit", type=int, default=None, help="stop after this many new mutants")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a hang counts as killed)")
+    ap.add_argument("--select", choices=("coverage", "files"), default="coverage",
+                    help="run the tests that execute the mutated statement (default), or all mapped test files")
     args = ap.parse_args()
     os.chdir(REPO)
     sys.path.insert(0, str(REPO))
@@ -205,21 +324,39 @@ def main() -> int:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done[(r["module"], r["line"], r["mutation"], r["index"])] = r["result"]
+    cmaps: dict = {}
+    cache = Path(str(out) + ".coverage.json")
+    if args.select == "coverage" and cache.is_file():
+        cmaps = json.loads(cache.read_text())
     new = 0
     for module in modules:
         path = REPO / module
         source = path.read_text()
         tests = test_files(module)
+        stmts = statement_lines(source)
+        cmap = None
+        if args.select == "coverage":
+            group = [m for m in modules if test_files(m) == tests]
+            key = ",".join(tests)
+            fp = _fingerprint(group, tests)
+            if cmaps.get(key, {}).get("fingerprint") != fp or any(m not in cmaps[key]["lines"] for m in group):
+                t0 = time.monotonic()
+                cmaps[key] = {**coverage_map(group, tests), "fingerprint": fp}
+                cache.write_text(json.dumps(cmaps))
+                print(f"coverage of {', '.join(group)} by {len(cmaps[key]['all'])} tests: {time.monotonic() - t0:.0f} s", flush=True)
+            cmap = cmaps[key]
         for index, (line, desc, mutated) in enumerate(mutants(source)):
             key = (module, line, desc, index)
             if key in done:
                 continue
             if args.limit is not None and new >= args.limit:
                 break
+            chosen = tests if cmap is None else selected_tests(cmap, module, stmts.get(line, line), tests)
             t0 = time.monotonic()
-            result = run_mutant(path, mutated, tests, args.timeout)
+            result = run_mutant(path, mutated, chosen, args.timeout)
             rec = {"module": module, "line": line, "mutation": desc, "index": index, "result": result,
-                   "seconds": round(time.monotonic() - t0, 1), "code": source.splitlines()[line - 1].strip()}
+                   "seconds": round(time.monotonic() - t0, 1), "tests": len(chosen) if chosen is not tests else "all",
+                   "code": source.splitlines()[line - 1].strip()}
             with open(out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             done[key] = result
