@@ -82,10 +82,14 @@ def main():
     g = torch.Generator().manual_seed(0)
     times = {name: [] for name in steps}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    parts = {name: {"choose": [], "loss": []} for name in steps}
-    for name, (step, _) in steps.items():  # time the selection and the loss inside the real step
-        _timed(step.selector, "choose", parts[name]["choose"], sync)
-        _timed(step.objective, "loss", parts[name]["loss"], sync)
+    # every part of the real step, timed inside it: (object, attribute) per part
+    part_of = {"augment": ("augment",), "forward": ("model",), "choose": ("selector", "choose"), "loss": ("objective", "loss"),
+               "backward": ("backward",), "update": ("optimizer", "step"), "ema": ("objective", "momentum_update")}
+    parts = {name: {p: [] for p in part_of} for name in steps}
+    for name, (step, _) in steps.items():
+        for part, path in part_of.items():
+            owner = step if len(path) == 1 else getattr(step, path[0])
+            _timed(owner, path[-1], parts[name][part], sync)
     names = list(steps)
     for rep in range(args.reps + 1):  # first round = warm-up
         idx = torch.randperm(len(data), generator=g)[: args.batch]
@@ -112,6 +116,9 @@ def main():
     part_ms = {k: {p: statistics.median(v) * 1000 for p, v in d.items()} for k, d in parts.items()}
     direct = {k: (d["choose"] + d["loss"] - part_ms["byol"]["choose"] - part_ms["byol"]["loss"]) / (med["byol"] * 1000)
               for k, d in part_ms.items()}
+    print("  parts (median ms): " + ", ".join(part_of))
+    for k in med:
+        print(f"  {k:22s} " + " ".join(f"{part_ms[k][p]:7.1f}" for p in part_of))
     for k, v in med.items():
         r = sorted(a / b for a, b in zip(times[k], times["byol"]))
         q1, q3 = r[len(r) // 4], r[(3 * len(r)) // 4]

@@ -1,0 +1,160 @@
+"""`compare`'s choices on synthetic run directories: which metric it reports, which runs it reads,
+the paper's fine-tuning-seed spread, column names, the best mark, and the Python API."""
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+import ssl_bench
+from ssl_bench.compare import FINETUNE_MARK, compare, load_runs, table
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.runs import mark_failed
+
+
+def run(root: Path, method: str, seed: int, evals: dict, headline: str | None = "auc", **recipe_extra) -> Path:
+    d = root / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    recipe = {"name": method.lower(), "method": method, "seed": seed, **recipe_extra}
+    if headline:
+        recipe["headline_metric"] = headline
+    (d / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (d / "results.json").write_text(json.dumps({"method": method, "dataset": "HAM10000", "seed": seed, "eval": evals}))
+    return d
+
+
+def two_metrics(auc: float, bma: float) -> dict:
+    return {"linear": {"auc": auc, "balanced_accuracy": bma}}
+
+
+# -- the metric -------------------------------------------------------------------------------------
+def test_the_recipes_headline_metric_is_reported_and_auc_when_none_is_named(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for s, (auc, bma) in enumerate([(0.9, 0.3), (0.8, 0.4)]):
+        run(a, "BYOL", s, two_metrics(auc, bma), headline="balanced_accuracy")
+        run(b, "BYOL", s, two_metrics(auc, bma), headline=None)
+    named = table([a])
+    assert named["mean"].iloc[0] == pytest.approx(0.35)  # the BMA values, not the AUC ones
+    assert compare([str(a)], fmt="markdown")[1].count("0.350") == 1
+    assert table([b])["mean"].iloc[0] == pytest.approx(0.85)  # no headline named: AUC
+    assert table([a], metric="auc")["mean"].iloc[0] == pytest.approx(0.85)  # an explicit metric wins
+
+
+def test_runs_naming_different_headline_metrics_need_an_explicit_metric(tmp_path):
+    run(tmp_path, "BYOL", 0, two_metrics(0.9, 0.3), headline="balanced_accuracy")
+    run(tmp_path, "FS", 0, two_metrics(0.8, 0.4), headline="auc")
+    with pytest.raises(SSLBenchError, match="different headline metrics.*--metric"):
+        compare([str(tmp_path)])
+    assert len(compare([str(tmp_path)], metric="auc")[0]) == 2
+
+
+def test_a_missing_metric_names_the_metrics_found(tmp_path):
+    run(tmp_path, "BYOL", 0, two_metrics(0.9, 0.3))
+    with pytest.raises(SSLBenchError, match=r"metric 'f1' \(metrics found: auc, balanced_accuracy\)"):
+        compare([str(tmp_path)], metric="f1")
+    bare = tmp_path / "bare"
+    run(bare, "BYOL", 0, {"finetune": {"per_seed": [{"x": 1}], "label_fraction": 1.0}})  # only internal rows
+    with pytest.raises(SSLBenchError, match=r"metrics found: none"):
+        compare([str(bare)], metric="auc")
+
+
+# -- which runs -----------------------------------------------------------------------------------
+def test_globs_results_files_symlinks_and_failed_runs(tmp_path):
+    root = tmp_path / "runs"
+    for s in range(2):
+        run(root, "BYOL", s, two_metrics(0.8 + s / 10, 0.3))
+        run(root, "FS", s, two_metrics(0.6, 0.3))
+    assert set(load_runs([str(root / "B*")]).frame["method"]) == {"BYOL"}  # a glob pattern
+    one = load_runs([str(root / "FS" / "seed0" / "results.json")])  # a results file names its run
+    assert list(one.frame["run"].unique()) == [str((root / "FS" / "seed0").resolve())]
+    elsewhere = run(tmp_path / "other", "Random", 0, two_metrics(0.5, 0.1))
+    (root / "linked").symlink_to(elsewhere.parent, target_is_directory=True)
+    assert set(load_runs([str(root)]).frame["method"]) == {"BYOL", "FS", "Random"}  # links are followed
+    mark_failed(root / "FS" / "seed1", "diverged")
+    unfinished = root / "FS" / "seed2"
+    unfinished.mkdir()
+    (unfinished / "recipe.yaml").write_text("method: FS\n")
+    mark_failed(unfinished, "killed")
+    loaded = load_runs([str(root)])
+    assert loaded.frame["run"].nunique() == 4  # FS seed1 left out
+    assert {Path(r).name for r, _ in loaded.failed} == {"seed1", "seed2"}
+    assert loaded.skipped == []  # a failed unfinished run is listed as failed only, not as unfinished
+
+
+def test_on_the_fly_and_pretrained_runs_of_one_method_are_never_averaged(tmp_path):
+    run(tmp_path / "a", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
+    run(tmp_path / "a", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "online"})
+    assert table([tmp_path / "a"])["count"].iloc[0] == 2  # one model: averaged
+    run(tmp_path / "b", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
+    run(tmp_path / "b", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "pretrained"})
+    with pytest.raises(SSLBenchError, match="on-the-fly|pretrained"):
+        compare([str(tmp_path / "b")], allow_mixed=True)
+
+
+def test_a_mixing_error_lists_at_most_six_keys(tmp_path):
+    base = {f"k{i}": 0 for i in range(7)}
+    run(tmp_path, "BYOL", 0, two_metrics(0.8, 0.3), **base)
+    run(tmp_path, "BYOL", 1, two_metrics(0.7, 0.3), **{k: 1 for k in base})
+    with pytest.raises(SSLBenchError) as e:
+        compare([str(tmp_path)])
+    assert "k5" in str(e.value) and "k6" not in str(e.value) and "…" in str(e.value)
+
+
+# -- the paper's ± over fine-tuning seeds -----------------------------------------------------------
+def finetune(values: list[float]) -> dict:
+    out = {"auc": statistics.mean(values), "per_seed": [{"auc": v} for v in values], "label_fraction": 0.1}
+    if len(values) > 1:
+        out["auc_std"] = statistics.stdev(values)
+    return {"finetune": out}
+
+
+def test_one_pretraining_run_shows_the_std_over_its_finetuning_seeds(tmp_path):
+    run(tmp_path, "BYOL", 0, finetune([0.70, 0.74, 0.81]))
+    run(tmp_path, "FS", 0, finetune([0.60, 0.64]))
+    run(tmp_path, "Random", 0, finetune([0.55]))
+    for s, v in enumerate([0.50, 0.52, 0.60]):  # several pre-training runs: their own std
+        run(tmp_path, "MICLe", s, finetune([v, v + 0.02]))
+    stats = table([tmp_path]).set_index("method")
+    assert stats.loc["BYOL", "std"] == pytest.approx(statistics.stdev([0.70, 0.74, 0.81]))
+    micle = [statistics.mean([v, v + 0.02]) for v in (0.50, 0.52, 0.60)]
+    assert stats.loc["MICLe", "std"] == pytest.approx(statistics.stdev(micle))
+    tab, text, _ = compare([str(tmp_path)], fmt="markdown")
+    col = "HAM10000 · finetune @0.1"  # label fraction appended to a protocol that does not name it
+    assert tab.loc["BYOL", col] == f"**0.750(.056){FINETUNE_MARK}** n=1"  # the best mean, marked
+    assert tab.loc["FS", col] == f"0.620(.028){FINETUNE_MARK} n=1"  # two fine-tuning seeds are a spread
+    assert FINETUNE_MARK not in tab.loc["Random", col]  # one fine-tuning seed is not
+    assert FINETUNE_MARK not in tab.loc["MICLe", col] and tab.loc["MICLe", col].endswith("n=3")
+    assert text.rstrip().endswith("over pre-training seeds (n).") and "2/3 fine-tuning seeds" in text
+    assert FINETUNE_MARK not in compare([str(tmp_path / "MICLe")], fmt="markdown")[1]  # no such cell: no note
+
+
+def test_a_protocol_that_names_its_fraction_gets_no_suffix(tmp_path):
+    run(tmp_path, "BYOL", 0, {"finetune@0.1": {"auc": 0.7, "label_fraction": 0.1}, "linear": {"auc": 0.6}})
+    assert sorted(table([tmp_path])["column"]) == ["HAM10000 · finetune@0.1", "HAM10000 · linear"]
+
+
+def test_a_column_with_one_method_has_no_best_mark(tmp_path):
+    run(tmp_path, "BYOL", 0, {"linear": {"auc": 0.7}, "knn": {"auc": 0.6}})
+    run(tmp_path, "FS", 0, {"linear": {"auc": 0.8}})
+    tab = compare([str(tmp_path)], fmt="markdown")[0]
+    assert tab.loc["BYOL", "HAM10000 · knn"] == "0.600 n=1"
+    assert tab.loc["FS", "HAM10000 · linear"] == "**0.800** n=1" and tab.loc["FS", "HAM10000 · knn"] == "–"
+
+
+# -- the Python API -------------------------------------------------------------------------------
+def test_the_python_api_returns_the_statistics_and_the_long_frame(tmp_path):
+    vals = [0.70, 0.71, 0.78]
+    for s, v in enumerate(vals):
+        run(tmp_path, "BYOL", s, two_metrics(v, 0.3))
+    for stats in (table([tmp_path]), ssl_bench.compare([tmp_path]), ssl_bench.compare.table([str(tmp_path)])):
+        assert list(stats[["method", "column"]].iloc[0]) == ["BYOL", "HAM10000 · linear"]
+        assert stats["mean"].iloc[0] == pytest.approx(statistics.mean(vals))
+        assert stats["std"].iloc[0] == pytest.approx(statistics.stdev(vals))
+        assert stats["count"].iloc[0] == 3
+    for long in (table([tmp_path], long=True), ssl_bench.compare([tmp_path], long=True)):
+        assert len(long) == 6 and set(long["metric"]) == {"auc", "balanced_accuracy"}  # 3 runs × 2 metrics
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert table([empty]).empty and list(table([empty]).columns) == ["method", "column", "mean", "std", "count"]
