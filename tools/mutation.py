@@ -260,6 +260,15 @@ def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str])
     return order + [n for n in cmap["spawns"] if n not in hits]
 
 
+def expected_seconds(cmap: dict, tests: list[str]) -> float:
+    """How long ``tests`` (node ids, or test files and folders) took without a mutant."""
+    durations = cmap["durations"]
+    def runs(node: str, t: str) -> bool:
+        return node == t or node.startswith(t + "::") or node.startswith(t.rstrip("/") + "/")
+
+    return sum(d for n, d in durations.items() if any(runs(n, t) for t in tests))
+
+
 def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> str:
     """'killed' | 'survived' | 'timeout' | 'error' for one mutant, run in a fork."""
     original = path.read_text()
@@ -299,7 +308,9 @@ def main() -> int:
     ap.add_argument("--module", action="append", help="a file under a mutated path (repeatable; default: all)")
     ap.add_argument("--out", default="mutation.jsonl", help="results, one JSON line per mutant (resumable)")
     ap.add_argument("--limit", type=int, default=None, help="stop after this many new mutants")
-    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a hang counts as killed)")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per mutant; a mutant past it counts as killed (a hang).  Default: 60 s + 3× the "
+                         "unmutated time of the tests it runs (coverage selection), else 1800 s")
     ap.add_argument("--select", choices=("coverage", "files"), default="coverage",
                     help="run the tests that execute the mutated statement (default), or all mapped test files")
     args = ap.parse_args()
@@ -353,7 +364,8 @@ def main() -> int:
                 break
             chosen = tests if cmap is None else selected_tests(cmap, module, stmts.get(line, line), tests)
             t0 = time.monotonic()
-            result = run_mutant(path, mutated, chosen, args.timeout)
+            timeout = args.timeout or (1800.0 if cmap is None else 60.0 + 3 * expected_seconds(cmap, chosen))
+            result = run_mutant(path, mutated, chosen, timeout)
             rec = {"module": module, "line": line, "mutation": desc, "index": index, "result": result,
                    "seconds": round(time.monotonic() - t0, 1), "tests": len(chosen) if chosen is not tests else "all",
                    "code": source.splitlines()[line - 1].strip()}
