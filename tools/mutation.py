@@ -20,7 +20,8 @@ Test selection (``--select coverage``, the default): the module's mapped tests r
 coverage.py with one context per test (``<out>.coverage.json``, rebuilt when a mutated module or a
 test file changes), and each mutant runs only the tests that execute its statement, fastest first,
 plus every mapped test that starts a subprocess (coverage does not follow those).  A statement run
-at import time (definitions, defaults, class attributes) or by no test gets all mapped tests.  A
+at import time only (definitions, defaults, class attributes) gets all mapped tests; one that no
+test runs gets only the subprocess tests (none: it survives, marked ``"covered": false``).  A
 test that does not execute a statement cannot notice a change to it, so this skips only work whose
 outcome is known; it makes a survivor cost seconds instead of minutes (the evaluation tests alone
 take 7 minutes on one core).  ``--select files`` runs all mapped test files for every mutant.
@@ -252,9 +253,13 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
 
 def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str]) -> list[str]:
     """The node ids that execute ``module``'s statement at ``stmt_line``, fastest first, then the
-    subprocess-starting tests; ``fallback`` (all mapped tests) for import-time or unexecuted lines."""
-    hits = cmap["lines"].get(module, {}).get(str(stmt_line), [])
-    if not hits:
+    subprocess-starting tests; ``fallback`` (all mapped tests) for a statement run at import time;
+    only the subprocess-starting tests (maybe none: survived, no test runs it) for one never run."""
+    lines = cmap["lines"].get(module, {})
+    if str(stmt_line) not in lines:  # no test executes it in-process: only a subprocess test can notice
+        return list(cmap["spawns"])
+    hits = lines[str(stmt_line)]
+    if not hits:  # executed at import time only (a definition, default or class attribute)
         return fallback
     order = sorted(set(hits), key=lambda n: cmap["durations"].get(n, 0.0))
     return order + [n for n in cmap["spawns"] if n not in hits]
@@ -309,7 +314,7 @@ def main() -> int:
     ap.add_argument("--out", default="mutation.jsonl", help="results, one JSON line per mutant (resumable)")
     ap.add_argument("--limit", type=int, default=None, help="stop after this many new mutants")
     ap.add_argument("--timeout", type=float, default=None,
-                    help="seconds per mutant; a mutant past it counts as killed (a hang).  Default: 60 s + 3× the "
+                    help="seconds per mutant; a mutant past it counts as killed (a hang).  Default: 120 s + 5× the "
                          "unmutated time of the tests it runs (coverage selection), else 1800 s")
     ap.add_argument("--select", choices=("coverage", "files"), default="coverage",
                     help="run the tests that execute the mutated statement (default), or all mapped test files")
@@ -364,10 +369,11 @@ def main() -> int:
                 break
             chosen = tests if cmap is None else selected_tests(cmap, module, stmts.get(line, line), tests)
             t0 = time.monotonic()
-            timeout = args.timeout or (1800.0 if cmap is None else 60.0 + 3 * expected_seconds(cmap, chosen))
-            result = run_mutant(path, mutated, chosen, timeout)
+            timeout = args.timeout or (1800.0 if cmap is None else 120.0 + 5 * expected_seconds(cmap, chosen))
+            result = run_mutant(path, mutated, chosen, timeout) if chosen else "survived"
             rec = {"module": module, "line": line, "mutation": desc, "index": index, "result": result,
                    "seconds": round(time.monotonic() - t0, 1), "tests": len(chosen) if chosen is not tests else "all",
+                   "covered": bool(chosen),
                    "code": source.splitlines()[line - 1].strip()}
             with open(out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
