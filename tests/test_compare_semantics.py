@@ -86,20 +86,33 @@ def test_globs_results_files_symlinks_and_failed_runs(tmp_path):
 def test_on_the_fly_and_pretrained_runs_of_one_method_are_never_averaged(tmp_path):
     run(tmp_path / "a", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
     run(tmp_path / "a", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "online"})
-    assert table([tmp_path / "a"])["count"].iloc[0] == 2  # one model: averaged
+    assert compare([str(tmp_path / "a")], fmt="csv")[1].splitlines()[1].endswith(",2,pretraining,0")  # one model: averaged
     run(tmp_path / "b", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
     run(tmp_path / "b", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "pretrained"})
     with pytest.raises(SSLBenchError, match="on-the-fly|pretrained"):
         compare([str(tmp_path / "b")], allow_mixed=True)
 
 
-def test_a_mixing_error_lists_at_most_six_keys(tmp_path):
-    base = {f"k{i}": 0 for i in range(7)}
+@pytest.mark.parametrize("n_keys", [6, 7])
+def test_a_mixing_error_lists_at_most_six_keys(tmp_path, n_keys):
+    base = {f"k{i}": 0 for i in range(n_keys)}
     run(tmp_path, "BYOL", 0, two_metrics(0.8, 0.3), **base)
     run(tmp_path, "BYOL", 1, two_metrics(0.7, 0.3), **{k: 1 for k in base})
     with pytest.raises(SSLBenchError) as e:
         compare([str(tmp_path)])
-    assert "k5" in str(e.value) and "k6" not in str(e.value) and "…" in str(e.value)
+    assert "k5" in str(e.value) and "k6" not in str(e.value)
+    assert ("…" in str(e.value)) == (n_keys > 6)
+
+
+def test_other_files_of_a_run_are_not_runs_and_unreadable_results_are_named(tmp_path):
+    d = run(tmp_path, "BYOL", 0, two_metrics(0.8, 0.3))
+    with pytest.raises(SSLBenchError, match="no finished runs"):
+        compare([str(d / "recipe.yaml")])  # only a results.json file stands for its run
+    bad = tmp_path / "bad" / "seed0"
+    bad.mkdir(parents=True)
+    (bad / "results.json").write_text("{}")
+    with pytest.raises(SSLBenchError, match=rf"1 unreadable: {bad.resolve()}: has no 'method'"):
+        compare([str(bad)])
 
 
 # -- the paper's ± over fine-tuning seeds -----------------------------------------------------------
@@ -128,6 +141,8 @@ def test_one_pretraining_run_shows_the_std_over_its_finetuning_seeds(tmp_path):
     assert FINETUNE_MARK not in tab.loc["MICLe", col] and tab.loc["MICLe", col].endswith("n=3")
     assert text.rstrip().endswith("over pre-training seeds (n).") and "2/3 fine-tuning seeds" in text
     assert FINETUNE_MARK not in compare([str(tmp_path / "MICLe")], fmt="markdown")[1]  # no such cell: no note
+    csv = {r.split(",")[0]: r.split(",")[-2:] for r in compare([str(tmp_path)], fmt="csv")[1].splitlines()[1:]}
+    assert csv == {"BYOL": ["finetune", "3"], "FS": ["finetune", "2"], "Random": ["pretraining", "0"], "MICLe": ["pretraining", "0"]}
 
 
 def test_a_protocol_that_names_its_fraction_gets_no_suffix(tmp_path):

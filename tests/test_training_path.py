@@ -91,6 +91,27 @@ def test_a_data_parallel_step_scales_its_loss_by_its_share_of_the_global_batch(b
     assert torch.allclose(spy.backpropagated[0], value * 1.2)
 
 
+def test_data_parallel_selection_is_global_only_across_ranks_and_for_objectives_that_gather(breast):
+    """The selector sees the rank's shard (and chooses on the global batch) only with ≥ 2 ranks and an
+    objective whose loss reaches other ranks' targets; otherwise it chooses among the local rows."""
+    from ssl_bench.selectors.base import Selection
+
+    step, _ = real_step(breast_recipe(selector={"name": "oracle"}))
+    seen = []
+    step.selector.choose = lambda ctx: seen.append(ctx.shard) or Selection(None, ctx.out, torch.zeros(3, dtype=torch.long))
+    two, one = Shard(rank=0, sizes=(3, 2)), Shard(rank=0, sizes=(3,))
+    for shard in (two, one, None):
+        batch = real_batch(breast, 3)
+        batch.shard = shard
+        step(batch, lr=0.05, step=0)
+    assert seen == [two, None, None]
+    step.objective.global_positives = False  # e.g. a plug-in objective whose loss is rank-local
+    batch = real_batch(breast, 3)
+    batch.shard = two
+    step(batch, lr=0.05, step=0)
+    assert seen[-1] is None
+
+
 @pytest.fixture(scope="module")
 def ham_folder(tmp_path_factory):
     """96 real HAM10000 JPEGs in the HAM10000 layout, with their lesion groups."""
