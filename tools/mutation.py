@@ -2,6 +2,7 @@
 tests notice.
 
     python tools/mutation.py [--module ssl_bench/selectors/tracin.py ...] [--out mutation.jsonl] [--limit N]
+    python tools/mutation.py --report mutation.jsonl         # per-module kill rates and survivors (Markdown)
 
 For each mutant — one operator or constant changed in one place (``a + b`` → ``a - b``, ``<`` → ``<=``,
 ``and`` → ``or``, ``not x`` → ``x``, ``-x`` → ``x``, ``n`` → ``n + 1``, ``True`` → ``False``,
@@ -318,7 +319,13 @@ def main() -> int:
                          "unmutated time of the tests it runs (coverage selection), else 1800 s")
     ap.add_argument("--select", choices=("coverage", "files"), default="coverage",
                     help="run the tests that execute the mutated statement (default), or all mapped test files")
+    ap.add_argument("--report", nargs="+", metavar="JSONL",
+                    help="print the per-module table and the survivors of these result files (later files win "
+                         "for a module they hold) as Markdown, and run nothing")
     args = ap.parse_args()
+    if args.report:
+        print(report([Path(f) for f in args.report]))
+        return 0
     os.chdir(REPO)
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -382,6 +389,31 @@ def main() -> int:
             print(f"{result:9s} {module}:{line}  {desc}  | {rec['code'][:80]}", flush=True)
     summarize(done)
     return 0
+
+
+def report(files: list[Path]) -> str:
+    """Markdown: one row per module (mutants, killed incl. time-outs, survived, of which no test
+    runs, kill rate) and the surviving mutants with their line."""
+    by_module: dict[str, dict] = {}
+    for f in files:
+        recs: dict[str, dict] = {}
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            recs.setdefault(r["module"], {})[(r["line"], r["mutation"], r["index"])] = r
+        by_module.update(recs)  # a later file replaces a module's results
+    rows = ["| module | mutants | killed | survived | of which no test runs | kill rate |", "|---|---|---|---|---|---|"]
+    survivors, tot = [], [0, 0, 0, 0]
+    for module in sorted(by_module):
+        recs = list(by_module[module].values())
+        killed = sum(r["result"] in ("killed", "timeout") for r in recs)
+        surv = [r for r in recs if r["result"] == "survived"]
+        unrun = sum(r.get("covered") is False for r in surv)
+        n = sum(r["result"] != "error" for r in recs)
+        rows.append(f"| `{module}` | {n} | {killed} | {len(surv)} | {unrun} | {killed / max(n, 1):.1%} |")
+        tot = [tot[0] + n, tot[1] + killed, tot[2] + len(surv), tot[3] + unrun]
+        survivors += [f"- `{module}:{r['line']}` {r['mutation']}: `{r['code'][:90]}`" for r in sorted(surv, key=lambda r: r["line"])]
+    rows.append(f"| all | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} | {tot[1] / max(tot[0], 1):.1%} |")
+    return "\n".join(rows + ["", "Survivors:", *survivors]) + "\n"
 
 
 def summarize(done: dict) -> None:
