@@ -97,19 +97,28 @@ def test_data_parallel_selection_is_global_only_across_ranks_and_for_objectives_
     from ssl_bench.selectors.base import Selection
 
     step, _ = real_step(breast_recipe(selector={"name": "oracle"}))
-    seen = []
-    step.selector.choose = lambda ctx: seen.append(ctx.shard) or Selection(None, ctx.out, torch.zeros(3, dtype=torch.long))
-    two, one = Shard(rank=0, sizes=(3, 2)), Shard(rank=0, sizes=(3,))
+    seen, planned_seen = [], []
+
+    def choose(ctx):
+        seen.append(ctx.shard)
+        planned_seen.append(ctx.planned_extra)
+        return Selection(None, ctx.out, torch.zeros(3, dtype=torch.long))
+
+    step.selector.choose = choose
+    two, one = Shard(rank=1, sizes=(2, 3)), Shard(rank=0, sizes=(3,))
+    planned = torch.tensor([[0], [3], [4]])  # global positions: row 0 is on rank 0, rows 3 and 4 here
     for shard in (two, one, None):
         batch = real_batch(breast, 3)
-        batch.shard = shard
+        batch.shard, batch.planned_extra = shard, planned
         step(batch, lr=0.05, step=0)
     assert seen == [two, None, None]
+    assert planned_seen[0] is planned and planned_seen[2] is planned  # planned on the global batch: kept global
     step.objective.global_positives = False  # e.g. a plug-in objective whose loss is rank-local
     batch = real_batch(breast, 3)
-    batch.shard = two
+    batch.shard, batch.planned_extra = two, planned
     step(batch, lr=0.05, step=0)
     assert seen[-1] is None
+    assert planned_seen[-1].tolist() == [[-1], [1], [2]]  # local positions; the other rank's sample: none
 
 
 @pytest.fixture(scope="module")
