@@ -327,6 +327,13 @@ def main() -> int:
         print(report([Path(f) for f in args.report]))
         return 0
     os.chdir(REPO)
+    # a mutant left in place by a killed run would make every later result wrong: start clean only
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ssl_bench", "tests"], capture_output=True, text=True).stdout
+    if dirty.strip():
+        raise SystemExit(f"uncommitted changes under ssl_bench/ or tests/ (a mutant left by a killed run?):\n{dirty}"
+                         "restore them (git checkout -- ssl_bench tests) or commit them first")
+    # SIGTERM (kill, a job's time limit): leave through the `finally` that puts the original file back
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(REPO))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     modules = args.module or sorted(
