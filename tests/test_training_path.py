@@ -105,6 +105,7 @@ def test_data_parallel_selection_is_global_only_across_ranks_and_for_objectives_
         return Selection(None, ctx.out, torch.zeros(3, dtype=torch.long))
 
     step.selector.choose = choose
+    spy = Spy(step)
     two, one = Shard(rank=1, sizes=(2, 3)), Shard(rank=0, sizes=(3,))
     planned = torch.tensor([[0], [3], [4]])  # global positions: row 0 is on rank 0, rows 3 and 4 here
     for shard in (two, one, None):
@@ -112,6 +113,7 @@ def test_data_parallel_selection_is_global_only_across_ranks_and_for_objectives_
         batch.shard, batch.planned_extra = shard, planned
         step(batch, lr=0.05, step=0)
     assert seen == [two, None, None]
+    assert [c[0].shard for c in spy.loss_calls] == [two, None, None]  # the loss gathers others' targets only then
     assert planned_seen[0] is planned and planned_seen[2] is planned  # planned on the global batch: kept global
     step.objective.global_positives = False  # e.g. a plug-in objective whose loss is rank-local
     batch = real_batch(breast, 3)
