@@ -168,6 +168,16 @@ def _changes(node: ast.AST):
 # -------------------------------------------------------------------------------------------------
 # The forking runner
 # -------------------------------------------------------------------------------------------------
+PYTEST_ARGS = ["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly"]
+
+
+def _forget_project_modules() -> None:
+    """In a fork: drop ssl_bench and the tests from ``sys.modules`` so that they are imported anew
+    (with the mutated file); torch, scikit-learn and lightly stay imported."""
+    for name in [m for m in sys.modules if m == "ssl_bench" or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
+        del sys.modules[name]
+
+
 # -------------------------------------------------------------------------------------------------
 # Which tests execute which line (coverage.py, one context per test)
 # -------------------------------------------------------------------------------------------------
@@ -176,7 +186,7 @@ class _PerTestCoverage:
     the tests that start a subprocess."""
 
     def __init__(self, cov):
-        self.cov, self.durations, self.spawns, self.current = cov, {}, set(), None
+        self.cov, self.durations, self.spawns, self.current, self._t0 = cov, {}, set(), None, 0.0
         import multiprocessing.process
 
         for cls, name in ((subprocess.Popen, "__init__"), (multiprocessing.process.BaseProcess, "start")):
@@ -222,15 +232,14 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
             import coverage
             import pytest
 
-            for name in [m for m in sys.modules if m == "ssl_bench" or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
-                del sys.modules[name]
+            _forget_project_modules()
             cov = coverage.Coverage(data_file=None, include=[str(REPO / m) for m in modules])
             cov.start()
             plugin = _PerTestCoverage(cov)
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            pytest.main(["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly", *tests], plugins=[plugin])
+            pytest.main([*PYTEST_ARGS, *tests], plugins=[plugin])
             cov.stop()
             data = cov.get_data()
             lines = {}
@@ -282,14 +291,13 @@ def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> st
     if pid == 0:  # child: the mutated file, a fresh import of ssl_bench and the tests
         try:
             path.write_text(mutated)
-            for name in [m for m in sys.modules if m == "ssl_bench" or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
-                del sys.modules[name]
+            _forget_project_modules()
             import pytest
 
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-            code = pytest.main(["-x", "-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
+            code = pytest.main(["-x", *PYTEST_ARGS, *tests])
             os._exit(0 if code == 0 else 1)
         except BaseException:
             os._exit(3)
