@@ -290,6 +290,9 @@ def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> st
     pid = os.fork()
     if pid == 0:  # child: the mutated file, a fresh import of ssl_bench and the tests
         try:
+            # never cache a mutant's bytecode: the next mutant of the same file can have the same size
+            # and be written in the same second, and Python would then run this one's stale .pyc
+            sys.dont_write_bytecode = True
             path.write_text(mutated)
             _forget_project_modules()
             import pytest

@@ -1,0 +1,79 @@
+"""tools/mutation.py: the mutants it plants, the statement a line belongs to, and that a mutant's
+verdict comes from the mutant's own code (not from bytecode cached for another mutant)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def mutation():
+    spec = importlib.util.spec_from_file_location("ssl_bench_mutation_tool", REPO / "tools" / "mutation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SOURCE = '''"""Docstring: not mutated."""
+
+
+def f(x, items):
+    """Not mutated either."""
+    if x < 3 and not items:
+        raise ValueError("not mutated: error message")
+    return max(x + 1, 0)
+'''
+
+
+def test_mutants_of_a_small_function(mutation):
+    found = {(line, desc) for line, desc, _ in mutation.mutants(SOURCE)}
+    assert found == {
+        (6, "Lt → LtE"), (6, "3 → 4"), (6, "And → Or"), (6, "drop Not"),
+        (8, "Add → Sub"), (8, "1 → 2"), (8, "0 → 1"), (8, "max → min"), (8, "return None"),
+    }
+    mutated = {desc: src for _, desc, src in mutation.mutants(SOURCE)}
+    ns: dict = {}
+    exec(mutated["max → min"], ns)
+    assert ns["f"](5, [1]) == 0  # min(6, 0)
+    exec(mutated["Lt → LtE"], ns)
+    with pytest.raises(ValueError):
+        ns["f"](3, [])
+
+
+def test_statement_lines_map_a_continuation_to_its_first_line(mutation):
+    src = "x = (1 +\n     2)\nif x:\n    y = 3\n"
+    assert mutation.statement_lines(src) == {1: 1, 2: 1, 3: 3, 4: 4}
+
+
+def test_same_size_mutants_in_the_same_second_get_their_own_verdicts(mutation, tmp_path, monkeypatch):
+    """Two mutants of one file with the same size, written within a second: with bytecode caching on,
+    Python would run the first one's .pyc for the second (its mtime and size match)."""
+    pkg = tmp_path / "mutproj"
+    pkg.mkdir()
+    target = pkg / "mutation_target_mod.py"
+    original = "def f():\n    return 1 < 2\n"
+    target.write_text(original)
+    (pkg / "test_target.py").write_text("from mutation_target_mod import f\n\ndef test_f():\n    assert f() is True\n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as for a user without PYTHONDONTWRITEBYTECODE
+    real_write = Path.write_text
+
+    def write_in_the_same_second(self, text, *a, **k):  # forks inherit this: every write gets one mtime
+        n = real_write(self, text, *a, **k)
+        if self == target:
+            os.utime(self, (1_700_000_000, 1_700_000_000))
+        return n
+
+    monkeypatch.setattr(Path, "write_text", write_in_the_same_second)
+    monkeypatch.syspath_prepend(str(pkg))
+    tests = [str(pkg / "test_target.py")]
+    killed = mutation.run_mutant(target, "def f():\n    return 1 > 2\n", tests, timeout=120)
+    survived = mutation.run_mutant(target, "def f():\n    return 2 > 1\n", tests, timeout=120)
+    assert (killed, survived) == ("killed", "survived")
+    assert target.read_text() == original  # the original file is put back after each mutant
