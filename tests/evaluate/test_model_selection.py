@@ -39,7 +39,7 @@ def test_linear_probe_picks_C_by_validation_auc(breast):
     best = max(val_auc, key=val_auc.get)
     # on these features the training split prefers another C: choosing on train would be caught here
     assert max(train_auc, key=train_auc.get) != best
-    assert probe.chosen_C == best
+    assert probe.chosen_C == best and probe.chosen == {"C": best}  # what results.json's eval_chosen reports
     assert got["auc"] == pytest.approx(roc_auc_score(yte, fits[best].predict_proba(xte)[:, 1]))
 
 
@@ -52,6 +52,14 @@ def test_linear_probe_without_a_validation_split_uses_C_1(breast):
     xte, yte = ctx.features("test")
     assert probe.chosen_C == 1.0
     assert got["auc"] == pytest.approx(roc_auc_score(yte, _sklearn_fit(xtr, ytr, 1.0).predict_proba(xte)[:, 1]))
+
+
+def test_a_protocol_without_model_selection_reports_nothing_chosen(breast):
+    """kNN has no hyper-parameter chosen on val: ``chosen`` is an empty dict (the run's log line and
+    ``eval_chosen`` in results.json iterate over it and leave the protocol out)."""
+    knn = EVALUATIONS.build({"name": "knn", "k": 5})
+    knn.run(EvalContext(data=breast, embed=_pixels))
+    assert knn.chosen == {}
 
 
 def _fingerprint(model: torch.nn.Module) -> tuple[float, ...]:
