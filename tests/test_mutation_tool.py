@@ -77,3 +77,41 @@ def test_same_size_mutants_in_the_same_second_get_their_own_verdicts(mutation, t
     survived = mutation.run_mutant(target, "def f():\n    return 2 > 1\n", tests, timeout=120)
     assert (killed, survived) == ("killed", "survived")
     assert target.read_text() == original  # the original file is put back after each mutant
+
+
+DEFS = '''import functools
+
+LIMIT = 3
+
+
+@functools.lru_cache(maxsize=LIMIT)
+def f(x,
+      y=2):
+    return x + y
+
+
+class A:
+    z = 1
+
+    def g(self, a=1):
+        return a + self.z
+'''
+
+
+def test_import_time_lines_get_the_tests_that_use_their_definition(mutation):
+    scopes = mutation.definition_scopes(DEFS)
+    assert {line: scopes.get(line) for line in (3, 6, 7, 8, 9, 12, 13, 15, 16)} == {
+        3: None,  # a module-level constant: any test may use it
+        6: (9, 9), 7: (9, 9), 8: (9, 9),  # f's decorator and defaults act when f runs
+        9: None,
+        12: (13, 16), 13: (13, 16),  # the class attribute acts when A's methods run
+        15: (16, 16), 16: None,
+    }
+    cmap = {"lines": {"m.py": {"3": [], "6": [], "7": [], "9": ["t::uses_f"], "13": [], "15": [], "16": ["t::uses_g"]}},
+            "durations": {"t::uses_f": 1.0, "t::uses_g": 2.0, "t::cli": 9.0}, "spawns": ["t::cli"]}
+    select = lambda line: mutation.selected_tests(cmap, "m.py", line, ["tests/all"], scopes)  # noqa: E731
+    assert select(7) == ["t::uses_f", "t::cli"]
+    assert select(13) == ["t::uses_g", "t::cli"]
+    assert select(3) == ["tests/all"]
+    assert select(9) == ["t::uses_f", "t::cli"]
+    assert select(10) == ["t::cli"]  # never run in-process: only a subprocess test can notice

@@ -21,11 +21,14 @@ Test selection (``--select coverage``, the default): the module's mapped tests r
 coverage.py with one context per test (``<out>.coverage.json``, rebuilt when a mutated module or a
 test file changes), and each mutant runs only the tests that execute its statement, fastest first,
 plus every mapped test that starts a subprocess (coverage does not follow those).  A statement run
-at import time only (definitions, defaults, class attributes) gets all mapped tests; one that no
-test runs gets only the subprocess tests (none: it survives, marked ``"covered": false``).  A
-test that does not execute a statement cannot notice a change to it, so this skips only work whose
-outcome is known; it makes a survivor cost seconds instead of minutes (the evaluation tests alone
-take 7 minutes on one core).  ``--select files`` runs all mapped test files for every mutant.
+at import time only acts later: a function's decorators and defaults when the function runs, a
+class's decorators and attributes (dataclass fields) when its methods run; it gets the tests that run
+a line of that body (a test that builds a dataclass and never calls a method of it is missed).  A
+module-level constant gets all mapped tests; a statement that no test runs gets only the subprocess
+tests (none: it survives, marked ``"covered": false``).  A test that does not execute a statement
+cannot notice a change to it, so this skips only work whose outcome is known; it makes a survivor
+cost seconds instead of minutes (the evaluation tests alone take 7 minutes on one core, and the
+selector tests 12).  ``--select files`` runs all mapped test files for every mutant.
 
 Mutated: ``ssl_bench/selectors/``, ``ssl_bench/objectives/``, ``ssl_bench/evaluate/``,
 ``ssl_bench/compare.py`` and the training step ``ssl_bench/step.py``.  Not mutated: docstrings,
@@ -261,15 +264,40 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
     return json.loads(text)
 
 
-def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str]) -> list[str]:
+def definition_scopes(source: str) -> dict[int, tuple[int, int]]:
+    """Line → (first, last) line of the body that uses it, for the lines that run at import time but
+    act later: a function's decorators, defaults and signature act when the function runs; a
+    class's decorators and the statements of its body outside methods (dataclass fields, class
+    attributes) act when its methods run.  The innermost definition wins."""
+    out: dict[int, tuple[int, int]] = {}
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in sorted((n for n in ast.walk(ast.parse(source)) if isinstance(n, defs)), key=lambda n: n.lineno):
+        body = (node.body[0].lineno, node.end_lineno)
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        header = range(first, node.body[0].lineno)
+        members = [] if not isinstance(node, ast.ClassDef) else [
+            line for stmt in node.body if not isinstance(stmt, defs) for line in range(stmt.lineno, stmt.end_lineno + 1)]
+        for line in [*header, *members]:
+            out[line] = body
+    return out
+
+
+def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str],
+                   scopes: dict[int, tuple[int, int]] | None = None) -> list[str]:
     """The node ids that execute ``module``'s statement at ``stmt_line``, fastest first, then the
-    subprocess-starting tests; ``fallback`` (all mapped tests) for a statement run at import time;
-    only the subprocess-starting tests (maybe none: survived, no test runs it) for one never run."""
+    subprocess-starting tests.  A statement run at import time only: for a function's or class's
+    header or a class attribute (``scopes``), the tests that run any line of that function's or
+    class's body (a default or a field changes nothing for a test that never uses them); otherwise
+    (a module-level constant) ``fallback``, all mapped tests.  A statement never run: only the
+    subprocess-starting tests (maybe none: survived, no test runs it)."""
     lines = cmap["lines"].get(module, {})
     if str(stmt_line) not in lines:  # no test executes it in-process: only a subprocess test can notice
         return list(cmap["spawns"])
     hits = lines[str(stmt_line)]
-    if not hits:  # executed at import time only (a definition, default or class attribute)
+    if not hits and scopes and stmt_line in scopes:
+        lo, hi = scopes[stmt_line]
+        hits = [n for line, ids in lines.items() if lo <= int(line) <= hi for n in ids]
+    if not hits:  # a module-level statement run at import time (a constant), or a body no test runs
         return fallback
     order = sorted(set(hits), key=lambda n: cmap["durations"].get(n, 0.0))
     return order + [n for n in cmap["spawns"] if n not in hits]
@@ -374,7 +402,7 @@ def main() -> int:
         path = REPO / module
         source = path.read_text()
         tests = test_files(module)
-        stmts = statement_lines(source)
+        stmts, scopes = statement_lines(source), definition_scopes(source)
         cmap = None
         if args.select == "coverage":
             group = [m for m in modules if test_files(m) == tests]
@@ -392,7 +420,7 @@ def main() -> int:
                 continue
             if args.limit is not None and new >= args.limit:
                 break
-            chosen = tests if cmap is None else selected_tests(cmap, module, stmts.get(line, line), tests)
+            chosen = tests if cmap is None else selected_tests(cmap, module, stmts.get(line, line), tests, scopes)
             t0 = time.monotonic()
             timeout = args.timeout or (1800.0 if cmap is None else 120.0 + 5 * expected_seconds(cmap, chosen))
             result = run_mutant(path, mutated, chosen, timeout) if chosen else "survived"
