@@ -171,7 +171,17 @@ def _changes(node: ast.AST):
 # -------------------------------------------------------------------------------------------------
 # The forking runner
 # -------------------------------------------------------------------------------------------------
+THREADS = 1  # torch threads of every test (--threads)
 PYTEST_ARGS = ["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly"]
+
+
+def _pin_threads(n: int) -> None:
+    """In a fork: every test runs with ``n`` torch threads, whatever its recipe's ``train.threads``
+    says (a test asking for 2 threads on a core that other work shares slowed down 10-fold here)."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.set_num_threads = lambda *_: None
 
 
 def _forget_project_modules() -> None:
@@ -190,6 +200,7 @@ class _PerTestCoverage:
 
     def __init__(self, cov):
         self.cov, self.durations, self.spawns, self.current, self._t0 = cov, {}, set(), None, 0.0
+        self.failed: list[str] = []
         import multiprocessing.process
 
         for cls, name in ((subprocess.Popen, "__init__"), (multiprocessing.process.BaseProcess, "start")):
@@ -207,6 +218,10 @@ class _PerTestCoverage:
         self.current = item.nodeid
         self.cov.switch_context(item.nodeid)
         self._t0 = time.monotonic()
+
+    def pytest_runtest_logreport(self, report):
+        if report.failed:
+            self.failed.append(report.nodeid)
 
     def pytest_runtest_logfinish(self, nodeid, location):
         self.durations[nodeid] = self.durations.get(nodeid, 0.0) + time.monotonic() - self._t0
@@ -236,6 +251,7 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
             import pytest
 
             _forget_project_modules()
+            _pin_threads(THREADS)
             cov = coverage.Coverage(data_file=None, include=[str(REPO / m) for m in modules])
             cov.start()
             plugin = _PerTestCoverage(cov)
@@ -249,7 +265,8 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
             for m in modules:
                 by_line = data.contexts_by_lineno(str(REPO / m)) or {}
                 lines[m] = {str(k): sorted(c for c in v if c) for k, v in by_line.items()}
-            out = {"lines": lines, "durations": plugin.durations, "spawns": sorted(plugin.spawns), "all": list(plugin.durations)}
+            out = {"lines": lines, "durations": plugin.durations, "spawns": sorted(plugin.spawns), "all": list(plugin.durations),
+                   "failed": plugin.failed}
             with os.fdopen(wfd, "w") as f:
                 json.dump(out, f)
             os._exit(0)
@@ -261,7 +278,10 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
     os.waitpid(pid, 0)
     if not text:
         raise SystemExit(f"collecting coverage of {modules} with {tests} failed")
-    return json.loads(text)
+    out = json.loads(text)
+    if out["failed"]:  # every mutant would count as killed by these
+        raise SystemExit("tests fail without any mutant; fix them first:\n  " + "\n  ".join(out["failed"]))
+    return out
 
 
 def definition_scopes(source: str) -> dict[int, tuple[int, int]]:
@@ -323,6 +343,7 @@ def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> st
             sys.dont_write_bytecode = True
             path.write_text(mutated)
             _forget_project_modules()
+            _pin_threads(THREADS)
             import pytest
 
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -358,6 +379,8 @@ def main() -> int:
                          "unmutated time of the tests it runs (coverage selection), else 1800 s")
     ap.add_argument("--select", choices=("coverage", "files"), default="coverage",
                     help="run the tests that execute the mutated statement (default), or all mapped test files")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of every test, whatever its recipe asks (default 1: a run takes one core)")
     ap.add_argument("--report", nargs="+", metavar="JSONL",
                     help="print the per-module table and the survivors of these result files (later files win "
                          "for a module they hold) as Markdown, and run nothing")
@@ -374,7 +397,9 @@ def main() -> int:
     # SIGTERM (kill, a job's time limit): leave through the `finally` that puts the original file back
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(REPO))
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    global THREADS
+    THREADS = args.threads
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     modules = args.module or sorted(
         str(p.relative_to(REPO)) for prefix in TARGETS for p in ([REPO / prefix] if prefix.endswith(".py") else sorted((REPO / prefix).glob("*.py")))
         if p.name != "__init__.py"
@@ -386,7 +411,7 @@ def main() -> int:
     import timm  # noqa: F401
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     done = {}
     if out.is_file():
