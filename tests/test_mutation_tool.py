@@ -115,3 +115,10 @@ def test_import_time_lines_get_the_tests_that_use_their_definition(mutation):
     assert select(3) == ["tests/all"]
     assert select(9) == ["t::uses_f", "t::cli"]
     assert select(10) == ["t::cli"]  # never run in-process: only a subprocess test can notice
+
+
+def test_only_python_subprocesses_make_a_subprocess_test(mutation):
+    assert mutation._runs_python([sys.executable, "-m", "ssl_bench"])
+    assert mutation._runs_python("ssl-bench run recipe.yaml")
+    assert mutation._runs_python(["/usr/bin/torchrun", "--nproc-per-node", "2", "x.py"])
+    assert not mutation._runs_python(["git", "rev-parse", "HEAD"])  # every run records its commit

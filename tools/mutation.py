@@ -20,7 +20,7 @@ can be stopped and resumed.  Not part of CI (hours); part of the release checkli
 Test selection (``--select coverage``, the default): the module's mapped tests run once under
 coverage.py with one context per test (``<out>.coverage.json``, rebuilt when a mutated module or a
 test file changes), and each mutant runs only the tests that execute its statement, fastest first,
-plus every mapped test that starts a subprocess (coverage does not follow those).  A statement run
+plus every mapped test that starts a Python subprocess (coverage does not follow those).  A statement run
 at import time only acts later: a function's decorators and defaults when the function runs, a
 class's decorators and attributes (dataclass fields) when its methods run; it gets the tests that run
 a line of that body (a test that builds a dataclass and never calls a method of it is missed).  A
@@ -171,6 +171,7 @@ def _changes(node: ast.AST):
 # -------------------------------------------------------------------------------------------------
 # The forking runner
 # -------------------------------------------------------------------------------------------------
+MAP_VERSION = "2"  # bump when what the coverage map records changes (its cache is then rebuilt)
 THREADS = 1  # torch threads of every test (--threads)
 PYTEST_ARGS = ["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly"]
 
@@ -194,6 +195,16 @@ def _forget_project_modules() -> None:
 # -------------------------------------------------------------------------------------------------
 # Which tests execute which line (coverage.py, one context per test)
 # -------------------------------------------------------------------------------------------------
+def _runs_python(cmd) -> bool:
+    """Whether a subprocess command runs Python (and so maybe a mutant): ``git`` (a run records its
+    commit) does not, and counting it made every training test a subprocess test."""
+    import shlex
+
+    first = (shlex.split(cmd) if isinstance(cmd, str) else list(cmd or []))[:1]
+    name = Path(str(first[0])).name if first else ""
+    return "python" in name or name in {"ssl-bench", "torchrun", "pytest"}
+
+
 class _PerTestCoverage:
     """pytest plugin: switch coverage's context to each test's node id, time each test, and note
     the tests that start a subprocess."""
@@ -203,12 +214,13 @@ class _PerTestCoverage:
         self.failed: list[str] = []
         import multiprocessing.process
 
-        for cls, name in ((subprocess.Popen, "__init__"), (multiprocessing.process.BaseProcess, "start")):
-            setattr(cls, name, self._noting(getattr(cls, name)))
+        subprocess.Popen.__init__ = self._noting(subprocess.Popen.__init__, python_only=True)
+        multiprocessing.process.BaseProcess.start = self._noting(multiprocessing.process.BaseProcess.start)
 
-    def _noting(self, real):
+    def _noting(self, real, python_only: bool = False):
         def wrapper(*a, **k):
-            if self.current:
+            cmd = a[1] if len(a) > 1 else k.get("args")
+            if self.current and (not python_only or _runs_python(cmd)):
                 self.spawns.add(self.current)
             return real(*a, **k)
 
@@ -230,7 +242,7 @@ class _PerTestCoverage:
 
 
 def _fingerprint(modules: list[str], tests: list[str]) -> str:
-    h = hashlib.sha256()
+    h = hashlib.sha256(MAP_VERSION.encode())
     for rel in sorted(modules):
         h.update((REPO / rel).read_bytes())
     for t in tests:
