@@ -104,14 +104,15 @@ def test_import_time_lines_get_the_tests_that_use_their_definition(mutation):
         3: None,  # a module-level constant: any test may use it
         6: (9, 9), 7: (9, 9), 8: (9, 9),  # f's decorator and defaults act when f runs
         9: None,
-        12: (13, 16), 13: (13, 16),  # the class attribute acts when A's methods run
+        12: None, 13: None,  # a class attribute: a test may read it without running a method
         15: (16, 16), 16: None,
     }
     cmap = {"lines": {"m.py": {"3": [], "6": [], "7": [], "9": ["t::uses_f"], "13": [], "15": [], "16": ["t::uses_g"]}},
             "durations": {"t::uses_f": 1.0, "t::uses_g": 2.0, "t::cli": 9.0}, "spawns": ["t::cli"]}
     select = lambda line: mutation.selected_tests(cmap, "m.py", line, ["tests/all"], scopes)  # noqa: E731
     assert select(7) == ["t::uses_f", "t::cli"]
-    assert select(13) == ["t::uses_g", "t::cli"]
+    assert select(13) == ["tests/all"]
+    assert select(15) == ["t::uses_g", "t::cli"]
     assert select(3) == ["tests/all"]
     assert select(9) == ["t::uses_f", "t::cli"]
     assert select(10) == ["t::cli"]  # never run in-process: only a subprocess test can notice

@@ -21,11 +21,10 @@ Test selection (``--select coverage``, the default): the module's mapped tests r
 coverage.py with one context per test (``<out>.coverage.json``, rebuilt when a mutated module or a
 test file changes), and each mutant runs only the tests that execute its statement, fastest first,
 plus every mapped test that starts a Python subprocess (coverage does not follow those).  A statement run
-at import time only acts later: a function's decorators and defaults when the function runs, a
-class's decorators and attributes (dataclass fields) when its methods run; it gets the tests that run
-a line of that body (a test that builds a dataclass and never calls a method of it is missed).  A
-module-level constant gets all mapped tests; a statement that no test runs gets only the subprocess
-tests (none: it survives, marked ``"covered": false``).  A test that does not execute a statement
+at import time only: a function's decorators and defaults act when the function runs, so they get
+the tests that run a line of its body; a constant, class attribute or dataclass field gets all
+mapped tests.  A statement that no test runs gets only the subprocess tests (none: it survives,
+marked ``"covered": false``).  A test that does not execute a statement
 cannot notice a change to it, so this skips only work whose outcome is known; it makes a survivor
 cost seconds instead of minutes (the evaluation tests alone take 7 minutes on one core, and the
 selector tests 12).  ``--select files`` runs all mapped test files for every mutant.
@@ -297,30 +296,26 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
 
 
 def definition_scopes(source: str) -> dict[int, tuple[int, int]]:
-    """Line → (first, last) line of the body that uses it, for the lines that run at import time but
-    act later: a function's decorators, defaults and signature act when the function runs; a
-    class's decorators and the statements of its body outside methods (dataclass fields, class
-    attributes) act when its methods run.  The innermost definition wins."""
+    """Line → (first, last) line of the function body that uses it, for a function's decorators,
+    signature and defaults: they run at import time but act when the function runs.  (A class's
+    decorators and attributes are left out: a test can build a dataclass, or have its fields
+    checked, without running any of its methods.)"""
     out: dict[int, tuple[int, int]] = {}
-    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef)
     for node in sorted((n for n in ast.walk(ast.parse(source)) if isinstance(n, defs)), key=lambda n: n.lineno):
-        body = (node.body[0].lineno, node.end_lineno)
         first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-        header = range(first, node.body[0].lineno)
-        members = [] if not isinstance(node, ast.ClassDef) else [
-            line for stmt in node.body if not isinstance(stmt, defs) for line in range(stmt.lineno, stmt.end_lineno + 1)]
-        for line in [*header, *members]:
-            out[line] = body
+        for line in range(first, node.body[0].lineno):
+            out[line] = (node.body[0].lineno, node.end_lineno)
     return out
 
 
 def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str],
                    scopes: dict[int, tuple[int, int]] | None = None) -> list[str]:
     """The node ids that execute ``module``'s statement at ``stmt_line``, fastest first, then the
-    subprocess-starting tests.  A statement run at import time only: for a function's or class's
-    header or a class attribute (``scopes``), the tests that run any line of that function's or
-    class's body (a default or a field changes nothing for a test that never uses them); otherwise
-    (a module-level constant) ``fallback``, all mapped tests.  A statement never run: only the
+    subprocess-starting tests.  A statement run at import time only: for a function's header
+    (``scopes``: decorators, defaults), the tests that run any line of its body (a default changes
+    nothing for a test that never calls the function); otherwise (a constant, a class attribute or
+    dataclass field) ``fallback``, all mapped tests.  A statement never run: only the
     subprocess-starting tests (maybe none: survived, no test runs it)."""
     lines = cmap["lines"].get(module, {})
     if str(stmt_line) not in lines:  # no test executes it in-process: only a subprocess test can notice

@@ -30,6 +30,18 @@ def test_every_selector_in_the_real_training_step(name):
     assert torch.isfinite(res.loss) and res.counts.shape == (3,)
 
 
+@pytest.mark.parametrize("key", ["k", "weight"])
+def test_augmentation_only_refuses_positive_options(key):
+    """``selector: {name: none, weight: 0.5}`` would train plain BYOL while the recipe seems to ask
+    for extra positives: refused, naming the key."""
+    from ssl_bench.errors import SSLBenchError
+    from ssl_bench.recipe import load_recipe
+    from tests.helpers import breast_recipe
+
+    with pytest.raises(SSLBenchError, match=rf"unknown recipe key selector\.{key} for selector 'none'"):
+        load_recipe(data=breast_recipe(selector={"name": "none", key: 1}))
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_oracle_picks_same_label_others(k, retina):
     sel = SELECTORS.build({"name": "oracle", "k": k})
