@@ -50,7 +50,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
-    "ssl_bench/selectors": ["tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py"],
+    "ssl_bench/selectors": ["tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/objectives": ["tests/objectives", "tests/test_training_path.py", "tests/selectors/test_tracin.py"],
     "ssl_bench/evaluate": ["tests/evaluate", "tests/test_plugin_examples.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py", "tests/test_compare_sweep.py"],

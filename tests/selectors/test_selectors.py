@@ -206,3 +206,30 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     other = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 10})
     other.load_state_dict(state)
     assert torch.equal(other.bank, sel.bank) and other.filled == 10
+
+
+def test_a_rank_local_selector_gets_its_choice_moved_to_global_positions():
+    """A plug-in selector that leaves ``selects_globally`` unset chooses among its rank's own rows;
+    ``choose`` moves them to global-batch positions (rank 1 of 2, 2 rows before it), keeps −1 (no
+    positive), and counts precision against the global batch's labels."""
+    from dataclasses import dataclass
+
+    from ssl_bench.distributed import Shard
+    from ssl_bench.selectors.base import Selector
+
+    @dataclass(eq=False)
+    class Previous(Selector):  # each row's positive: the row before it on this rank
+        def select(self, ctx):
+            n = len(ctx.labels)
+            return (torch.arange(n) - 1)[:, None]
+
+    labels = torch.tensor([0, 1, 1])
+    pool = torch.tensor([1, 0, 0, 1, 1])  # rows 0-1 on rank 0, rows 2-4 (= labels) here
+    ctx = SelectionContext(out=None, labels=labels, lr=0.1, shard=Shard(rank=1, sizes=(2, 3)), pool_labels=pool)
+    sel = Previous()
+    assert sel.selects_globally is False
+    chosen = sel.choose(ctx)
+    assert chosen.extra.tolist() == [[-1], [2], [3]]
+    assert chosen.counts.tolist() == [1, 2, 2]  # global row 2 (label 0) ≠ label 1; row 3 (label 1) = label 1
+    one_process = sel.choose(SelectionContext(out=None, labels=labels, lr=0.1))
+    assert one_process.extra.tolist() == [[-1], [0], [1]]
