@@ -52,11 +52,6 @@ class SelectionContext:
         """Position of this rank's first sample in the global batch (0 in one process)."""
         return 0 if self.shard is None else self.shard.offset
 
-    @property
-    def candidate_labels(self) -> torch.Tensor:
-        """The labels of the samples that positives are chosen among (the global batch in DDP)."""
-        return self.labels if self.shard is None or self.pool_labels is None else self.pool_labels
-
 
 @dataclass
 class Selection:

@@ -68,6 +68,24 @@ def test_topk_excluding_self_masks_and_pads():
     assert got.tolist() == [[1, -1], [0, 2], [0, 1]] or got.tolist() == [[1, -1], [0, 2], [1, 0]]
 
 
+def test_topk_excluding_self_pads_a_batch_smaller_than_k_plus_one():
+    """A last batch of 2 with k = 3: one candidate per row, then −1 (the result is always [B, k])."""
+    got = topk_excluding_self(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), 3)
+    assert got.tolist() == [[1, -1, -1], [0, -1, -1]]
+
+
+def test_an_objective_that_declares_nothing_is_named_so():
+    """A plug-in objective without ``provides``: the one-line error says it declares nothing."""
+    from ssl_bench.errors import SSLBenchError
+    from ssl_bench.selectors.base import check_compatible
+
+    class Plain(torch.nn.Module):
+        pass
+
+    with pytest.raises(SSLBenchError, match=r"objective 'plain' does not provide it \(it provides: nothing declared\)$"):
+        check_compatible(SELECTORS.build({"name": "tracin"}), Plain, "tracin", "plain")
+
+
 def test_selection_counts_multilabel():
     labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     extra = torch.tensor([[1], [2], [-1]])
