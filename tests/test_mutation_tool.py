@@ -4,6 +4,7 @@ verdict comes from the mutant's own code (not from bytecode cached for another m
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -123,3 +124,18 @@ def test_only_python_subprocesses_make_a_subprocess_test(mutation):
     assert mutation._runs_python("ssl-bench run recipe.yaml")
     assert mutation._runs_python(["/usr/bin/torchrun", "--nproc-per-node", "2", "x.py"])
     assert not mutation._runs_python(["git", "rev-parse", "HEAD"])  # every run records its commit
+
+
+def test_report_counts_only_results_of_the_code_as_it_is(mutation, tmp_path):
+    module = "ssl_bench/compare.py"
+    line, desc, _ = mutation.mutants((REPO / module).read_text())[0]
+    recs = [
+        {"module": module, "line": line, "mutation": desc, "index": 0, "result": "killed", "code": "x"},
+        {"module": module, "line": line, "mutation": desc, "index": 10_000, "result": "survived", "code": "y"},  # older code
+    ]
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = mutation.report([f])
+    total = len(mutation.mutants((REPO / module).read_text()))
+    assert f"| `{module}` | 1 of {total} | 1 | 0 | 0 | 100.0% |" in out
+    assert "Left out: 1 results of code that has changed since they were run." in out

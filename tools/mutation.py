@@ -480,18 +480,24 @@ def report(files: list[Path]) -> str:
             recs.setdefault(r["module"], {})[(r["line"], r["mutation"], r["index"])] = r
         by_module.update(recs)  # a later file replaces a module's results
     rows = ["| module | mutants | killed | survived | of which no test runs | kill rate |", "|---|---|---|---|---|---|"]
-    survivors, tot = [], [0, 0, 0, 0]
+    survivors, tot, stale = [], [0, 0, 0, 0], 0
     for module in sorted(by_module):
-        recs = list(by_module[module].values())
+        # only results of the module's code as it is now (a mutant is its line, change and index)
+        path = REPO / module
+        current = {(line, desc, i) for i, (line, desc, _) in enumerate(mutants(path.read_text()))} if path.is_file() else None
+        recs = [r for key, r in by_module[module].items() if current is None or key in current]
+        stale += len(by_module[module]) - len(recs)
         killed = sum(r["result"] in ("killed", "timeout") for r in recs)
         surv = [r for r in recs if r["result"] == "survived"]
         unrun = sum(r.get("covered") is False for r in surv)
         n = sum(r["result"] != "error" for r in recs)
-        rows.append(f"| `{module}` | {n} | {killed} | {len(surv)} | {unrun} | {killed / max(n, 1):.1%} |")
+        of = f" of {len(current)}" if current is not None and len(recs) < len(current) else ""
+        rows.append(f"| `{module}` | {n}{of} | {killed} | {len(surv)} | {unrun} | {killed / max(n, 1):.1%} |")
         tot = [tot[0] + n, tot[1] + killed, tot[2] + len(surv), tot[3] + unrun]
         survivors += [f"- `{module}:{r['line']}` {r['mutation']}: `{r['code'][:90]}`" for r in sorted(surv, key=lambda r: r["line"])]
     rows.append(f"| all | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} | {tot[1] / max(tot[0], 1):.1%} |")
-    return "\n".join(rows + ["", "Survivors:", *survivors]) + "\n"
+    notes = [f"Left out: {stale} results of code that has changed since they were run."] if stale else []
+    return "\n".join(rows + notes + ["", "Survivors:", *survivors]) + "\n"
 
 
 def summarize(done: dict) -> None:
