@@ -93,6 +93,14 @@ def test_selection_counts_multilabel():
     assert selection_counts(None, labels).tolist() == [0, 0, 0]
 
 
+def test_selection_counts_a_positive_at_row_0_and_padding():
+    """Row 2's positive is row 0 (same label), row 1 has none (−1): 2 same-label positives of 2,
+    2 anchors with one; with k = 2, the padded second column counts nothing."""
+    labels = torch.tensor([0, 1, 0])
+    assert selection_counts(torch.tensor([[2], [-1], [0]]), labels).tolist() == [2, 2, 2]
+    assert selection_counts(torch.tensor([[2, -1], [-1, -1], [0, 1]]), labels).tolist() == [2, 3, 2]
+
+
 @pytest.mark.parametrize("mode", ["add", "replace"])
 def test_micle_partners_share_the_group(mode, ham, tiny_resnet):
     from ssl_bench.selectors.micle import GroupPartners
