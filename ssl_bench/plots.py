@@ -18,26 +18,44 @@ def _plt():
     return plt
 
 
-def plot_label_fractions(frame: pd.DataFrame, metric: str, out: Path) -> Optional[Path]:
-    """One panel per dataset: ``metric`` (mean ± std over seeds) against the fine-tuning label fraction."""
+def label_fraction_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` of the fine-tuning evaluations, mean and std over seeds, per panel (the dataset the
+    network was fine-tuned on: the pre-training dataset, or ``"HAM10000 → BreastMNIST"`` for a
+    transfer evaluation), method and label fraction."""
     df = frame[(frame["metric"] == metric) & frame["label_fraction"].notna()]
     if df.empty:
+        return pd.DataFrame(columns=["panel", "method", "label_fraction", "mean", "std"])
+    protocol = df["protocol"].astype(str)
+    target = protocol.str.extract(r"^transfer:([^/]+)/", expand=False)
+    panel = df["dataset"].where(target.isna(), df["dataset"] + " → " + target)
+    grouped = df.assign(panel=panel).groupby(["panel", "method", "label_fraction"])["value"]
+    return grouped.agg(["mean", "std"]).reset_index().sort_values(["panel", "method", "label_fraction"])
+
+
+def plot_label_fractions(frame: pd.DataFrame, metric: str, out: Path) -> Optional[Path]:
+    """One panel per fine-tuning dataset: ``metric`` (mean ± std over seeds) against the label fraction."""
+    table = label_fraction_table(frame, metric)
+    if table.empty:
         return None
     plt = _plt()
-    datasets = sorted(df["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)
-    for ax, ds in zip(axes[0], datasets):
-        part = df[df["dataset"] == ds]
-        for method, m in part.groupby("method"):
-            s = m.groupby("label_fraction")["value"].agg(["mean", "std"]).reset_index().sort_values("label_fraction")
-            ax.errorbar(s["label_fraction"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=method)
+    panels = list(dict.fromkeys(table["panel"]))
+    methods = sorted(table["method"].unique())
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    color = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}  # one colour per method in every panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        for method, s in table[table["panel"] == name].groupby("method"):
+            ax.errorbar(s["label_fraction"], s["mean"], yerr=s["std"].fillna(0), marker="o", capsize=3, label=method,
+                        color=color[method])
+        ax.set_xlim(0, 1.05)
         ax.set_xlabel("label fraction")
         ax.set_ylabel(metric)
-        ax.set_title(ds)
+        ax.set_title(name)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the panels
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 

@@ -142,6 +142,22 @@ def test_label_fraction_plot_from_a_frame(tmp_path):
     assert out is not None and out.is_file()
 
 
+def test_label_fraction_panels_keep_transfer_evaluations_apart():
+    """A HAM10000 run fine-tuned on HAM10000 (10 % and all labels) and transferred to BreastMNIST
+    (all labels): the transfer's 1.0 is a point of its own panel, not pooled with HAM10000's."""
+    import pandas as pd
+
+    from ssl_bench.plots import label_fraction_table
+
+    rows = [
+        {"method": "BYOL", "dataset": "HAM10000", "metric": "auc", "label_fraction": f, "value": v, "protocol": p}
+        for p, f, v in (("finetune@0.1", 0.1, 0.66), ("finetune@1", 1.0, 0.78), ("transfer:BreastMNIST/finetune@1", 1.0, 0.61))
+    ] + [{"method": "BYOL", "dataset": "HAM10000", "metric": "auc", "label_fraction": None, "value": 0.82, "protocol": "linear"}]
+    got = label_fraction_table(pd.DataFrame(rows), "auc")
+    assert got[["panel", "label_fraction", "mean"]].values.tolist() == [
+        ["HAM10000", 0.1, 0.66], ["HAM10000", 1.0, 0.78], ["HAM10000 → BreastMNIST", 1.0, 0.61]]
+
+
 @pytest.mark.slow
 def test_compare_uses_the_recipes_headline_metric_and_aliases(swept, tmp_path):
     root, _ = swept
