@@ -52,8 +52,12 @@ def plot_label_fractions(frame: pd.DataFrame, metric: str, out: Path) -> Optiona
         ax.set_ylabel(metric)
         ax.set_title(name)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the panels
+    by_label = {}  # every method once, whichever panels it appears in
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, h)
+    labels = sorted(by_label)
+    fig.legend([by_label[m] for m in labels], labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
