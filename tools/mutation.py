@@ -2,6 +2,7 @@
 tests notice.
 
     python tools/mutation.py [--module ssl_bench/selectors/tracin.py ...] [--out mutation.jsonl] [--limit N]
+    python tools/mutation.py --retry-survivors [--module ...] --out mutation.jsonl   # after adding tests
     python tools/mutation.py --report mutation.jsonl         # per-module kill rates and survivors (Markdown)
 
 For each mutant — one operator or constant changed in one place (``a + b`` → ``a - b``, ``<`` → ``<=``,
@@ -53,9 +54,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
-    "ssl_bench/selectors": ["tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
-    "ssl_bench/objectives": ["tests/objectives", "tests/test_training_path.py", "tests/selectors/test_tracin.py"],
-    "ssl_bench/evaluate": ["tests/evaluate", "tests/test_plugin_examples.py", "tests/test_paper_fidelity.py"],
+    "ssl_bench/selectors": ["tests/test_reference.py", "tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
+    "ssl_bench/objectives": ["tests/test_reference.py", "tests/objectives", "tests/test_training_path.py", "tests/selectors/test_tracin.py"],
+    "ssl_bench/evaluate": ["tests/test_reference.py", "tests/evaluate", "tests/test_plugin_examples.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py", "tests/test_compare_sweep.py"],
     "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py", "tests/selectors/test_selectors.py"],
 }
@@ -391,6 +392,9 @@ def main() -> int:
                     help="run the tests that execute the mutated statement (default), or all mapped test files")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of every test, whatever its recipe asks (default 1: a run takes one core)")
+    ap.add_argument("--retry-survivors", action="store_true",
+                    help="run again the mutants that survived in --out (after adding tests; the new result is appended "
+                         "and replaces the old one)")
     ap.add_argument("--report", nargs="+", metavar="JSONL",
                     help="print the per-module table and the survivors of these result files (later files win "
                          "for a module they hold) as Markdown, and run nothing")
@@ -428,6 +432,8 @@ def main() -> int:
         for line in out.read_text().splitlines():
             r = json.loads(line)
             done[(r["module"], r["line"], r["mutation"], r["index"])] = r["result"]
+        if args.retry_survivors:
+            done = {k: v for k, v in done.items() if v != "survived"}
     cmaps: dict = {}
     cache = Path(str(out) + ".coverage.json")
     if args.select == "coverage" and cache.is_file():

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench.objectives.base import StepOutput, ViewOutput
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.objectives.base import CAPABILITIES, StepOutput, ViewOutput
 from ssl_bench.selectors import SELECTORS, SelectionContext
 
 B, D = 8, 64
@@ -108,3 +109,99 @@ def test_micle_add_makes_each_partners_slot_an_extra_positive():
     ctx = _ctx(labels=labels, planned_extra=plan.extra)
     assert sel.select(ctx) is plan.extra
     assert sel.choose(ctx).counts.tolist() == [2, 4, 4]  # 0↔1 differ, 3↔4 agree, counted both ways
+
+
+# ---------------------------------------------------------------------------------------------------
+# FT: virtual positives λ·a + (1 − λ)·b with λ − 1 ~ Beta(α, α), one λ per sample
+# ---------------------------------------------------------------------------------------------------
+def _pair_out(n: int, seed: int = 0) -> StepOutput:
+    g = torch.Generator().manual_seed(seed)
+    z1, t1, z2, t2 = (torch.randn(n, 4, generator=g) for _ in range(4))
+    return StepOutput((ViewOutput(h=None, z=z1, t=t1), ViewOutput(h=None, z=z2, t=t2)))
+
+
+def _lam(new: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """λ of new = λ·a + (1 − λ)·b, per row (the same in every column, or the row was not one mix)."""
+    d = a - b
+    lam = 1 + ((new - a) * d).sum(1) / (d * d).sum(1)  # least squares per row
+    assert torch.allclose(new, lam[:, None] * a + (1 - lam[:, None]) * b, atol=1e-4)
+    return lam
+
+
+def _ft(objective: str, **kw):
+    from ssl_bench.objectives import OBJECTIVES
+
+    sel = SELECTORS.build({"name": "ft", **kw})
+    sel.setup(OBJECTIVES.get(objective), None)
+    return sel
+
+
+@pytest.mark.parametrize("objective, moved, kept", [("byol", "t", "z"), ("simclr", "z", "t")])
+def test_ft_extrapolates_the_pair_with_lambda_drawn_from_beta_plus_one(objective, moved, kept):
+    from scipy import stats
+
+    n = 4000
+    out = _pair_out(n)
+    sel = _ft(objective, alpha=2.0)
+    ctx = SelectionContext(out=out, labels=torch.zeros(n, dtype=torch.long))
+    new = sel.transform_outputs(out, ctx)
+    (v1, v2), (n1, n2) = out.views, new.views
+    lam = _lam(getattr(n1, moved), getattr(v1, moved), getattr(v2, moved))
+    # view 2 is pushed the other way with the same λ; the other outputs are left alone
+    assert torch.allclose(_lam(getattr(n2, moved), getattr(v2, moved), getattr(v1, moved)), lam, atol=1e-3)
+    assert getattr(n1, kept) is getattr(v1, kept) and getattr(n2, kept) is getattr(v2, kept)
+    assert lam.min() >= 1 - 1e-4 and lam.max() <= 2 + 1e-4  # extrapolation, never interpolation
+    x = (lam - 1).double().numpy()
+    assert stats.kstest(x, stats.beta(2, 2).cdf).pvalue > 1e-3
+    assert stats.kstest(x, stats.beta(1, 1).cdf).pvalue < 1e-6  # α matters: not uniform
+    # a fresh λ each step
+    again = _lam(getattr(sel.transform_outputs(out, ctx).views[0], moved), getattr(v1, moved), getattr(v2, moved))
+    assert not torch.allclose(again, lam)
+
+
+def test_ft_state_dict_resumes_the_same_draws():
+    out = _pair_out(64)
+    ctx = SelectionContext(out=out, labels=torch.zeros(64, dtype=torch.long))
+    v1, v2 = out.views
+
+    def lam(sel):
+        return _lam(sel.transform_outputs(out, ctx).views[0].t, v1.t, v2.t)
+
+    a = _ft("byol")
+    a.seed(3)
+    first = lam(a)
+    state = a.state_dict()
+    second = lam(a)
+    resumed = _ft("byol")
+    resumed.seed(3)  # a resumed run seeds, then loads the checkpoint's state
+    resumed.load_state_dict(state)
+    assert torch.equal(lam(resumed), second)
+    fresh = _ft("byol")
+    fresh.seed(3)
+    assert torch.equal(lam(fresh), first) and not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0])
+def test_ft_refuses_a_non_positive_alpha(alpha):
+    with pytest.raises(SSLBenchError, match="selector.alpha must be > 0"):
+        SELECTORS.build({"name": "ft", "alpha": alpha})
+
+
+def test_ft_needs_targets_or_a_contrastive_loss():
+    from ssl_bench.objectives import OBJECTIVES
+
+    sel = SELECTORS.build({"name": "ft"})
+    for name in ("byol", "simsiam", "simclr", "tsimcne"):
+        assert sel.missing(OBJECTIVES.get(name).provides) is None, name
+    lacking = sel.missing(frozenset({"features", "projection"}))  # a user's objective with neither
+    assert lacking and "contrastive" in lacking and "target" in lacking
+
+
+@pytest.mark.parametrize("feature, needed", [("projection", "projection"), ("backbone", "features")])
+def test_fnc_needs_the_feature_it_compares(feature, needed):
+    sel = SELECTORS.build({"name": "fnc", "feature": feature})
+    every = frozenset({"features", "projection", "index_positives"})
+    assert sel.missing(every) is None
+    assert sel.missing(every - {needed}) == CAPABILITIES[needed]
+    other = ({"features", "projection"} - {needed}).pop()
+    assert sel.missing(every - {other}) is None
