@@ -48,6 +48,41 @@ def test_mutants_of_a_small_function(mutation):
         ns["f"](3, [])
 
 
+LAYOUT = '''def g(a, b):  # λ: a comment with a non-ASCII letter before the mutated columns
+    total = (a +  # a comment inside the expression
+             b)
+    total += a  # kept
+    return (total
+            * 2).amax(0)  # the last line
+'''
+
+
+def test_a_mutant_changes_only_its_node_and_keeps_comments_and_line_numbers(mutation):
+    """Only the mutated node's text changes: comments (from which `ssl-bench list` takes an
+    option's help) and line numbers stay (an unparsed module had lost them)."""
+    import ast
+
+    src_lines = LAYOUT.splitlines()
+    found = mutation.mutants(LAYOUT)
+    assert {d for _, d, _ in found} >= {"Add → Sub", "Add= → Sub=", "Mult → Div", "2 → 3", "0 → 1", ".amax → .amin", "return None"}
+    for line, desc, text in found:
+        lines = text.splitlines()
+        assert len(lines) == len(src_lines), desc
+        assert ast.dump(ast.parse(text)) != ast.dump(ast.parse(LAYOUT)), desc
+        changed = [i + 1 for i, (a, b) in enumerate(zip(src_lines, lines)) if a != b]
+        assert changed and min(changed) >= line, (desc, changed)
+        kept = [c for c in ("# λ: a comment", "# kept", "# the last line") if c in LAYOUT]
+        assert all(c in text for c in kept), desc
+    mutated = {d: t for _, d, t in found}
+    assert mutated["Add= → Sub="].splitlines()[3] == "    total -= a  # kept"
+    assert mutated[".amax → .amin"].splitlines()[5] == "            * 2).amin(0)  # the last line"
+    ns: dict = {}
+    exec(mutated["Mult → Div"], ns)
+    import torch
+
+    assert ns["g"](torch.tensor([1.0]), torch.tensor([3.0])).item() == 2.5  # (1 + 3 + 1) / 2, not · 2
+
+
 def test_statement_lines_map_a_continuation_to_its_first_line(mutation):
     src = "x = (1 +\n     2)\nif x:\n    y = 3\n"
     assert mutation.statement_lines(src) == {1: 1, 2: 1, 3: 3, 4: 4}

@@ -124,8 +124,55 @@ def mutants(source: str) -> list[tuple[int, str, str]]:
             replacement = change(target)
             t2 = _Replace(target, replacement).visit(t2)
             ast.fix_missing_locations(t2)
-            out.append((node.lineno, desc, ast.unparse(t2)))
+            out.append((node.lineno, desc, _spliced(source, node, replacement, t2)))
     return out
+
+
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**",
+        ast.MatMult: "@"}
+
+
+def _spliced(source: str, node: ast.AST, replacement: ast.AST, mutated_tree: ast.AST) -> str:
+    """``source`` with only ``node``'s text replaced, so that comments, the layout and every line
+    number stay as they were (an unparsed module loses its comments, from which `ssl-bench list`
+    takes the help of recipe options: every mutant then failed the recipe-reference test).  Checked:
+    the result parses to ``mutated_tree``; where it would not, the whole module is unparsed."""
+    raw = source.encode()  # AST column offsets count UTF-8 bytes
+    starts = [0]
+    for line in raw.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+
+    def at(line: int, col: int) -> int:
+        return starts[line - 1] + col
+
+    def put(lo: int, hi: int, text: str) -> str:
+        return (raw[:lo] + text.encode() + raw[hi:]).decode()
+
+    def padded(expr: str, first: int, last: int) -> str:  # newlines inside the parentheses keep the line count
+        return "(" + expr + "\n" * (last - first) + ")"
+
+    try:
+        if isinstance(node, ast.Attribute):  # only the attribute's name
+            hi = at(node.end_lineno, node.end_col_offset)
+            text = put(hi - len(node.attr.encode()), hi, replacement.attr)
+        elif isinstance(node, ast.Return):
+            v = node.value
+            text = put(at(v.lineno, v.col_offset), at(v.end_lineno, v.end_col_offset), padded("None", v.lineno, v.end_lineno))
+        elif isinstance(node, ast.AugAssign):  # the operator between target and value: `x += y` → `x -= y`
+            lo, hi = at(node.target.end_lineno, node.target.end_col_offset), at(node.value.lineno, node.value.col_offset)
+            gap = raw[lo:hi].decode()
+            old, new = _OPS[type(node.op)] + "=", _OPS[type(replacement.op)] + "="
+            if gap.count(old) != 1:
+                raise ValueError(gap)
+            text = put(lo, hi, gap.replace(old, new))
+        else:  # an expression: the new one in parentheses, over as many lines as the old one
+            lo, hi = at(node.lineno, node.col_offset), at(node.end_lineno, node.end_col_offset)
+            text = put(lo, hi, padded(ast.unparse(replacement), node.lineno, node.end_lineno))
+        if ast.dump(ast.parse(text)) == ast.dump(mutated_tree) and text.count("\n") == source.count("\n"):
+            return text
+    except (SyntaxError, ValueError, AttributeError):
+        pass
+    return ast.unparse(mutated_tree)
 
 
 class _Replace(ast.NodeTransformer):
