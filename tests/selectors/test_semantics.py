@@ -205,3 +205,38 @@ def test_fnc_needs_the_feature_it_compares(feature, needed):
     assert sel.missing(every - {needed}) == CAPABILITIES[needed]
     other = ({"features", "projection"} - {needed}).pop()
     assert sel.missing(every - {other}) is None
+
+
+@pytest.mark.parametrize("name", ["fs", "fnc", "oracle"])
+def test_a_global_selector_picks_a_positive_on_another_rank(name):
+    """Data-parallel training, rank 1 of 2: the candidates are the global batch (rank 0's rows
+    first).  Rank 0 holds a copy of each anchor (same features, or the only other sample of its
+    label), so each anchor's positive is global row i, not a row of its own rank."""
+    from ssl_bench.distributed import Shard
+
+    f1, f2 = _features(4)
+    f2 = torch.randn(B, D, generator=torch.Generator().manual_seed(5))  # view 2: unrelated to view 1
+    labels = torch.arange(B)
+    out = _out(f1, f2, f1, f2)
+    rank0 = {"fs": torch.nn.functional.normalize(f1, dim=1), "fnc": f1, "oracle": labels}[name]
+    shard = Shard(rank=1, sizes=(B, B))
+    object.__setattr__(shard, "gather", lambda t: torch.cat([rank0.to(t.dtype), t]))
+    cfg = {"name": name, "k": 1, **({"feature": "projection", "views": "train"} if name == "fs" else {})}
+    sel = SELECTORS.build(cfg)
+    ctx = _ctx(out=out, labels=labels, shard=shard, pool_labels=torch.cat([labels, labels]))
+    chosen = sel.choose(ctx)
+    assert chosen.extra[:, 0].tolist() == list(range(B))
+    assert chosen.counts.tolist() == [B, B, B]  # every positive shares its anchor's label
+
+
+@pytest.mark.parametrize("feature", ["backbone", "projection"])
+def test_fnc_compares_the_feature_it_is_told_to(feature):
+    """Backbone features and projections rank the candidates in opposite orders: for anchor i the
+    best candidate is i − 1 by h and i + 1 by z (FNC's candidates are view 1; its support, both views)."""
+    h1, h2 = _features(6)  # by h: view 2 of anchor i ≈ view 1 of i − 1
+    z1 = torch.nn.functional.normalize(torch.randn(B, D, generator=torch.Generator().manual_seed(7)), dim=1)
+    z2 = torch.stack([z1[(j + 1) % B] for j in range(B)])  # by z: view 2 of anchor i = view 1 of i + 1
+    sel = SELECTORS.build({"name": "fnc", "k": 1, "feature": feature})
+    extra = sel.select(_ctx(out=_out(h1, h2, z1, z2)))
+    step = -1 if feature == "backbone" else 1
+    assert extra[:, 0].tolist() == [(i + step) % B for i in range(B)]
