@@ -240,3 +240,11 @@ def test_fnc_compares_the_feature_it_is_told_to(feature):
     extra = sel.select(_ctx(out=_out(h1, h2, z1, z2)))
     step = -1 if feature == "backbone" else 1
     assert extra[:, 0].tolist() == [(i + step) % B for i in range(B)]
+
+
+def test_fnc_threshold_is_a_cosine():
+    for ok in (-1.0, 0.7, 1.0):
+        assert SELECTORS.build({"name": "fnc", "threshold": ok}).threshold == ok
+    for bad in (-1.5, 1.5):
+        with pytest.raises(SSLBenchError, match=r"selector.threshold must be a cosine in \[-1, 1\]"):
+            SELECTORS.build({"name": "fnc", "threshold": bad})
