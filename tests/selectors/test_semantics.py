@@ -248,3 +248,29 @@ def test_fnc_threshold_is_a_cosine():
     for bad in (-1.5, 1.5):
         with pytest.raises(SSLBenchError, match=r"selector.threshold must be a cosine in \[-1, 1\]"):
             SELECTORS.build({"name": "fnc", "threshold": bad})
+
+
+@pytest.mark.parametrize("mode", ["replace", "add"])
+def test_micle_state_dict_resumes_the_same_partners(mode):
+    """Lesions of three images each, so that a partner is drawn: a resumed run (seed, then the
+    checkpoint's state) draws the partners the uninterrupted run draws."""
+    data = _Data()
+    data.train.groups = torch.arange(30) // 3
+    data.train.labels = torch.zeros(30, dtype=torch.long)
+    idx = torch.arange(0, 30, 2)
+
+    def made(seed):
+        sel = SELECTORS.build({"name": "micle", "mode": mode})
+        sel.setup(None, data)
+        sel.seed(seed)
+        return sel
+
+    run = made(3)
+    first = run.plan(idx).view2 if mode == "replace" else run.plan(idx).view1
+    state = run.state_dict()
+    second = run.plan(idx).view2 if mode == "replace" else run.plan(idx).view1
+    assert not torch.equal(first, second)
+    resumed = made(3)
+    resumed.load_state_dict(state)
+    again = resumed.plan(idx).view2 if mode == "replace" else resumed.plan(idx).view1
+    assert torch.equal(again, second)
