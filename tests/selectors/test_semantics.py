@@ -274,3 +274,42 @@ def test_micle_state_dict_resumes_the_same_partners(mode):
     resumed.load_state_dict(state)
     again = resumed.plan(idx).view2 if mode == "replace" else resumed.plan(idx).view1
     assert torch.equal(again, second)
+
+
+def test_micle_replace_counts_multilabel_partners_with_identical_label_vectors():
+    data = _Data()
+    # lesions 0:{0,1} 1:{2} 2:{3,4} 3:{5}; multi-label rows: 0 and 1 differ in one finding, 3 and 4 agree
+    data.train.labels = torch.tensor([[1, 0, 1], [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 1, 1], [1, 1, 1]])
+    sel = SELECTORS.build({"name": "micle", "mode": "replace"})
+    sel.setup(None, data)
+    idx = torch.arange(6)
+    plan = sel.plan(idx)
+    ctx = _ctx(labels=data.train.labels[idx], planned_view2=plan.view2)
+    ctx.indices = idx
+    assert sel.counts(None, ctx).tolist() == [2, 4, 4]  # 3↔4 agree both ways; 0↔1 do not; 2 and 5 are alone
+
+
+def test_fs_with_a_frozen_network_on_the_training_views_runs_that_network_on_them():
+    """``model: pretrained, views: train``: the frozen network scores the step's augmented views —
+    not the network being trained, and not the step's own forward."""
+    f1, f2 = _features(8)
+
+    class Net(nn.Module):
+        provides = frozenset({"features", "projection", "index_positives"})
+
+        def __init__(self, flip):
+            super().__init__()
+            self.flip = flip
+            self.backbone = self._features
+
+        def _features(self, x):  # the network being trained: rows reversed, so anchor i would get i − 1
+            return x.flip(0) if self.flip else x
+
+        def online(self, x):
+            return ViewOutput(h=self._features(x), z=self._features(x), t=None)
+
+    sel = SELECTORS.build({"name": "fs", "k": 1, "model": "pretrained", "checkpoint": "unused.pt", "views": "train"})
+    sel.use_frozen(Net(flip=False))
+    scrambled = torch.roll(f1, 3, 0)
+    ctx = _ctx(out=_out(scrambled, scrambled, scrambled, scrambled), views=(f1, f2), objective=Net(flip=True))
+    assert sel.select(ctx)[:, 0].tolist() == [(i + 1) % B for i in range(B)]
