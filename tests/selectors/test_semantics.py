@@ -313,3 +313,37 @@ def test_fs_with_a_frozen_network_on_the_training_views_runs_that_network_on_the
     scrambled = torch.roll(f1, 3, 0)
     ctx = _ctx(out=_out(scrambled, scrambled, scrambled, scrambled), views=(f1, f2), objective=Net(flip=True))
     assert sel.select(ctx)[:, 0].tolist() == [(i + 1) % B for i in range(B)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# NN: a memory bank of past view-1 targets; neighbours once it holds k of them
+# ---------------------------------------------------------------------------------------------------
+def _targets_out(b: int, seed: int, device="cpu") -> StepOutput:
+    g = torch.Generator().manual_seed(seed)
+    t1, t2 = torch.randn(b, 8, generator=g).to(device), torch.randn(b, 8, generator=g).to(device)
+    return StepOutput((ViewOutput(h=t1, z=t1, t=t1, p=t1), ViewOutput(h=t2, z=t2, t=t2, p=t2)))
+
+
+def test_nn_pulls_towards_neighbours_as_soon_as_the_bank_holds_k():
+    sel = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 2})  # a bank of exactly k is allowed
+    ctx = SelectionContext(out=None, labels=torch.arange(2))
+    first = sel.transform_outputs(_targets_out(2, 0), ctx)
+    assert first.extra_targets is None and sel.filled == 2  # nothing stored before the first batch
+    second = sel.transform_outputs(_targets_out(2, 1), ctx)
+    assert second.extra_targets is not None and second.extra_targets[0].shape == (2, 2, 8)
+    one = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
+    assert one.transform_outputs(_targets_out(3, 2), SelectionContext(out=None, labels=torch.arange(3))).extra_targets is None  # an empty bank, even for k = 1
+    with pytest.raises(SSLBenchError, match=r"selector.bank_size \(1\) must be ≥ selector.k \(2\)"):
+        SELECTORS.build({"name": "nn", "k": 2, "bank_size": 1})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_nn_bank_resumed_from_a_cpu_checkpoint_moves_to_the_training_device():
+    sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
+    ctx = SelectionContext(out=None, labels=torch.arange(4))
+    sel.transform_outputs(_targets_out(4, 0), ctx)
+    resumed = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
+    resumed.load_state_dict(sel.state_dict())  # a checkpoint is loaded on the CPU
+    ctx_cuda = SelectionContext(out=None, labels=torch.arange(4, device="cuda"))
+    out = resumed.transform_outputs(_targets_out(4, 1, "cuda"), ctx_cuda)
+    assert out.extra_targets[0].device.type == "cuda" and resumed.bank.device.type == "cuda"
