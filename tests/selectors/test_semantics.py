@@ -185,6 +185,7 @@ def test_ft_state_dict_resumes_the_same_draws():
 def test_ft_refuses_a_non_positive_alpha(alpha):
     with pytest.raises(SSLBenchError, match="selector.alpha must be > 0"):
         SELECTORS.build({"name": "ft", "alpha": alpha})
+    assert SELECTORS.build({"name": "ft", "alpha": 0.5}).alpha == 0.5  # any α > 0: Beta(0.5, 0.5) is U-shaped
 
 
 def test_ft_needs_targets_or_a_contrastive_loss():
@@ -347,3 +348,47 @@ def test_nn_bank_resumed_from_a_cpu_checkpoint_moves_to_the_training_device():
     ctx_cuda = SelectionContext(out=None, labels=torch.arange(4, device="cuda"))
     out = resumed.transform_outputs(_targets_out(4, 1, "cuda"), ctx_cuda)
     assert out.extra_targets[0].device.type == "cuda" and resumed.bank.device.type == "cuda"
+
+
+def test_micle_keeps_its_planned_positives_in_global_positions():
+    """Data-parallel: the plan is made for the global batch on every rank, so its extra positives
+    are already global positions; choosing must not shift them by the rank's offset."""
+    from ssl_bench.distributed import Shard
+
+    data = _Data()
+    sel = SELECTORS.build({"name": "micle", "mode": "add"})
+    sel.setup(None, data)
+    plan = sel.plan(torch.tensor([0, 3, 2, 5, 1, 4]))
+    extra = plan.extra[3:]  # rank 1 of 2 holds slots 3-5
+    ctx = _ctx(labels=data.train.labels[plan.view1[3:]], planned_extra=extra, shard=Shard(rank=1, sizes=(3, 3)),
+               pool_labels=data.train.labels[plan.view1])
+    assert torch.equal(sel.choose(ctx).extra, extra)
+
+
+def test_micle_add_needs_index_positives_and_replace_needs_nothing():
+    plain = frozenset({"features", "projection"})
+    assert "extra positives given as batch indices" in SELECTORS.build({"name": "micle", "mode": "add"}).missing(plain)
+    assert SELECTORS.build({"name": "micle", "mode": "replace"}).missing(plain) is None  # plain BYOL with other pairs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_frozen_network_loaded_on_the_cpu_moves_to_the_training_device():
+    f1, f2 = (t.cuda() for t in _features(9))
+
+    class Net(nn.Module):
+        provides = frozenset({"features", "projection", "index_positives"})
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(D, D)
+
+        def online(self, x):
+            h = self.backbone(x)
+            return ViewOutput(h=h, z=h, t=None)
+
+    net = Net()
+    sel = SELECTORS.build({"name": "fs", "k": 1, "model": "pretrained", "checkpoint": "unused.pt", "views": "train"})
+    sel.use_frozen(net)
+    ctx = _ctx(out=None, labels=torch.zeros(B, dtype=torch.long, device="cuda"), views=(f1, f2))
+    assert sel.select(ctx).shape == (B, 1)
+    assert next(net.parameters()).device.type == "cuda"
