@@ -392,3 +392,29 @@ def test_a_frozen_network_loaded_on_the_cpu_moves_to_the_training_device():
     ctx = _ctx(out=None, labels=torch.zeros(B, dtype=torch.long, device="cuda"), views=(f1, f2))
     assert sel.select(ctx).shape == (B, 1)
     assert next(net.parameters()).device.type == "cuda"
+
+
+def test_nn_bank_is_a_ring_the_oldest_targets_are_replaced_first():
+    """Bank of 10, batches of 4: slots 0-3, 4-7, 8-9 (the batch cut, the pointer wraps), then 0-3 again."""
+    sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 10})
+    for step in range(4):
+        labels = torch.arange(4) + 10 * step
+        sel.transform_outputs(_targets_out(4, step), SelectionContext(out=None, labels=labels))
+    assert sel.bank_labels.tolist() == [30, 31, 32, 33, 10, 11, 12, 13, 20, 21] and sel.filled == 10
+    want = torch.nn.functional.normalize(_targets_out(4, 3).views[0].t, dim=1)
+    assert torch.allclose(sel.bank[:4], want)
+
+
+def test_nn_on_multilabel_rows_counts_neighbours_with_identical_label_vectors():
+    sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
+    first = torch.tensor([[1, 0], [0, 1], [1, 1]])
+    sel.choose(SelectionContext(out=_targets_out(3, 0), labels=first))
+    assert sel.bank_labels[:3].tolist() == first.tolist()
+    # the same targets again: each anchor's nearest stored target is view 1 of itself or another row
+    second = torch.tensor([[1, 0], [1, 0], [1, 1]])
+    chosen = sel.choose(SelectionContext(out=_targets_out(3, 0), labels=second))
+    g = torch.Generator().manual_seed(0)
+    t1, t2 = (torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1) for _ in range(2))
+    nearest = (t2 @ t1.T).argmax(1)  # view 1's positives: view 2's neighbours in the bank
+    same = (first[nearest] == second).all(1)
+    assert chosen.counts.tolist() == [int(same.sum()), 3, 3]
