@@ -33,7 +33,8 @@ def _out(h1, h2, z1, z2):
 @pytest.mark.parametrize("feature", ["backbone", "projection"])
 def test_fs_picks_the_most_similar_candidates_in_order(feature):
     f1, f2 = _features(0)
-    g1, g2 = _features(1)
+    g1, _ = _features(1)
+    g2 = torch.stack([g1[(j + 1) % B] + 0.6 * g1[(j + 2) % B] for j in range(B)])  # by g: i − 1, then i − 2
     # backbone features follow f, projections follow g: each option must read its own
     out = _out(f1, f2, g1, g2) if feature == "backbone" else _out(g1, g2, f1, f2)
     sel = SELECTORS.build({"name": "fs", "k": 2, "views": "train", "feature": feature})
@@ -51,7 +52,7 @@ def test_fs_on_light_views_runs_the_network_on_them():
             self.backbone = nn.Identity()
 
         def online(self, x):
-            return ViewOutput(h=x, z=-x, t=None)
+            return ViewOutput(h=x, z=x.flip(0), t=None)  # rows reversed: other neighbours
 
     net = Net()
     sel = SELECTORS.build({"name": "fs", "k": 1, "views": "light"})
