@@ -404,6 +404,10 @@ def test_nn_bank_is_a_ring_the_oldest_targets_are_replaced_first():
     assert sel.bank_labels.tolist() == [30, 31, 32, 33, 10, 11, 12, 13, 20, 21] and sel.filled == 10
     want = torch.nn.functional.normalize(_targets_out(4, 3).views[0].t, dim=1)
     assert torch.allclose(sel.bank[:4], want)
+    exact = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})  # batches that fill the bank exactly
+    for step in range(3):
+        exact.transform_outputs(_targets_out(4, step), SelectionContext(out=None, labels=torch.arange(4) + 10 * step))
+    assert exact.bank_labels.tolist() == [20, 21, 22, 23, 10, 11, 12, 13]
 
 
 def test_nn_on_multilabel_rows_counts_neighbours_with_identical_label_vectors():
