@@ -423,3 +423,14 @@ def test_nn_on_multilabel_rows_counts_neighbours_with_identical_label_vectors():
     nearest = (t2 @ t1.T).argmax(1)  # view 1's positives: view 2's neighbours in the bank
     same = (first[nearest] == second).all(1)
     assert chosen.counts.tolist() == [int(same.sum()), 3, 3]
+
+
+def test_micle_replace_counts_partners_sharing_the_label():
+    data = _Data()
+    data.train.labels = torch.tensor([0, 0, 1, 2, 2, 3])  # both lesions with two images agree
+    sel = SELECTORS.build({"name": "micle", "mode": "replace"})
+    sel.setup(None, data)
+    idx = torch.arange(6)
+    ctx = _ctx(labels=data.train.labels, planned_view2=sel.plan(idx).view2)
+    ctx.indices = idx
+    assert sel.counts(None, ctx).tolist() == [4, 4, 4]
