@@ -115,9 +115,9 @@ def test_micle_add_makes_each_partners_slot_an_extra_positive():
 # ---------------------------------------------------------------------------------------------------
 # FT: virtual positives λ·a + (1 − λ)·b with λ − 1 ~ Beta(α, α), one λ per sample
 # ---------------------------------------------------------------------------------------------------
-def _pair_out(n: int, seed: int = 0) -> StepOutput:
+def _pair_out(n: int, seed: int = 0, device: str = "cpu") -> StepOutput:
     g = torch.Generator().manual_seed(seed)
-    z1, t1, z2, t2 = (torch.randn(n, 4, generator=g) for _ in range(4))
+    z1, t1, z2, t2 = (torch.randn(n, 4, generator=g).to(device) for _ in range(4))
     return StepOutput((ViewOutput(h=None, z=z1, t=t1), ViewOutput(h=None, z=z2, t=t2)))
 
 
@@ -320,21 +320,15 @@ def test_fs_with_a_frozen_network_on_the_training_views_runs_that_network_on_the
 # ---------------------------------------------------------------------------------------------------
 # NN: a memory bank of past view-1 targets; neighbours once it holds k of them
 # ---------------------------------------------------------------------------------------------------
-def _targets_out(b: int, seed: int, device="cpu") -> StepOutput:
-    g = torch.Generator().manual_seed(seed)
-    t1, t2 = torch.randn(b, 8, generator=g).to(device), torch.randn(b, 8, generator=g).to(device)
-    return StepOutput((ViewOutput(h=t1, z=t1, t=t1, p=t1), ViewOutput(h=t2, z=t2, t=t2, p=t2)))
-
-
 def test_nn_pulls_towards_neighbours_as_soon_as_the_bank_holds_k():
     sel = SELECTORS.build({"name": "nn", "k": 2, "bank_size": 2})  # a bank of exactly k is allowed
     ctx = SelectionContext(out=None, labels=torch.arange(2))
-    first = sel.transform_outputs(_targets_out(2, 0), ctx)
+    first = sel.transform_outputs(_pair_out(2, 0), ctx)
     assert first.extra_targets is None and sel.filled == 2  # nothing stored before the first batch
-    second = sel.transform_outputs(_targets_out(2, 1), ctx)
-    assert second.extra_targets is not None and second.extra_targets[0].shape == (2, 2, 8)
+    second = sel.transform_outputs(_pair_out(2, 1), ctx)
+    assert second.extra_targets is not None and second.extra_targets[0].shape == (2, 2, 4)
     one = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
-    assert one.transform_outputs(_targets_out(3, 2), SelectionContext(out=None, labels=torch.arange(3))).extra_targets is None  # an empty bank, even for k = 1
+    assert one.transform_outputs(_pair_out(3, 2), SelectionContext(out=None, labels=torch.arange(3))).extra_targets is None  # an empty bank, even for k = 1
     with pytest.raises(SSLBenchError, match=r"selector.bank_size \(1\) must be ≥ selector.k \(2\)"):
         SELECTORS.build({"name": "nn", "k": 2, "bank_size": 1})
 
@@ -343,11 +337,11 @@ def test_nn_pulls_towards_neighbours_as_soon_as_the_bank_holds_k():
 def test_nn_bank_resumed_from_a_cpu_checkpoint_moves_to_the_training_device():
     sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
     ctx = SelectionContext(out=None, labels=torch.arange(4))
-    sel.transform_outputs(_targets_out(4, 0), ctx)
+    sel.transform_outputs(_pair_out(4, 0), ctx)
     resumed = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
     resumed.load_state_dict(sel.state_dict())  # a checkpoint is loaded on the CPU
     ctx_cuda = SelectionContext(out=None, labels=torch.arange(4, device="cuda"))
-    out = resumed.transform_outputs(_targets_out(4, 1, "cuda"), ctx_cuda)
+    out = resumed.transform_outputs(_pair_out(4, 1, "cuda"), ctx_cuda)
     assert out.extra_targets[0].device.type == "cuda" and resumed.bank.device.type == "cuda"
 
 
@@ -400,26 +394,25 @@ def test_nn_bank_is_a_ring_the_oldest_targets_are_replaced_first():
     sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 10})
     for step in range(4):
         labels = torch.arange(4) + 10 * step
-        sel.transform_outputs(_targets_out(4, step), SelectionContext(out=None, labels=labels))
+        sel.transform_outputs(_pair_out(4, step), SelectionContext(out=None, labels=labels))
     assert sel.bank_labels.tolist() == [30, 31, 32, 33, 10, 11, 12, 13, 20, 21] and sel.filled == 10
-    want = torch.nn.functional.normalize(_targets_out(4, 3).views[0].t, dim=1)
+    want = torch.nn.functional.normalize(_pair_out(4, 3).views[0].t, dim=1)
     assert torch.allclose(sel.bank[:4], want)
     exact = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})  # batches that fill the bank exactly
     for step in range(3):
-        exact.transform_outputs(_targets_out(4, step), SelectionContext(out=None, labels=torch.arange(4) + 10 * step))
+        exact.transform_outputs(_pair_out(4, step), SelectionContext(out=None, labels=torch.arange(4) + 10 * step))
     assert exact.bank_labels.tolist() == [20, 21, 22, 23, 10, 11, 12, 13]
 
 
 def test_nn_on_multilabel_rows_counts_neighbours_with_identical_label_vectors():
     sel = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
     first = torch.tensor([[1, 0], [0, 1], [1, 1]])
-    sel.choose(SelectionContext(out=_targets_out(3, 0), labels=first))
+    sel.choose(SelectionContext(out=_pair_out(3, 0), labels=first))
     assert sel.bank_labels[:3].tolist() == first.tolist()
     # the same targets again: each anchor's nearest stored target is view 1 of itself or another row
     second = torch.tensor([[1, 0], [1, 0], [1, 1]])
-    chosen = sel.choose(SelectionContext(out=_targets_out(3, 0), labels=second))
-    g = torch.Generator().manual_seed(0)
-    t1, t2 = (torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=1) for _ in range(2))
+    chosen = sel.choose(SelectionContext(out=_pair_out(3, 0), labels=second))
+    t1, t2 = (torch.nn.functional.normalize(v.t, dim=1) for v in _pair_out(3, 0).views)
     nearest = (t2 @ t1.T).argmax(1)  # view 1's positives: view 2's neighbours in the bank
     same = (first[nearest] == second).all(1)
     assert chosen.counts.tolist() == [int(same.sum()), 3, 3]
