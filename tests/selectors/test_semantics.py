@@ -231,6 +231,25 @@ def test_a_global_selector_picks_a_positive_on_another_rank(name):
     assert chosen.counts.tolist() == [B, B, B]  # every positive shares its anchor's label
 
 
+def test_tracin_picks_a_positive_on_another_rank():
+    """Data-parallel TracIn-cos, rank 1 of 2: rank 0 holds copies of rank 1's samples (same
+    gradients g and predictor inputs a), so each anchor's cosine is 1 with global row i (its copy)
+    and the positive must be that row, not one shifted by the rank's offset."""
+    from ssl_bench.distributed import Shard
+
+    g = torch.Generator().manual_seed(9)
+    views = [ViewOutput(h=torch.randn(B, D, generator=g), z=torch.randn(B, D, generator=g), t=torch.randn(B, D, generator=g),
+                        p=torch.randn(B, D, generator=g), a=torch.randn(B, 16, generator=g)) for _ in range(2)]
+    shard = Shard(rank=1, sizes=(B, B))
+    object.__setattr__(shard, "gather", lambda t: torch.cat([t, t]))  # rank 0's rows first: the copies
+    labels = torch.arange(B)
+    sel = SELECTORS.build({"name": "tracin", "k": 1, "views": "train", "normalize": True})
+    ctx = _ctx(out=StepOutput(tuple(views)), labels=labels, shard=shard, pool_labels=torch.cat([labels, labels]))
+    chosen = sel.choose(ctx)
+    assert chosen.extra[:, 0].tolist() == list(range(B))
+    assert chosen.counts.tolist() == [B, B, B]
+
+
 @pytest.mark.parametrize("feature", ["backbone", "projection"])
 def test_fnc_compares_the_feature_it_is_told_to(feature):
     """Backbone features and projections rank the candidates in opposite orders: for anchor i the

@@ -185,6 +185,21 @@ def test_normalized_tracin_is_the_cosine_of_autograd_gradients(breast, tiny_resn
     assert (rect - want[:5]).abs().max() <= 1e-9
 
 
+def test_rectangular_form_is_rows_of_the_batch_matrix_with_the_same_defaults():
+    """``tracin_cross`` (data-parallel ranks) scores B anchors against N candidates: the anchors'
+    rows of :func:`tracin_matrix_views`, called alike, with its defaults (lr 1, raw inner product)."""
+    from ssl_bench.selectors.tracin import tracin_cross
+
+    g = torch.Generator().manual_seed(4)
+    q, z, a = ([torch.randn(10, d, generator=g, dtype=torch.float64) for _ in range(2)] for d in (6, 6, 9))
+    gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
+    rows = slice(4, 7)  # a rank holding global rows 4-6
+    for kw in ({}, {"lr": 0.3}, {"normalize": True}):
+        want = tracin_matrix_views(q, z, a, **kw)[rows]
+        got = tracin_cross([t[rows] for t in gs], [t[rows] for t in a], gs, a, **kw)
+        assert (got - want).abs().max() <= 1e-12 * want.abs().max(), kw
+
+
 def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_path):
     """A consumer naming its producer recipe with ``checkpoints: [1, 2]`` has the producer keep those
     epochs; its scores equal Σ_c lr_c · (G_c G_cᵀ) of per-sample autograd gradients of each kept
