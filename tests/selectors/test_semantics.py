@@ -231,23 +231,27 @@ def test_a_global_selector_picks_a_positive_on_another_rank(name):
     assert chosen.counts.tolist() == [B, B, B]  # every positive shares its anchor's label
 
 
-def test_tracin_picks_a_positive_on_another_rank():
+@pytest.mark.parametrize("a_dtype, gathers", [(torch.float32, 1), (torch.bfloat16, 2)])
+def test_tracin_picks_a_positive_on_another_rank(a_dtype, gathers):
     """Data-parallel TracIn-cos, rank 1 of 2: rank 0 holds copies of rank 1's samples (same
     gradients g and predictor inputs a), so each anchor's cosine is 1 with global row i (its copy)
-    and the positive must be that row, not one shifted by the rank's offset."""
+    and the positive must be that row, not one shifted by the rank's offset.  g and a travel in one
+    all-gather; two when mixed precision gives them different dtypes."""
     from ssl_bench.distributed import Shard
 
     g = torch.Generator().manual_seed(9)
     views = [ViewOutput(h=torch.randn(B, D, generator=g), z=torch.randn(B, D, generator=g), t=torch.randn(B, D, generator=g),
-                        p=torch.randn(B, D, generator=g), a=torch.randn(B, 16, generator=g)) for _ in range(2)]
+                        p=torch.randn(B, D, generator=g), a=torch.randn(B, 16, generator=g).to(a_dtype)) for _ in range(2)]
     shard = Shard(rank=1, sizes=(B, B))
-    object.__setattr__(shard, "gather", lambda t: torch.cat([t, t]))  # rank 0's rows first: the copies
+    calls = []
+    object.__setattr__(shard, "gather", lambda t: calls.append(t.dtype) or torch.cat([t, t]))  # rank 0's rows first: the copies
     labels = torch.arange(B)
     sel = SELECTORS.build({"name": "tracin", "k": 1, "views": "train", "normalize": True})
     ctx = _ctx(out=StepOutput(tuple(views)), labels=labels, shard=shard, pool_labels=torch.cat([labels, labels]))
     chosen = sel.choose(ctx)
     assert chosen.extra[:, 0].tolist() == list(range(B))
     assert chosen.counts.tolist() == [B, B, B]
+    assert len(calls) == gathers and set(calls) == {torch.float32, a_dtype}
 
 
 @pytest.mark.parametrize("feature", ["backbone", "projection"])

@@ -89,14 +89,14 @@ def _ctx(obj, data, idx, g, light=True):
     )
 
 
-@pytest.mark.parametrize("views", ["light", "train"])
-def test_online_selector_is_the_argmax_of_the_matrix(views, breast, tiny_resnet):
+@pytest.mark.parametrize("views, symmetric", [("light", None), ("light", True), ("train", None)])
+def test_online_selector_is_the_argmax_of_the_matrix(views, symmetric, breast, tiny_resnet):
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1))
     g = torch.Generator().manual_seed(0)
     idx = torch.arange(24)
     ctx = _ctx(obj, breast, idx, g)
     bn = [copy.deepcopy(m.running_mean) for m in obj.modules() if isinstance(m, torch.nn.BatchNorm2d)][:3]
-    sel = SELECTORS.build({"name": "tracin", "k": 2, "views": views})
+    sel = SELECTORS.build({"name": "tracin", "k": 2, "views": views, "symmetric": symmetric})
     sel.setup(obj, breast)
     extra = sel.select(ctx)
     assert extra.shape == (24, 2) and not (extra == idx[:, None]).any()
@@ -112,7 +112,11 @@ def test_online_selector_is_the_argmax_of_the_matrix(views, breast, tiny_resnet)
             with batchnorm_stats_frozen(obj):
                 x1, x2 = ctx.light_views()
                 v1 = obj.online(x1)
-                m = tracin_matrix(v1.p, obj.target(x2), v1.a, lr=0.1)  # light views: q(view 1) vs z'(view 2)
+                if symmetric:  # both orders on the light views: 4 passes
+                    v2 = obj.online(x2)
+                    m = tracin_matrix_views([v1.p, v2.p], [obj.target(x2), obj.target(x1)], [v1.a, v2.a], lr=0.1)
+                else:  # the default on light views: q(view 1) vs z'(view 2)
+                    m = tracin_matrix(v1.p, obj.target(x2), v1.a, lr=0.1)
     m.fill_diagonal_(float("-inf"))
     assert torch.equal(extra[:, 0], m.argmax(1))
 
@@ -250,3 +254,19 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
     assert (got.double() - want).norm() / want.norm() <= 1e-4
     with pytest.raises(Exception, match=r"kept no checkpoint of epoch 3 \(epoch0003.pt\); train it with train.save_epochs=\[1, 3\]"):
         SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 3]}).setup(None, data)
+
+
+@pytest.mark.parametrize("epochs", [[], [0], [2, -1], ["2"], [True], [1.5]])
+def test_tracincp_refuses_what_is_not_a_list_of_epochs(epochs, tmp_path):
+    from ssl_bench.errors import SSLBenchError
+
+    with pytest.raises(SSLBenchError, match=r"^recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got "):
+        SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(tmp_path), "checkpoints": epochs})
+
+
+def test_tracincp_needs_a_pretrained_model():
+    from ssl_bench.errors import SSLBenchError
+
+    with pytest.raises(SSLBenchError, match=r"^recipe key selector.checkpoints \(TracInCP\) needs selector.model: pretrained$"):
+        SELECTORS.build({"name": "tracin", "checkpoints": [1, 2]})
+    assert SELECTORS.build({"name": "tracin"}).display == "TracIn"
