@@ -191,17 +191,20 @@ def test_normalized_tracin_is_the_cosine_of_autograd_gradients(breast, tiny_resn
 
 def test_rectangular_form_is_rows_of_the_batch_matrix_with_the_same_defaults():
     """``tracin_cross`` (data-parallel ranks) scores B anchors against N candidates: the anchors'
-    rows of :func:`tracin_matrix_views`, called alike, with its defaults (lr 1, raw inner product)."""
+    rows of :func:`tracin_matrix_views`, called alike, with its defaults (lr 1, raw inner product).
+    Small predictor inputs (squared gradient norms ≪ 1) still give a cosine: 1 on the diagonal."""
     from ssl_bench.selectors.tracin import tracin_cross
 
     g = torch.Generator().manual_seed(4)
-    q, z, a = ([torch.randn(10, d, generator=g, dtype=torch.float64) for _ in range(2)] for d in (6, 6, 9))
+    q, z, a = ([torch.randn(10, d, generator=g, dtype=torch.float64) * s for _ in range(2)] for d, s in ((6, 1), (6, 1), (9, 0.1)))
     gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
     rows = slice(4, 7)  # a rank holding global rows 4-6
     for kw in ({}, {"lr": 0.3}, {"normalize": True}):
         want = tracin_matrix_views(q, z, a, **kw)[rows]
         got = tracin_cross([t[rows] for t in gs], [t[rows] for t in a], gs, a, **kw)
         assert (got - want).abs().max() <= 1e-12 * want.abs().max(), kw
+    cos = tracin_matrix_views(q, z, a, normalize=True)
+    assert torch.allclose(cos.diagonal(), torch.ones(10, dtype=torch.float64)) and cos.abs().max() <= 1 + 1e-12
 
 
 def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_path):
@@ -243,7 +246,11 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
     ctx = SelectionContext(out=None, labels=data.train.labels[:16], indices=torch.arange(16), objective=None,
                            generator=torch.Generator().manual_seed(0), lr=0.1, light_views=lambda: (x1, x2), views=(x1, x2))
     got = sel.scores(ctx)
+    cos = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 2], "normalize": True})
+    cos.setup(None, data)
+    got_cos = cos.scores(ctx)
     want = torch.zeros(16, 16, dtype=torch.float64)
+    want_cos = torch.zeros(16, 16, dtype=torch.float64)  # normalize: Σ_c lr_c · cos_c
     for epoch, lr in zip((1, 2), lrs):
         net = load_run(prod_dir / "checkpoints" / f"epoch{epoch:04d}.pt", in_chans=1).objective.double()
         with torch.no_grad():
@@ -251,7 +258,10 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
             z = net.target(x2.double())
         G = per_sample_weight_grads(net.predictor.layers[-1], o1.a, z)
         want += lr * G @ G.T
+        Gn = G / G.norm(dim=1, keepdim=True)
+        want_cos += lr * Gn @ Gn.T
     assert (got.double() - want).norm() / want.norm() <= 1e-4
+    assert (got_cos.double() - want_cos).norm() / want_cos.norm() <= 1e-4
     with pytest.raises(Exception, match=r"kept no checkpoint of epoch 3 \(epoch0003.pt\); train it with train.save_epochs=\[1, 3\]"):
         SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 3]}).setup(None, data)
 
