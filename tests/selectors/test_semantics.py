@@ -199,9 +199,10 @@ def test_ft_needs_targets_or_a_contrastive_loss():
     assert lacking and "contrastive" in lacking and "target" in lacking
 
 
+@pytest.mark.parametrize("name", ["fnc", "fs"])
 @pytest.mark.parametrize("feature, needed", [("projection", "projection"), ("backbone", "features")])
-def test_fnc_needs_the_feature_it_compares(feature, needed):
-    sel = SELECTORS.build({"name": "fnc", "feature": feature})
+def test_feature_selectors_need_the_feature_they_compare(name, feature, needed):
+    sel = SELECTORS.build({"name": name, "feature": feature})
     every = frozenset({"features", "projection", "index_positives"})
     assert sel.missing(every) is None
     assert sel.missing(every - {needed}) == CAPABILITIES[needed]
