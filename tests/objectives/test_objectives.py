@@ -126,3 +126,16 @@ def test_virtual_extra_targets(name, scale, offset, breast, tiny_resnet):
         own = 0.5 * (term(v1.p, v2.t).mean() + term(v2.p, v1.t).mean())
         ex = 0.5 * (term(v1.p[:, None], e1).mean(1).mean() + term(v2.p[:, None], e2).mean(1).mean())
         assert torch.allclose(got, own + 0.5 * ex, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_the_embedder_module_gives_the_heads_output(name, breast, tiny_resnet):
+    """``Embedder`` (what ``ssl-bench embed --features head`` and the evaluations' maps run) returns
+    the objective's head output for the batch: the projection z of the online branch."""
+    from ssl_bench.objectives import Embedder
+
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, _, _ = _views(breast)
+    with torch.no_grad():
+        got, want = Embedder(obj)(x1), obj.online(x1).z
+    assert got.shape == (16, want.shape[1]) and torch.equal(got, want)
