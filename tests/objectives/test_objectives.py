@@ -139,3 +139,26 @@ def test_the_embedder_module_gives_the_heads_output(name, breast, tiny_resnet):
     with torch.no_grad():
         got, want = Embedder(obj)(x1), obj.online(x1).z
     assert got.shape == (16, want.shape[1]) and torch.equal(got, want)
+
+
+def test_only_objectives_that_read_the_shard_get_global_positives():
+    """Data-parallel training (2 ranks): BYOL, SimSiam and SimCLR pull towards positives on other
+    ranks (their loss reads ``out.shard``); t-SimCNE and a user's objective that does not declare
+    ``global_positives`` get positives chosen among the rank's own samples."""
+    from types import SimpleNamespace
+
+    from ssl_bench.distributed import Shard
+    from ssl_bench.objectives import Objective
+    from ssl_bench.step import TrainStep
+
+    class Mine(Objective):  # a plugin objective written without data-parallel training in mind
+        pass
+
+    shard = Shard(rank=0, sizes=(4, 4))
+    wants = {"byol": True, "simsiam": True, "simclr": True, "tsimcne": False}
+    assert set(wants) == set(OBJECTIVES.names())
+    for name, want in {**wants, "mine": False}.items():
+        cls = Mine if name == "mine" else OBJECTIVES.get(name)
+        step = SimpleNamespace(objective=cls)
+        assert TrainStep.global_positives(step, shard) is want, name
+        assert TrainStep.global_positives(step, Shard(rank=0, sizes=(8,))) is False  # one process
