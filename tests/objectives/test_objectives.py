@@ -128,6 +128,28 @@ def test_virtual_extra_targets(name, scale, offset, breast, tiny_resnet):
         assert torch.allclose(got, own + 0.5 * ex, atol=1e-5)
 
 
+@pytest.mark.parametrize("name, scale, offset", [("byol", 2.0, 2.0), ("simsiam", 1.0, 0.0)])
+def test_index_extra_positives_average_over_the_valid_ones(name, scale, offset, breast, tiny_resnet):
+    """k = 2 index positives padded with −1: each anchor's extra term is the mean of the cosine term
+    over its valid positives (index 0 is a sample like any other), none for an all-padding row."""
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    extra = torch.tensor([[0, 3], [0, -1], [5, 0], [-1, -1], [7, 6], [0, 1], [-1, 2], [4, 0]])
+    with torch.no_grad():
+        out = obj(x1, x2)
+        got = obj.loss(out, extra, weight=0.7)
+    v1, v2 = out.views
+    term = lambda p, t: offset - scale * F.cosine_similarity(p, t, dim=-1)  # noqa: E731
+
+    def extra_terms(p, t):
+        rows = [[term(p[i], t[j]) for j in extra[i].tolist() if j >= 0] for i in range(8)]
+        return torch.stack([torch.stack(r).mean() if r else torch.tensor(0.0) for r in rows])
+
+    own = term(v1.p, v2.t) + term(v2.p, v1.t)
+    ex = extra_terms(v1.p, v2.t) + extra_terms(v2.p, v1.t)  # view u's prediction vs the other view's targets
+    assert torch.allclose(got, 0.5 * (own.mean() + 0.7 * ex.mean()), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_the_embedder_module_gives_the_heads_output(name, breast, tiny_resnet):
     """``Embedder`` (what ``ssl-bench embed --features head`` and the evaluations' maps run) returns
