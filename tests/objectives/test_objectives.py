@@ -138,16 +138,49 @@ def test_index_extra_positives_average_over_the_valid_ones(name, scale, offset, 
     with torch.no_grad():
         out = obj(x1, x2)
         got = obj.loss(out, extra, weight=0.7)
+        by_default = obj.loss(out, extra)
+    own, ex = _direct_terms(out, extra, scale, offset)
+    assert torch.allclose(got, 0.5 * (own.mean() + 0.7 * ex.mean()), atol=1e-5)
+    assert torch.allclose(by_default, 0.5 * (own.mean() + ex.mean()), atol=1e-5)  # weight 1 by default
+
+
+def _direct_terms(out, extra, scale, offset, rows=None):
+    """Per-anchor own and extra terms of the symmetric loss, written out: view u's prediction vs the
+    other view's target, and the mean over the valid (≥ 0) extra indices of that view's targets."""
     v1, v2 = out.views
+    rows = range(len(extra)) if rows is None else rows
     term = lambda p, t: offset - scale * F.cosine_similarity(p, t, dim=-1)  # noqa: E731
 
     def extra_terms(p, t):
-        rows = [[term(p[i], t[j]) for j in extra[i].tolist() if j >= 0] for i in range(8)]
-        return torch.stack([torch.stack(r).mean() if r else torch.tensor(0.0) for r in rows])
+        per = [[term(p[i], t[j]) for j in extra[r].tolist() if j >= 0] for r, i in enumerate(rows)]
+        return torch.stack([torch.stack(x).mean() if x else torch.tensor(0.0) for x in per])
 
-    own = term(v1.p, v2.t) + term(v2.p, v1.t)
-    ex = extra_terms(v1.p, v2.t) + extra_terms(v2.p, v1.t)  # view u's prediction vs the other view's targets
-    assert torch.allclose(got, 0.5 * (own.mean() + 0.7 * ex.mean()), atol=1e-5)
+    own = torch.stack([term(v1.p[i], v2.t[i]) + term(v2.p[i], v1.t[i]) for i in rows])
+    return own, extra_terms(v1.p, v2.t) + extra_terms(v2.p, v1.t)
+
+
+@pytest.mark.parametrize("name, scale, offset", [("byol", 2.0, 2.0), ("simsiam", 1.0, 0.0)])
+def test_data_parallel_loss_pulls_towards_positives_on_other_ranks(name, scale, offset, breast, tiny_resnet):
+    """Rank 1 of 2 holds rows 4-7 of a global batch of 8; its extra positives index the global batch,
+    and their targets come from one all-gather: its loss is the one-process formula on its rows."""
+    from ssl_bench.distributed import Shard
+    from ssl_bench.objectives.base import StepOutput, ViewOutput
+
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    extra = torch.tensor([[0, 6], [3, -1], [-1, -1], [1, 2]])  # global rows; 6 is on this rank
+    with torch.no_grad():
+        full = obj(x1, x2)
+    w1, w2 = full.views
+    rank0 = torch.cat([w2.t[:4], w1.t[:4]], 1)
+    calls = []
+    shard = Shard(rank=1, sizes=(4, 4))
+    object.__setattr__(shard, "gather", lambda t: calls.append(t.shape) or torch.cat([rank0, t]))
+    local = tuple(ViewOutput(h=v.h[4:], z=v.z[4:], t=v.t[4:], p=v.p[4:], a=v.a[4:]) for v in full.views)
+    got = obj.loss(StepOutput(local, shard=shard), extra)
+    own, ex = _direct_terms(full, extra, scale, offset, rows=range(4, 8))
+    assert torch.allclose(got, 0.5 * (own.mean() + ex.mean()), atol=1e-5)
+    assert len(calls) == 1  # both views' targets in one call
 
 
 @pytest.mark.parametrize("name", OBJECTIVES.names())

@@ -154,3 +154,15 @@ def test_stage_learning_rates_and_epoch_check():
         check_stages(obj, TrainConfig(epochs=8))
     with pytest.raises(SSLBenchError, match="objective.stages"):
         OBJECTIVES.build({"name": "tsimcne", "stages": [0, 1, 1]}, _identity())
+
+
+def test_the_stage_of_an_epoch_skips_empty_stages():
+    """Stages of 0 epochs are skipped: an epoch belongs to the non-empty stage whose range holds it;
+    epoch 0 (before training) to the first stage, epochs past the end to the last stage that ran."""
+    from ssl_bench.objectives.base import make_stages, stage_at
+
+    stages = make_stages([3, 0, 2, 0], [1.0, 0.5, 0.25, 0.1], [1, 0, 0, 0])
+    assert [(s.first_epoch, s.last_epoch) for s in stages] == [(1, 3), (4, 3), (4, 5), (6, 5)]
+    assert [stage_at(stages, e).index for e in range(0, 8)] == [0, 0, 0, 0, 2, 2, 2, 2]
+    skipped_first = make_stages([0, 2], [1.0, 0.5], [0, 0])
+    assert [stage_at(skipped_first, e).index for e in (1, 2, 3)] == [1, 1, 1]
