@@ -152,6 +152,11 @@ def test_import_time_lines_get_the_tests_that_use_their_definition(mutation):
     assert select(3) == ["tests/all"]
     assert select(9) == ["t::uses_f", "t::cli"]
     assert select(10) == ["t::cli"]  # never run in-process: only a subprocess test can notice
+    # a default is also read without running the body: by the recipe reference (documented defaults)
+    ref = "tests/test_reference.py::test_recipe_reference_is_not_stale"
+    cmap["all"], cmap["durations"][ref] = ["t::uses_f", "t::uses_g", "t::cli", ref], 0.5
+    assert select(7) == [ref, "t::uses_f", "t::cli"]
+    assert select(9) == ["t::uses_f", "t::cli"]  # a body line: only the tests that run it
 
 
 def test_only_python_subprocesses_make_a_subprocess_test(mutation):

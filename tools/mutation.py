@@ -60,6 +60,9 @@ TARGETS = {
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py", "tests/test_compare_sweep.py"],
     "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py", "tests/selectors/test_selectors.py"],
 }
+# tests that read functions' signatures (the recipe reference documents objectives' defaults from
+# them) without running their bodies: a mutated default of a function header runs them too
+READS_SIGNATURES = {"tests/test_reference.py"}
 SWAPS_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
              ast.Mod: ast.Mult, ast.Pow: ast.Mult, ast.MatMult: ast.Mult}
 SWAPS_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
@@ -365,8 +368,9 @@ def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str],
     """The node ids that execute ``module``'s statement at ``stmt_line``, fastest first, then the
     subprocess-starting tests.  A statement run at import time only: for a function's header
     (``scopes``: decorators, defaults), the tests that run any line of its body (a default changes
-    nothing for a test that never calls the function); otherwise (a constant, a class attribute or
-    dataclass field) ``fallback``, all mapped tests.  A statement never run: only the
+    nothing for a test that never calls the function) and those that read signatures without
+    calling them (:data:`READS_SIGNATURES`: the documented defaults); otherwise (a constant, a class
+    attribute or dataclass field) ``fallback``, all mapped tests.  A statement never run: only the
     subprocess-starting tests (maybe none: survived, no test runs it)."""
     lines = cmap["lines"].get(module, {})
     if str(stmt_line) not in lines:  # no test executes it in-process: only a subprocess test can notice
@@ -375,6 +379,7 @@ def selected_tests(cmap: dict, module: str, stmt_line: int, fallback: list[str],
     if not hits and scopes and stmt_line in scopes:
         lo, hi = scopes[stmt_line]
         hits = [n for line, ids in lines.items() if lo <= int(line) <= hi for n in ids]
+        hits += [n for n in cmap.get("all", ()) if n.split("::")[0] in READS_SIGNATURES]
     if not hits:  # a module-level statement run at import time (a constant), or a body no test runs
         return fallback
     order = sorted(set(hits), key=lambda n: cmap["durations"].get(n, 0.0))
