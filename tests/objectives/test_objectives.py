@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench.objectives import OBJECTIVES
-from ssl_bench.objectives.simclr import multi_positive_nt_xent
+from ssl_bench.objectives.base import StepOutput, ViewOutput
+from ssl_bench.objectives.simclr import multi_positive_infonce, multi_positive_nt_xent
 
 
 def _views(data, n=16):
@@ -100,15 +101,21 @@ def test_simclr_extra_positive_matches_direct_formula():
     b, t = 6, 0.5
     z1, z2 = torch.randn(b, 8), torch.randn(b, 8)
     extra = torch.tensor([[2], [-1], [-1], [-1], [-1], [-1]])
-    got = multi_positive_nt_xent(z1, z2, t, extra, weight=1.0)
+    got = multi_positive_nt_xent(z1, z2, t, extra)  # weight 1 by default
     z = F.normalize(torch.cat([z1, z2]), dim=1)
+    by_logits = multi_positive_infonce(z @ z.T / t, extra)  # the InfoNCE on given logits (t-SimCNE's too)
+    ident = torch.nn.Identity()
+    ident.num_features = 8
+    simclr = OBJECTIVES.build({"name": "simclr"}, ident)  # τ = 0.5 by default; the loss reads z only
+    by_objective = simclr.loss(StepOutput((ViewOutput(h=z1, z=z1, t=z1), ViewOutput(h=z2, z=z2, t=z2))), extra)
     sim = z @ z.T / t
     sim.fill_diagonal_(float("-inf"))
     logp = sim.log_softmax(1)
     per = torch.stack([-logp[i, (i + b) % (2 * b)] for i in range(2 * b)])
     per[0] += -logp[0, 2 + b]  # anchor 0 (view 1) → other view of sample 2
     per[b] += -logp[b, 2]  # anchor 0 (view 2) → view 1 of sample 2
-    assert torch.allclose(got, per.mean(), atol=1e-6)
+    for value in (got, by_logits, by_objective):
+        assert torch.allclose(value, per.mean(), atol=1e-6)
 
 
 @pytest.mark.parametrize("name, scale, offset", [("byol", 2.0, 2.0), ("simsiam", 1.0, 0.0)])
@@ -217,3 +224,30 @@ def test_only_objectives_that_read_the_shard_get_global_positives():
         step = SimpleNamespace(objective=cls)
         assert TrainStep.global_positives(step, shard) is want, name
         assert TrainStep.global_positives(step, Shard(rank=0, sizes=(8,))) is False  # one process
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
+def test_prediction_and_predictor_input_are_those_of_the_prediction_head(name, breast, tiny_resnet):
+    """``p`` is the prediction head's output for the projection and ``a`` the input of its last
+    linear layer (what TracIn differentiates through), as the head's own forward computes them."""
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, _, _ = _views(breast, n=8)
+    seen = []
+    obj.predictor.layers[-1].register_forward_hook(lambda mod, args, res: seen.append(args[0]))
+    with torch.no_grad():
+        v = obj.online(x1)
+        p = obj.predictor(v.z)
+    assert isinstance(obj.predictor.layers[-1], torch.nn.Linear) and len(seen) == 2
+    assert torch.equal(v.p, p) and torch.equal(v.a, seen[1]) and torch.equal(seen[0], seen[1])
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_the_targets_of_a_step_are_the_target_branch(name, breast, tiny_resnet):
+    """Each view's ``t`` in the step's output is what ``target`` gives for that view (selectors call
+    ``target`` on their own views and must get what the loss pulls towards)."""
+    obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
+    x1, x2, _ = _views(breast, n=8)
+    with torch.no_grad():
+        out = obj(x1, x2)
+        for v, x in zip(out.views, (x1, x2)):
+            assert torch.allclose(v.t, obj.target(x), atol=1e-6)
