@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
     "ssl_bench/selectors": ["tests/test_reference.py", "tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/objectives": ["tests/test_reference.py", "tests/objectives", "tests/test_training_path.py", "tests/selectors/test_tracin.py",
-                             "tests/test_distributed.py"],
+                             "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/evaluate": ["tests/test_reference.py", "tests/evaluate", "tests/test_plugin_examples.py", "tests/test_paper_fidelity.py"],
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py", "tests/test_compare_sweep.py"],
     "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py", "tests/selectors/test_selectors.py"],

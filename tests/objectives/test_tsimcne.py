@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.objectives import OBJECTIVES
+from ssl_bench.objectives import OBJECTIVES, StepOutput, ViewOutput
 from ssl_bench.objectives.tsimcne import cauchy_infonce
 from ssl_bench.recipe import TrainConfig
 from ssl_bench.schedule import check_stages, enter_epoch, staged_lr
@@ -43,6 +43,10 @@ def _direct(z1, z2, extra=None, weight=1.0):
     return total / n
 
 
+class _Flat(torch.nn.Identity):
+    num_features = 8
+
+
 def test_cauchy_loss_matches_direct_computation():
     torch.manual_seed(0)
     for d in (2, 16):
@@ -51,6 +55,10 @@ def test_cauchy_loss_matches_direct_computation():
         extra = torch.tensor([[3, -1], [-1, -1], [0, 4], [-1, -1], [2, -1]])
         got = cauchy_infonce(z1, z2, extra, weight=0.5)
         assert got.double() == pytest.approx(float(_direct(z1, z2, extra, 0.5)), rel=1e-5)
+        assert cauchy_infonce(z1, z2, extra).double() == pytest.approx(float(_direct(z1, z2, extra, 1.0)), rel=1e-5)  # weight 1
+        obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 8}, _Flat())
+        out = StepOutput((ViewOutput(h=z1, z=z1, t=z1), ViewOutput(h=z2, z=z2, t=z2)))
+        assert obj.loss(out, extra).double() == pytest.approx(float(_direct(z1, z2, extra, 1.0)), rel=1e-5)
     # identical views far from everything else: the Cauchy loss tends to its lower bound 0
     z = torch.arange(8.0)[:, None] * torch.tensor([[100.0, 0.0]])
     assert float(cauchy_infonce(z, z)) < 1e-3
@@ -166,3 +174,28 @@ def test_the_stage_of_an_epoch_skips_empty_stages():
     assert [stage_at(stages, e).index for e in range(0, 8)] == [0, 0, 0, 0, 2, 2, 2, 2]
     skipped_first = make_stages([0, 2], [1.0, 0.5], [0, 0])
     assert [stage_at(skipped_first, e).index for e in (1, 2, 3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("key, bad, good", [
+    ("stages", [0, 1, 1], [1, 0, 0]), ("stages", [2, -1, 1], [2, 0, 1]), ("stages", [0, 0, 0], [1, 1, 1]),
+    ("stage_lr", [1.0, 0.0, 1.0], [1.0, 1e-6, 1.0]), ("stage_warmup", [1.0, -0.5, 0.0], [0.0, 0.0, 0.0]),
+    ("projection_dim", 0, 1), ("hidden_dim", 0, 1), ("output_dim", 0, 1),
+])
+def test_tsimcne_refuses_stages_rates_and_sizes_out_of_range(key, bad, good):
+    """Each recipe key is checked at its bound: the value just inside is accepted."""
+    with pytest.raises(SSLBenchError, match=rf"^recipe key objective.{key} must be "):
+        OBJECTIVES.build({"name": "tsimcne", key: bad}, _Flat())
+    assert OBJECTIVES.build({"name": "tsimcne", key: good}, _Flat()).stages()
+
+
+def test_tsimcne_heads_before_training_and_in_the_2d_stages():
+    """Built, it is in stage 1 (the projector's 128-D output); in stages 2 and 3 the 2-D layer reads
+    the projector's hidden layer: head_2d(ReLU(W₁ h + b₁))."""
+    obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 16, "stages": [1, 1, 1]}, _Flat()).eval()
+    h = torch.randn(5, 8)
+    with torch.no_grad():
+        assert torch.equal(obj.online(h).z, obj.projector(h)) and obj.online(h).z.shape == (5, 128)
+        for stage in (1, 2):
+            obj.set_stage(stage)
+            want = obj.head_2d(torch.relu(obj.projector.layers[0](h)))
+            assert torch.allclose(obj.online(h).z, want) and want.shape == (5, 2)
