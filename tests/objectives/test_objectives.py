@@ -7,6 +7,12 @@ from ssl_bench.objectives.base import StepOutput, ViewOutput
 from ssl_bench.objectives.simclr import multi_positive_infonce, multi_positive_nt_xent
 
 
+class _Flat(torch.nn.Identity):
+    """A backbone that passes 8-D rows through: for heads and losses tested on given features."""
+
+    num_features = 8
+
+
 def _views(data, n=16):
     from ssl_bench.augment import AUGMENTATIONS
 
@@ -104,9 +110,7 @@ def test_simclr_extra_positive_matches_direct_formula():
     got = multi_positive_nt_xent(z1, z2, t, extra)  # weight 1 by default
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     by_logits = multi_positive_infonce(z @ z.T / t, extra)  # the InfoNCE on given logits (t-SimCNE's too)
-    ident = torch.nn.Identity()
-    ident.num_features = 8
-    simclr = OBJECTIVES.build({"name": "simclr"}, ident)  # τ = 0.5 by default; the loss reads z only
+    simclr = OBJECTIVES.build({"name": "simclr"}, _Flat())  # τ = 0.5 by default; the loss reads z only
     by_objective = simclr.loss(StepOutput((ViewOutput(h=z1, z=z1, t=z1), ViewOutput(h=z2, z=z2, t=z2))), extra)
     sim = z @ z.T / t
     sim.fill_diagonal_(float("-inf"))
@@ -171,7 +175,6 @@ def test_data_parallel_loss_pulls_towards_positives_on_other_ranks(name, scale, 
     """Rank 1 of 2 holds rows 4-7 of a global batch of 8; its extra positives index the global batch,
     and their targets come from one all-gather: its loss is the one-process formula on its rows."""
     from ssl_bench.distributed import Shard
-    from ssl_bench.objectives.base import StepOutput, ViewOutput
 
     obj = OBJECTIVES.build({"name": name}, tiny_resnet(1)).eval()
     x1, x2, _ = _views(breast, n=8)

@@ -11,7 +11,7 @@ from ssl_bench.objectives.tsimcne import cauchy_infonce
 from ssl_bench.recipe import TrainConfig
 from ssl_bench.schedule import check_stages, enter_epoch, staged_lr
 from tests.helpers import breast_recipe, real_batch, real_step
-from tests.objectives.test_objectives import _views
+from tests.objectives.test_objectives import _Flat, _views
 
 
 @pytest.fixture
@@ -41,10 +41,6 @@ def _direct(z1, z2, extra=None, weight=1.0):
                 li = li + weight * sum(-torch.log(q(i, other(j)) / denom) for j in js) / len(js)
         total = total + li
     return total / n
-
-
-class _Flat(torch.nn.Identity):
-    num_features = 8
 
 
 def test_cauchy_loss_matches_direct_computation():
