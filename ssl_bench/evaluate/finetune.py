@@ -3,8 +3,9 @@
 The protocol of BYOL-TracIn (Zeng et al., MICCAI 2023; arXiv 2306.00112, Table 1): initialise from
 the pre-trained encoder, add a linear head, fine-tune everything on a stratified random
 ``label_fraction`` of the training labels (paper: 0.1, 0.5, 1.0) for ``epochs`` epochs with the
-pre-training augmentations, keep the epoch with the best validation ``select_metric``, report on the
-test split.  Repeated for ``seeds`` different label subsets and heads; the reported value is the mean
+pre-training augmentations, keep the epoch with the best validation ``select_metric`` (ties: the
+earlier epoch; a score undefined at every epoch, e.g. one class in the split: the last epoch, with a
+warning), report on the test split.  Repeated for ``seeds`` different label subsets and heads; the reported value is the mean
 over them (the per-seed values are kept under ``per_seed``).  ``from_scratch: true`` runs the same
 protocol from a randomly initialised encoder (the paper's "Random" row); so does a recipe with
 ``train.epochs: 0``.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Literal, Optional
 
 import numpy as np
@@ -138,7 +140,7 @@ class FineTune(Evaluation):
         steps_per_epoch = max(1, n // bs)
         total = steps_per_epoch * self.epochs
         best, best_state, step = -math.inf, None, 0
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
             model.train()
             for idx in batches(n, bs, order_gen, drop_last=True):
                 if len(idx) < 2:
@@ -155,8 +157,15 @@ class FineTune(Evaluation):
                 step += 1
             score = self._evaluate(ctx, model, self.select_split)[self.select_metric]
             score = -math.inf if math.isnan(score) else score
-            if score > best:  # model selection on the validation split
+            # model selection on the validation split (ties keep the earlier epoch); when the score is
+            # undefined at every epoch (NaN: e.g. one class in the split) the last epoch is kept
+            if score > best or (best_state is None and epoch == self.epochs - 1):
                 best, best_state = score, copy.deepcopy(model.state_dict())
+        if best == -math.inf:
+            warnings.warn(
+                f"fine-tuning: validation {self.select_metric} is undefined at every epoch (one class in the "
+                f"{self.select_split} split?): nothing to select on, keeping the last epoch"
+            )
         model.load_state_dict(best_state)
         return self._evaluate(ctx, model, self.test_split)
 

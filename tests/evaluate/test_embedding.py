@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
@@ -80,3 +81,82 @@ def test_tsne_baseline_of_pixels(breast, tmp_path):
         EVALUATIONS.build({"name": "tsne", "perplexity": 0})
     with pytest.raises(SSLBenchError, match="head output"):
         EVALUATIONS.build({"name": "embedding"}).run(EvalContext(data=breast, embed=_pixels))
+
+
+def _capture_scatter(monkeypatch):
+    """Record the arguments of every scatter plot the protocols draw (and still draw it)."""
+    import ssl_bench.scatter
+
+    calls, real = [], ssl_bench.scatter.scatter_embedding
+
+    def spy(xy, labels, out, class_names=(), title=None, images=None, thumbnails=0, seed=0, splits=None):
+        calls.append({"n": len(xy), "title": title, "images": images, "splits": splits})
+        return real(xy, labels, out, class_names, title, images, thumbnails, seed, splits)
+
+    monkeypatch.setattr(ssl_bench.scatter, "scatter_embedding", spy)
+    return calls
+
+
+def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
+    """The split protocol plots train + test with their own images (thumbnails) and split names; the
+    poster protocol plots its 90 / 10 points, without thumbnails (they are not the split images),
+    writes every split to embedding.csv; ``plot: false`` and maps beyond 2-D draw no PNG."""
+    calls = _capture_scatter(monkeypatch)
+    ctx = EvalContext(data=breast, embed=_pixels, project=_pca2(breast), out_dir=tmp_path / "split")
+    (tmp_path / "split").mkdir()
+    EVALUATIONS.build({"name": "embedding", "thumbnails": 4}).run(ctx)
+    [c] = calls
+    assert torch.equal(c["images"], torch.cat([breast.train.images, breast.test.images]))
+    assert c["splits"] == ["train"] * 546 + ["test"] * 156 and "546 train + 156 test images" in c["title"]
+    EVALUATIONS.build({"name": "embedding"}).run(ctx)
+    assert calls[1]["images"] is None  # no thumbnails: no copy of the images
+
+    calls.clear()
+    poster = EvalContext(data=breast, embed=_pixels, project=_pca2(breast), out_dir=tmp_path / "poster")
+    (tmp_path / "poster").mkdir()
+    EVALUATIONS.build({"name": "embedding", "protocol": "poster", "thumbnails": 4}).run(poster)
+    [c] = calls
+    assert c["images"] is None and c["splits"] == ["90 %"] * 702 + ["10 %"] * 78
+    assert "702 90 % + 78 10 % images" in c["title"] and (tmp_path / "poster" / "embedding.png").is_file()
+    csv = pd.read_csv(tmp_path / "poster" / "embedding.csv")
+    assert csv.groupby("split").size().to_dict() == {"test": 156, "train": 546, "val": 78}
+
+    for protocol in ("split", "poster"):
+        out = tmp_path / f"quiet_{protocol}"
+        out.mkdir()
+        ev = EVALUATIONS.build({"name": "embedding", "protocol": protocol, "plot": False})
+        ev.run(EvalContext(data=breast, embed=_pixels, project=_pca2(breast), out_dir=out))
+        assert (out / "embedding.csv").is_file() and not (out / "embedding.png").exists()
+        assert ev.files["csv"] == out / "embedding.csv"
+        out3 = tmp_path / f"three_{protocol}"
+        out3.mkdir()
+        three = PCA(3, random_state=0).fit(_pixels(breast.train.images))
+        ev = EVALUATIONS.build({"name": "embedding", "protocol": protocol})
+        m = ev.run(EvalContext(data=breast, embed=_pixels, project=lambda im: three.transform(_pixels(im)), out_dir=out3))
+        assert m["dim"] == 3 and not (out3 / "embedding.png").exists()
+        assert list(pd.read_csv(out3 / "embedding.csv").columns) == ["split", "index", "label", "z0", "z1", "z2"]
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # the last 1,000 images lack a class
+def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
+    """Images without labels get label -1; ``map_metrics`` and ``knn_accuracy`` default to the t-SimCNE
+    protocol (k = 15, silhouette on a seeded sample of 10,000 points, seed 0) on real HAM10000 maps."""
+    from ssl_bench.evaluate.embedding import embedding_frame, knn_accuracy, map_metrics
+
+    df = embedding_frame({"test": (np.zeros((3, 2)), np.array([]))})
+    assert df["label"].tolist() == [-1, -1, -1]
+    images = torch.cat([ham.train.images, ham.val.images, ham.test.images])[:10_001]
+    labels = torch.cat([ham.train.labels, ham.val.labels, ham.test.labels])[:10_001].numpy()
+    xy = PCA(2, random_state=0).fit_transform(_pixels(images))
+    tr, te = slice(0, 9_001), slice(9_001, None)  # 10,001 points: one more than the silhouette sample
+    m = map_metrics(xy[tr], labels[tr], xy[te], labels[te], "multi-class", 7)
+    assert m["silhouette"] == pytest.approx(silhouette_score(xy, labels, sample_size=10_000, random_state=0))
+    assert m["silhouette"] != pytest.approx(silhouette_score(xy, labels, sample_size=10_000, random_state=1))
+    knn = KNeighborsClassifier(15).fit(xy[tr], labels[tr])
+    assert m["accuracy"] == pytest.approx((knn.predict(xy[te]) == labels[te]).mean())
+    assert knn_accuracy(xy[tr], labels[tr], xy[te], labels[te]) == m["accuracy"]
+    with pytest.raises(SSLBenchError, match="k must be ≥ 1"):
+        EVALUATIONS.build({"name": "embedding", "k": 0})
+    with pytest.raises(SSLBenchError, match="silhouette_samples must be ≥ 2"):
+        EVALUATIONS.build({"name": "embedding", "silhouette_samples": 1})
+    EVALUATIONS.build({"name": "embedding", "k": 1, "silhouette_samples": 2})  # the smallest accepted

@@ -71,3 +71,25 @@ def test_metrics_multiclass_with_absent_class_and_multilabel():
     with pytest.warns(UserWarning, match="skips 1 label"):
         ml = classification_metrics(yl, pl, "multi-label")
     assert ml["auc"] == pytest.approx(np.mean([roc_auc_score(yl[:, j], pl[:, j]) for j in (0, 1)]))
+
+
+def test_context_of_a_trained_objective_gives_its_encoder_and_the_recipe_views(breast):
+    """``encoder()`` is a copy of the pre-trained backbone (its features are the context's own),
+    ``encoder(random=True)`` an untrained one; ``view_of(block)`` is view 1 of that augmentation set,
+    normalised as in pre-training, at the evaluation size unless the block names its own."""
+    from ssl_bench.augment import AUGMENTATIONS
+    from ssl_bench.data.normalize import Normalize
+    from ssl_bench.evaluate.base import extract_features
+    from tests.helpers import eval_context
+
+    ctx = eval_context(breast, view_size=24)
+    imgs, cpu = breast.test.images[:16], torch.device("cpu")
+    np.testing.assert_array_equal(extract_features(ctx.encoder(), imgs, ctx.eval_view, cpu), ctx.embed(imgs))
+    assert not np.allclose(extract_features(ctx.encoder(random=True), imgs, ctx.eval_view, cpu), ctx.embed(imgs))
+    x, norm = breast.train.images[:8], Normalize.fit(breast.train.images)
+    block = {"name": "byol", "rotation": 0}
+    view = ctx.view_of(block)(x, torch.Generator().manual_seed(0))
+    expected = norm(AUGMENTATIONS.build({**block, "size": 24}).view1(x, torch.Generator().manual_seed(0)))
+    assert view.shape == (8, 1, 24, 24)
+    torch.testing.assert_close(view, expected)
+    assert ctx.view_of({**block, "size": 16})(x, torch.Generator().manual_seed(0)).shape == (8, 1, 16, 16)

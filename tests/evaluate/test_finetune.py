@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ssl_bench.data import DataSplits, ImageSet
+from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EVALUATIONS, EvalContext
 from ssl_bench.evaluate.finetune import stratified_subset
 from tests.helpers import eval_context
@@ -72,3 +73,40 @@ def test_multilabel_toy_from_real_images_reports_per_label_auc(retina):
     proba, y = 1 / (1 + np.exp(-logits)), data.test.labels.numpy()
     assert proba.shape == y.shape == (len(data.test), 3)
     assert m["auc"] == pytest.approx(np.mean([roc_auc_score(y[:, j], proba[:, j]) for j in range(3)]), abs=1e-4)
+
+
+def test_stratified_subset_of_multilabel_rows_and_of_rare_classes(retina, breast):
+    """Multi-label rows are stratified by their whole label vector (RetinaMNIST grades as cumulative
+    labels: 4 distinct vectors, grades 3 and 4 share one); a class too small for the fraction keeps one image."""
+    y = torch.stack([retina.train.labels >= t for t in (1, 2, 3)], 1).float()
+    idx = stratified_subset(y, 0.1, seed=0)
+    vectors, counts = torch.unique(y, dim=0, return_counts=True)
+    chosen = {tuple(v.tolist()): int((y[idx] == v).all(1).sum()) for v in vectors}
+    assert chosen == {tuple(v.tolist()): round(0.1 * int(n)) for v, n in zip(vectors, counts)} and len(chosen) == 4
+    assert torch.bincount(breast.train.labels[stratified_subset(breast.train.labels, 0.01, seed=0)]).tolist() == [1, 4]
+
+
+def test_finetune_trains_on_its_augment_block_and_reports_std_only_over_several_seeds(breast):
+    """With an augmentation block (its own, or the pre-training set's) fine-tuning trains on that
+    block's view, never the context's pre-training view; without one (a context that names no set)
+    on the context's view.  ``*_std`` is there only when there are several seeds."""
+    import dataclasses
+    import statistics
+
+    def refuse(x, g):
+        raise AssertionError("fine-tuning trained on the pre-training view")
+
+    ctx = dataclasses.replace(_ctx(breast), train_view=refuse)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "augment": {"name": "none"}}).run(ctx)
+    assert res["augment"] == {"name": "none"} and not any(k.endswith("_std") for k in res)
+    used = []
+    bare = dataclasses.replace(_ctx(breast), augment_cfg=None)
+    bare.train_view = lambda x, g, view=bare.train_view: used.append(len(x)) or view(x, g)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(bare)
+    assert used == [32, 32] and "augment" not in res
+    assert res["auc_std"] == pytest.approx(statistics.stdev([m["auc"] for m in res["per_seed"]]))
+    with pytest.raises(SSLBenchError, match="evaluate.finetune.augment must name an augmentation set"):
+        EVALUATIONS.build({"name": "finetune", "augment": {"rotation": 0}})
+    for bad in (0.0, 1.01, -0.5):
+        with pytest.raises(SSLBenchError, match=r"evaluate.finetune.label_fraction must be in \(0, 1\]"):
+            EVALUATIONS.build({"name": "finetune", "label_fraction": bad})

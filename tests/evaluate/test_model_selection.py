@@ -133,3 +133,50 @@ def test_finetune_from_scratch_starts_from_an_untrained_encoder(breast):
     assert asked == [True] and ev.key == "finetune_scratch@0.1"
     EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32}).run(ctx)
     assert asked == [True, False]
+
+
+def test_finetune_without_a_defined_validation_score_keeps_the_last_epoch(breast):
+    """A validation split of one class has no AUC (NaN) at any epoch: there is nothing to select on,
+    so fine-tuning keeps the last epoch (the model as trained) and says so, instead of failing."""
+    from dataclasses import replace
+
+    from ssl_bench.data import ImageSet
+
+    benign = torch.nonzero(breast.val.labels == 1).flatten()
+    one_class = replace(breast, val=ImageSet(breast.val.images[benign], breast.val.labels[benign], None))
+    ft = SpyFineTune(label_fraction=0.1, epochs=3, batch_size=16, lr=0.05, select_metric="auc")
+    with pytest.warns(UserWarning, match="validation auc is undefined at every epoch.*keeping the last epoch"):
+        got = ft._one(_ctx(one_class), 0)
+    during, final = ft.calls[:-1], ft.calls[-1]
+    assert all(np.isnan(c[2]["auc"]) for c in during) and len({c[1] for c in during}) == 3
+    assert final[1] == during[-1][1] and got == final[2]
+
+
+def test_finetune_learning_rate_is_a_cosine_over_its_steps(breast, monkeypatch):
+    """lr_s = lr · (1 + cos(π s / T)) / 2 for s = 0 … T − 1, T = ⌊n / batch⌋ · epochs optimizer steps
+    (55 labelled images, batch 32: one step per epoch; the last partial batch is dropped)."""
+    import math
+
+    lrs, settings = [], []
+
+    class RecordingSGD(torch.optim.SGD):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            settings.append({k: self.defaults[k] for k in ("momentum", "weight_decay", "nesterov")})
+
+        def step(self, closure=None):
+            lrs.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
+    FineTune(label_fraction=0.1, epochs=3, batch_size=32, lr=0.05)._one(_ctx(breast), 0)
+    total = (55 // 32) * 3
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / total)) / 2 for s in range(total)])
+    lrs.clear()
+    FineTune(label_fraction=0.2, epochs=2, batch_size=32, lr=0.05)._one(_ctx(breast), 0)  # 109 images: 3 steps an epoch
+    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 6)) / 2 for s in range(6)])
+    assert settings == [{"momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}] * 2  # SGD, momentum 0.9
+    lrs.clear()
+    # batches of two are trained on (BatchNorm needs two): 5 labelled images (1 % of each class), batch 2
+    FineTune(label_fraction=0.01, epochs=1, batch_size=2, lr=0.05)._one(_ctx(breast), 0)
+    assert len(lrs) == 2
