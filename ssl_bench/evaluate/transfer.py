@@ -98,6 +98,19 @@ class Transfer(Evaluation):
             self.target, self.skipped = None, message
         self.test_split = self.inner.test_split
 
+    @staticmethod
+    def validate_options(options: dict, key: str) -> None:
+        """At recipe load (``ssl-bench show`` too): the inner protocol and dataset B's block name
+        registered components with accepted options (B's files are only looked for at build)."""
+        from ssl_bench.data import DATASETS
+
+        protocol = options.get("protocol") or {"name": "finetune"}
+        if isinstance(protocol, dict) and protocol.get("name") == "transfer":
+            raise SSLBenchError(f"recipe key {key}.protocol.name cannot be 'transfer' itself")
+        EVALUATIONS.check(protocol, key=f"{key}.protocol")
+        if "data" in options:
+            DATASETS.check(options["data"], key=f"{key}.data")
+
     def check_data(self, data) -> None:
         if self.target is not None:  # the protocol runs on dataset B
             self.inner.check_data(self.target)

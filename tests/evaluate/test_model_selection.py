@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ssl_bench.data import DataSplits
 from ssl_bench.evaluate import EVALUATIONS, EvalContext
 from ssl_bench.evaluate.finetune import FineTune
-from ssl_bench.evaluate.linear import C_GRID
+from ssl_bench.evaluate.linear import LinearProbe
 from tests.evaluate.test_evaluate import _pixels
 from tests.evaluate.test_finetune import _ctx
 
@@ -28,12 +28,24 @@ def _sklearn_fit(x, y, C):
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000)).fit(x, y)
 
 
+DOCUMENTED_C_GRID = (0.01, 0.1, 1.0, 10.0)  # the linear probe's docstring and docs/recipes.md
+
+
+class SpyProbe(LinearProbe):
+    """LinearProbe that records the C of every fit it makes."""
+
+    def _fit(self, ctx, C, x_tr, y_tr):
+        self.fitted = getattr(self, "fitted", []) + [C]
+        return super()._fit(ctx, C, x_tr, y_tr)
+
+
 def test_linear_probe_picks_C_by_validation_auc(breast):
     ctx = EvalContext(data=breast, embed=_pixels)
-    probe = EVALUATIONS.build({"name": "linear"})
+    probe = SpyProbe()
     got = probe.run(ctx)
+    assert probe.fitted == list(DOCUMENTED_C_GRID)  # the grid searched, one fit each, no refit
     (xtr, ytr), (xva, yva), (xte, yte) = (ctx.features(s) for s in ("train", "val", "test"))
-    fits = {C: _sklearn_fit(xtr, ytr, C) for C in C_GRID}
+    fits = {C: _sklearn_fit(xtr, ytr, C) for C in DOCUMENTED_C_GRID}
     val_auc = {C: roc_auc_score(yva, f.predict_proba(xva)[:, 1]) for C, f in fits.items()}
     train_auc = {C: roc_auc_score(ytr, f.predict_proba(xtr)[:, 1]) for C, f in fits.items()}
     best = max(val_auc, key=val_auc.get)
@@ -41,6 +53,33 @@ def test_linear_probe_picks_C_by_validation_auc(breast):
     assert max(train_auc, key=train_auc.get) != best
     assert probe.chosen_C == best and probe.chosen == {"C": best}  # what results.json's eval_chosen reports
     assert got["auc"] == pytest.approx(roc_auc_score(yte, fits[best].predict_proba(xte)[:, 1]))
+
+
+def _mean_of(rows: slice, cols: slice):
+    """A one-number feature: the mean intensity of an image region (real, deterministic)."""
+    return lambda imgs: imgs[..., rows, cols].flatten(1).float().mean(1, keepdim=True).numpy()
+
+
+@pytest.mark.parametrize("dataset, region", [("breast", (slice(10, 18), slice(10, 18))), ("retina", (slice(None), slice(None)))])
+def test_linear_probe_ranks_C_by_val_auc_and_breaks_ties_by_balanced_accuracy(dataset, region, request):
+    """On one feature every C ranks the images alike: BreastMNIST's val AUC ties at every C and the
+    balanced accuracy decides; on RetinaMNIST the val AUC is best at C = 0.01 while the balanced
+    accuracy is higher at the other C: the AUC decides (BMA only breaks ties)."""
+    data = request.getfixturevalue(dataset)
+    ctx = EvalContext(data=data, embed=_mean_of(*region))
+    probe = EVALUATIONS.build({"name": "linear"})
+    probe.run(ctx)
+    (xtr, ytr), (xva, yva) = ctx.features("train"), ctx.features("val")
+    auc, bma = {}, {}
+    for C in DOCUMENTED_C_GRID:
+        p = _sklearn_fit(xtr, ytr, C).predict_proba(xva)
+        auc[C] = roc_auc_score(yva, p[:, 1]) if p.shape[1] == 2 else roc_auc_score(yva, p, multi_class="ovr")
+        bma[C] = balanced_accuracy_score(yva, p.argmax(1))
+    if dataset == "breast":
+        assert len(set(auc.values())) == 1 and len(set(bma.values())) > 1
+    else:
+        assert max(auc, key=auc.get) != max(bma, key=bma.get)
+    assert probe.chosen_C == max(DOCUMENTED_C_GRID, key=lambda C: (auc[C], bma[C]))
 
 
 def test_linear_probe_without_a_validation_split_uses_C_1(breast):

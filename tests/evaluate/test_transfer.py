@@ -52,10 +52,28 @@ def test_transfer_runs_between_grayscale_and_rgb(source, target, request):
     assert len(r["per_seed"]) == 1 and r["auc"] == r["per_seed"][0]["auc"] and r["target_dataset"] == ft.target.name
 
 
+def test_transfer_bad_blocks_fail_when_the_recipe_is_loaded():
+    """``ssl-bench show`` and ``run`` refuse a bad inner protocol or dataset B block before anything is
+    built, naming its key; B's files are only looked for at build (``missing: skip``)."""
+    from ssl_bench.recipe import load_recipe
+    from tests.helpers import breast_recipe
+
+    for block, message in (
+        ({"protocol": {"name": "lnear"}}, r"unknown evaluation 'lnear' \(recipe key evaluate\[0\].protocol.name\) — did you mean 'linear'"),
+        ({"protocol": {"name": "knn", "kk": 3}}, r"unknown recipe key evaluate\[0\].protocol.kk for evaluation 'knn'"),
+        ({"protocol": {"name": "transfer"}}, r"evaluate\[0\].protocol.name cannot be 'transfer'"),
+        ({"data": {"name": "medmnist", "flag": "pneumonia"}}, r"'pneumonia' \(recipe key evaluate\[0\].data.flag\)"),
+    ):
+        ev = {"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, **block}
+        with pytest.raises(SSLBenchError, match=message):
+            load_recipe(data=breast_recipe(evaluate=[ev]))
+    load_recipe(data=breast_recipe(evaluate=[{"name": "transfer", "data": {"name": "isic", "root": "/nonexistent"}, "missing": "skip"}]))
+
+
 def test_transfer_bad_blocks_fail_at_build_time():
-    with pytest.raises(SSLBenchError, match="evaluate.transfer.data"):
-        EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnsit"}})
-    with pytest.raises(SSLBenchError, match="evaluate.transfer.protocol"):
+    with pytest.raises(SSLBenchError, match=r"'breastmnsit' \(recipe key evaluate\[2\].data.flag\)"):
+        EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnsit"}}, key="evaluate[2]")
+    with pytest.raises(SSLBenchError, match=r"'lnear' \(recipe key evaluation.protocol.name\)"):
         EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "lnear"}})
 
 
@@ -86,3 +104,60 @@ def test_transfer_to_a_dataset_that_is_not_there(tmp_path, breast):
     with pytest.warns(UserWarning, match="transfer skipped"):
         res = ev.run(_source_ctx(breast))
     assert set(res) == {"skipped"} and "ISIC_2016" in res["skipped"]
+
+
+def test_resample_and_luma_are_exact_where_they_can_be(retina):
+    """Black stays 0 and white 255 through the luma and the resample; the resample is 255 × the
+    evaluation view, rounded (every image, across its chunks of 1024); images already at the size
+    (square) are returned as they are, non-square ones are resampled to size × size."""
+    from ssl_bench.augment import center_view
+    from ssl_bench.evaluate.transfer import resize_uint8
+
+    colour = torch.cat([retina.train.images, retina.test.images])[:1100]
+    luma = adapt_channels(colour, 1)
+    assert luma.shape == (1100, 1, 28, 28)
+    black, white = (colour == 0).all(1, keepdim=True), (colour == 255).all(1, keepdim=True)
+    assert black.sum() > 1000 and (luma[black] == 0).all()  # the fundus images' black surround
+    assert (adapt_channels(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), 1) == 255).all() and white.shape == black.shape
+    small = resize_uint8(colour, 20)
+    expected = center_view(colour, 20) * 255
+    assert small.shape == (1100, 3, 20, 20) and (small.float() - expected).abs().max() <= 0.5 + 1e-4
+    for value in (0, 255):
+        assert (resize_uint8(torch.full((2, 3, 28, 28), value, dtype=torch.uint8), 20) == value).all()
+    assert resize_uint8(colour, 28) is colour
+    wide = colour[:4, :, :, :24]
+    assert resize_uint8(wide, 24).shape == (4, 3, 24, 24) and resize_uint8(colour[:4, :, :24, :], 24).shape == (4, 3, 24, 24)
+    for c, to in ((3, 2), (4, 1), (2, 3)):
+        with pytest.raises(SSLBenchError, match=f"cannot adapt {c}-channel images to an encoder with {to} input"):
+            adapt_channels(torch.zeros(1, c, 4, 4, dtype=torch.uint8), to)
+
+
+def test_transfer_checks_dataset_b_and_needs_a_trained_encoder(breast, retina):
+    """The inner protocol's data check runs on dataset B (not A) at build time; a skipped B has nothing
+    to check; a context without the trained encoder is refused; a plugin encoder without ``in_chans``
+    is fed A's channels; the inner protocol's recipe defaults are resolved (fine-tuning's augment)."""
+    from ssl_bench.evaluate import EvalContext
+    from ssl_bench.evaluate.transfer import Transfer
+
+    knn = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn", "k": 600}})
+    with pytest.raises(SSLBenchError, match=r"evaluate.knn.k \(600\) is larger than the train split \(546"):
+        knn.check_data(retina)  # A (RetinaMNIST) has 1,080 training images, B 546
+    skip = EVALUATIONS.build({"name": "transfer", "data": {"name": "isic", "root": "/nonexistent/ISIC"}, "missing": "skip"})
+    skip.check_data(retina)
+    ok = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn", "k": 5}})
+    import dataclasses
+
+    for missing in ("encoder", "augment", "view_size"):  # each of them alone
+        with pytest.raises(SSLBenchError, match="needs the trained encoder"):
+            ok.run(dataclasses.replace(_source_ctx(retina), **{missing: None}))
+
+    class Plugin(torch.nn.Module):  # no in_chans attribute
+        def forward(self, x):
+            return x.flatten(1)[:, :64]
+
+    src = _source_ctx(retina)
+    ctx = EvalContext(data=retina, embed=src.embed, encoder=lambda random=False: Plugin(), augment=src.augment, view_size=28)
+    assert ok.run(ctx)["target_dataset"] == "BreastMNIST"
+    augment = {"name": "byol", "size": 28, "blur": [1.0, 0.1]}
+    resolved = Transfer.resolve({"name": "transfer", "protocol": {"name": "finetune"}}, {"augment": augment})
+    assert resolved["protocol"]["augment"] == {**augment, "blur": 0.0, "solarize": 0.0}
