@@ -68,9 +68,15 @@ def test_scatter_adapts_to_the_number_of_points_and_draws_thumbnails(retina, tmp
 
 
 def test_tsne_baseline_of_pixels(breast, tmp_path):
-    ctx = EvalContext(data=breast, embed=_pixels, out_dir=tmp_path)
+    from tests.evaluate.test_evaluate import _pixels as projected
+
+    ctx = EvalContext(data=breast, embed=projected, out_dir=tmp_path)  # features unlike the pixels
     ev = EVALUATIONS.build({"name": "tsne", "input": "pixels", "max_iter": 250})
     m = ev.run(ctx)
+    assert m["knn_accuracy_pixels"] == pytest.approx(
+        (KNeighborsClassifier(15).fit(_pixels(breast.train.images), breast.train.labels).predict(_pixels(breast.test.images))
+         == breast.test.labels.numpy()).mean()
+    )
     assert ev.key == "tsne@pixels" and ev.xy.shape == (702, 2) and np.isfinite(ev.xy).all()
     y = np.concatenate([breast.train.labels.numpy(), breast.test.labels.numpy()])
     assert m["silhouette"] == pytest.approx(silhouette_score(ev.xy, y))
@@ -160,3 +166,25 @@ def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
     with pytest.raises(SSLBenchError, match="silhouette_samples must be ≥ 2"):
         EVALUATIONS.build({"name": "embedding", "silhouette_samples": 1})
     EVALUATIONS.build({"name": "embedding", "k": 1, "silhouette_samples": 2})  # the smallest accepted
+
+
+def test_tsne_defaults_and_small_inputs_against_scikit_learn(breast):
+    """``tsne_2d`` is PCA to 50 dimensions then scikit-learn's t-SNE with perplexity 30, 1,000
+    iterations, PCA init and seed 0; with few points the perplexity is lowered to (N − 1) / 3."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    from ssl_bench.evaluate.tsne import tsne_2d
+
+    x = _pixels(breast.train.images[:120]).astype(np.float32)
+    # one OpenMP thread: 0.5 s; two while another job holds one of the 2 cores: 45 s (measured)
+    with threadpool_limits(1, user_api="openmp"):
+        ref = TSNE(2, perplexity=30.0, init="pca", max_iter=1000, random_state=0).fit_transform(PCA(50, random_state=0).fit_transform(x))
+        np.testing.assert_allclose(tsne_2d(x), ref, rtol=1e-5, atol=1e-5)
+        few = x[:40]
+        ref = TSNE(2, perplexity=13.0, init="pca", max_iter=250, random_state=0).fit_transform(few)  # 40 ≤ 50: no PCA
+        np.testing.assert_allclose(tsne_2d(few, max_iter=250), ref, rtol=1e-5, atol=1e-5)
+    for bad in ({"perplexity": 0}, {"pca_dim": 1}, {"max_iter": 249}, {"k": 0}):
+        with pytest.raises(SSLBenchError, match="recipe keys evaluate.tsne"):
+            EVALUATIONS.build({"name": "tsne", **bad})
+    EVALUATIONS.build({"name": "tsne", "perplexity": 0.5, "pca_dim": 2, "max_iter": 250, "k": 1})  # the smallest accepted
