@@ -129,6 +129,25 @@ def test_compare_plots_selector_precision(swept, tmp_path):
     assert not (tmp_path / "plots" / "label_fraction_auc.png").exists()  # no fine-tuning runs here
 
 
+def test_selector_precision_plot_adds_a_panel_fitted_to_the_selectors_below_the_oracle(tmp_path):
+    """Oracle-like selectors (same label by construction) sit at 1.0; a second panel fits the y axis
+    to the others, which differ by a few points (one panel when there is no such selector)."""
+    from PIL import Image
+
+    from ssl_bench.plots import plot_selector_precision
+
+    runs = {}
+    for name, values in (("oracle", [1.0, 1.0, 1.0]), ("fs", [0.55, 0.56, 0.57]), ("tracin", [0.54, 0.53, 0.53])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"epoch": e + 1, "selector_precision": v, "selector_chance": 0.47}) + "\n" for e, v in enumerate(values)))
+        runs[str(tmp_path / name)] = name
+    both = Image.open(plot_selector_precision(runs, tmp_path / "both.png")).size[0]
+    del runs[str(tmp_path / "oracle")]
+    one = Image.open(plot_selector_precision(runs, tmp_path / "one.png")).size[0]
+    assert both > 1.6 * one
+
+
 def test_label_fraction_plot_from_a_frame(tmp_path):
     import pandas as pd
 
