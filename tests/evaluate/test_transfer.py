@@ -115,7 +115,8 @@ def test_resample_and_luma_are_exact_where_they_can_be(retina):
 
     colour = torch.cat([retina.train.images, retina.test.images])[:1100]
     luma = adapt_channels(colour, 1)
-    assert luma.shape == (1100, 1, 28, 28)
+    ref = TF.rgb_to_grayscale(colour.float(), num_output_channels=1).round().to(torch.uint8)
+    assert luma.shape == (1100, 1, 28, 28) and ((luma.int() - ref.int()).abs() <= 1).all()  # every image
     black, white = (colour == 0).all(1, keepdim=True), (colour == 255).all(1, keepdim=True)
     assert black.sum() > 1000 and (luma[black] == 0).all()  # the fundus images' black surround
     assert (adapt_channels(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), 1) == 255).all() and white.shape == black.shape
