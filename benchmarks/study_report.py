@@ -148,7 +148,7 @@ def main() -> None:
     if not args.no_positives:
         rows = measure_positives(root, dest, [int(e) for e in args.epochs.split(",")])
     else:
-        for p in sorted((dest / "positives").glob("*.json")):
+        for p in sorted((dest / "positives").glob("seed*_epoch*.json")):  # not the galleries
             rep = json.loads(p.read_text())
             for name, r in rep["selectors"].items():
                 rows.append({"seed": int(p.stem.split("_")[0][4:]), "epoch": rep["epoch"], "selector": name, "chance": rep["chance"],
