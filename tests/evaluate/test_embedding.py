@@ -151,6 +151,8 @@ def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
 
     df = embedding_frame({"test": (np.zeros((3, 2)), np.array([]))})
     assert df["label"].tolist() == [-1, -1, -1]
+    multi = embedding_frame({"test": (np.zeros((2, 2)), np.array([[1, 0, 1], [0, 1, 1]]))})  # ssl-bench embed of multi-label data
+    assert multi["label"].tolist() == [1, 0]  # the first label's value
     images = torch.cat([ham.train.images, ham.val.images, ham.test.images])[:10_001]
     labels = torch.cat([ham.train.labels, ham.val.labels, ham.test.labels])[:10_001].numpy()
     xy = PCA(2, random_state=0).fit_transform(_pixels(images))

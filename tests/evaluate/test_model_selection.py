@@ -219,3 +219,18 @@ def test_finetune_learning_rate_is_a_cosine_over_its_steps(breast, monkeypatch):
     # batches of two are trained on (BatchNorm needs two): 5 labelled images (1 % of each class), batch 2
     FineTune(label_fraction=0.01, epochs=1, batch_size=2, lr=0.05)._one(_ctx(breast), 0)
     assert len(lrs) == 2
+
+
+def test_finetune_ties_on_validation_keep_the_earlier_epoch(breast):
+    """Epochs that score alike on val (here every epoch: the scores are replaced by one value) keep the
+    earliest of them, as documented."""
+
+    class Tied(SpyFineTune):
+        def _evaluate(self, ctx, model, split):
+            m = super()._evaluate(ctx, model, split)
+            return {**m, "auc": 0.75} if split == "val" else m
+
+    ft = Tied(label_fraction=0.1, epochs=3, batch_size=16, lr=0.05, select_metric="auc")
+    ft._one(_ctx(breast), 0)
+    during, final = ft.calls[:-1], ft.calls[-1]
+    assert len({c[1] for c in during}) == 3 and final[1] == during[0][1]
