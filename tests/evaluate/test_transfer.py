@@ -117,9 +117,9 @@ def test_resample_and_luma_are_exact_where_they_can_be(retina):
     luma = adapt_channels(colour, 1)
     ref = TF.rgb_to_grayscale(colour.float(), num_output_channels=1).round().to(torch.uint8)
     assert luma.shape == (1100, 1, 28, 28) and ((luma.int() - ref.int()).abs() <= 1).all()  # every image
-    black, white = (colour == 0).all(1, keepdim=True), (colour == 255).all(1, keepdim=True)
+    black = (colour == 0).all(1, keepdim=True)
     assert black.sum() > 1000 and (luma[black] == 0).all()  # the fundus images' black surround
-    assert (adapt_channels(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), 1) == 255).all() and white.shape == black.shape
+    assert (adapt_channels(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), 1) == 255).all()
     small = resize_uint8(colour, 20)
     expected = center_view(colour, 20) * 255
     assert small.shape == (1100, 3, 20, 20) and (small.float() - expected).abs().max() <= 0.5 + 1e-4
