@@ -160,13 +160,16 @@ def main() -> None:
     print(plots.stderr.strip())
     doc_path = REPO / "docs" / "results.md"
     doc = doc_path.read_text()
+    if f"<!-- {args.tag}:table1 -->" not in doc:  # a new study (the GPU one): its own section at the end
+        doc = doc.rstrip() + f"\n\n## Study `{args.tag}` ({args.root})\n\n" + "".join(
+            f"<!-- {args.tag}:{m} -->\n<!-- /{args.tag}:{m} -->\n\n" for m in [*TABLES, "positives"])
     for marker, cargs in TABLES.items():
         block = f"<!-- {args.tag}:{marker} -->"
         if block not in doc:
             continue
         body = "```bash\n" + " ".join(compare_cmd(dest / "study", cargs)) + "\n```\n\n" + run_compare(dest / "study", cargs)
         doc = replace_block(doc, f"{args.tag}:{marker}", body)
-    if f"<!-- {args.tag}:positives -->" in doc:
+    if rows and f"<!-- {args.tag}:positives -->" in doc:
         doc = replace_block(doc, f"{args.tag}:positives", positives_table(rows))
     doc_path.write_text(doc)
     print(f"updated {doc_path}")
