@@ -179,3 +179,19 @@ def test_report_counts_only_results_of_the_code_as_it_is(mutation, tmp_path):
     total = len(mutation.mutants((REPO / module).read_text()))
     assert f"| `{module}` | 1 of {total} | 1 | 0 | 0 | 100.0% |" in out
     assert "Left out: 1 results of code that has changed since they were run." in out
+
+
+def test_retry_survivors_skips_a_survivor_already_run_against_the_same_code_and_tests(mutation, tmp_path):
+    module = "ssl_bench/step.py"
+    fp = mutation._fingerprint([module], mutation.test_files(module))
+    recs = [
+        {"module": module, "line": 1, "mutation": "a", "index": 0, "result": "survived", "fingerprint": fp},
+        {"module": module, "line": 2, "mutation": "b", "index": 1, "result": "survived", "fingerprint": "older tests"},
+        {"module": module, "line": 3, "mutation": "c", "index": 2, "result": "survived"},  # run before fingerprints
+        {"module": module, "line": 4, "mutation": "d", "index": 3, "result": "killed", "fingerprint": "older tests"},
+    ]
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert len(mutation.load_done(f)) == 4
+    # the first stays done (same module and tests), the killed one too; the other two run again
+    assert mutation.load_done(f, retry_survivors=True) == {(module, 1, "a", 0): "survived", (module, 4, "d", 3): "killed"}

@@ -433,6 +433,22 @@ def run_mutant(path: Path, mutated: str, tests: list[str], timeout: float) -> st
         path.write_text(original)
 
 
+def load_done(out: Path, retry_survivors: bool = False) -> dict:
+    """{(module, line, mutation, index): result} of the mutants ``out`` holds; with
+    ``retry_survivors``, without the survivors to run again: those run before the module or its tests
+    last changed (a survivor already run against the same code and tests would survive again)."""
+    done, ran_with = {}, {}
+    if out.is_file():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            key = (r["module"], r["line"], r["mutation"], r["index"])
+            done[key], ran_with[key] = r["result"], r.get("fingerprint")
+    if retry_survivors:
+        now = {m: _fingerprint([m], test_files(m)) for m in {k[0] for k in done}}
+        done = {k: v for k, v in done.items() if v != "survived" or ran_with[k] == now[k[0]]}
+    return done
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--module", action="append", help="a file under a mutated path (repeatable; default: all)")
@@ -480,13 +496,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    done = {}
-    if out.is_file():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["module"], r["line"], r["mutation"], r["index"])] = r["result"]
-        if args.retry_survivors:
-            done = {k: v for k, v in done.items() if v != "survived"}
+    done = load_done(out, args.retry_survivors)
     cmaps: dict = {}
     cache = Path(str(out) + ".coverage.json")
     if args.select == "coverage" and cache.is_file():
@@ -496,6 +506,7 @@ def main() -> int:
         path = REPO / module
         source = path.read_text()
         tests = test_files(module)
+        module_fp = _fingerprint([module], tests)
         stmts, scopes = statement_lines(source), definition_scopes(source)
         cmap = None
         if args.select == "coverage":
@@ -521,7 +532,7 @@ def main() -> int:
             rec = {"module": module, "line": line, "mutation": desc, "index": index, "result": result,
                    "seconds": round(time.monotonic() - t0, 1), "tests": len(chosen) if chosen is not tests else "all",
                    "covered": bool(chosen),
-                   "code": source.splitlines()[line - 1].strip()}
+                   "code": source.splitlines()[line - 1].strip(), "fingerprint": module_fp}
             with open(out, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             done[key] = result
