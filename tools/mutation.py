@@ -463,7 +463,8 @@ def main() -> int:
                     help="torch threads of every test, whatever its recipe asks (default 1: a run takes one core)")
     ap.add_argument("--retry-survivors", action="store_true",
                     help="run again the mutants that survived in --out (after adding tests; the new result is appended "
-                         "and replaces the old one)")
+                         "and replaces the old one); a survivor already run against the module and its tests as they "
+                         "are now is not run again, so a stopped retry resumes")
     ap.add_argument("--report", nargs="+", metavar="JSONL",
                     help="print the per-module table and the survivors of these result files (later files win "
                          "for a module they hold) as Markdown, and run nothing")
