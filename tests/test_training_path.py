@@ -97,22 +97,25 @@ def test_data_parallel_selection_is_global_only_across_ranks_and_for_objectives_
     from ssl_bench.selectors.base import Selection
 
     step, _ = real_step(breast_recipe(selector={"name": "oracle"}))
-    seen, planned_seen = [], []
+    seen, planned_seen, pools_seen = [], [], []
 
     def choose(ctx):
         seen.append(ctx.shard)
         planned_seen.append(ctx.planned_extra)
+        pools_seen.append(ctx.pool_labels)
         return Selection(None, ctx.out, torch.zeros(3, dtype=torch.long))
 
     step.selector.choose = choose
     spy = Spy(step)
     two, one = Shard(rank=1, sizes=(2, 3)), Shard(rank=0, sizes=(3,))
     planned = torch.tensor([[0], [3], [4]])  # global positions: row 0 is on rank 0, rows 3 and 4 here
+    pool = torch.tensor([0, 1, 0, 1, 1])  # the labels of the global batch's 5 rows
     for shard in (two, one, None):
         batch = real_batch(breast, 3)
-        batch.shard, batch.planned_extra = shard, planned
+        batch.shard, batch.planned_extra, batch.pool_labels = shard, planned, pool
         step(batch, lr=0.05, step=0)
     assert seen == [two, None, None]
+    assert pools_seen[0] is pool and pools_seen[1:] == [None, None]  # global labels only for a global choice
     assert [c[0].shard for c in spy.loss_calls] == [two, None, None]  # the loss gathers others' targets only then
     assert planned_seen[0] is planned and planned_seen[2] is planned  # planned on the global batch: kept global
     step.objective.global_positives = False  # e.g. a plug-in objective whose loss is rank-local
