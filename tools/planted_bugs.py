@@ -34,11 +34,13 @@ BUGS = {
         "ssl_bench/selectors/similarity.py", "scores = F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T",
         "scores = -(F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T)", ["tests/selectors/test_semantics.py"]),
     "compare-std-ddof0": (
-        "ssl_bench/compare.py", 'return g.agg(["mean", "std", "count"]).reset_index()',
-        'return g.agg(mean="mean", std=lambda v: v.std(ddof=0), count="count").reset_index()', ["tests/test_compare_tables.py"]),
+        "ssl_bench/compare.py", 'stats = g.agg(["mean", "std", "count"]).reset_index()',
+        'stats = g.agg(mean="mean", std=lambda v: v.std(ddof=0), count="count").reset_index()',
+        ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "compare-median-as-mean": (
-        "ssl_bench/compare.py", 'return g.agg(["mean", "std", "count"]).reset_index()',
-        'return g.agg(mean="median", std="std", count="count").reset_index()', ["tests/test_compare_tables.py"]),
+        "ssl_bench/compare.py", 'stats = g.agg(["mean", "std", "count"]).reset_index()',
+        'stats = g.agg(mean="median", std="std", count="count").reset_index()',
+        ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "self-mask-dropped": (
         "ssl_bench/selectors/base.py", "mask = rows == torch.arange(n, device=scores.device)[None, :]",
         "mask = torch.zeros(b, n, dtype=torch.bool, device=scores.device)", ["tests/selectors/test_selectors.py"]),
