@@ -28,7 +28,7 @@ import torch
 
 from ssl_bench.runs import CHECKPOINT_DIR, LAST_CHECKPOINT, METRICS_FILE, RESULTS_FILE, read_status
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]  # slow too: `-m "not slow"` replaces the default `-m "not soak"`
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "recipes" / "medmnist" / "byol_breastmnist.yaml")
