@@ -189,9 +189,10 @@ def test_retry_survivors_skips_a_survivor_already_run_against_the_same_code_and_
         {"module": module, "line": 2, "mutation": "b", "index": 1, "result": "survived", "fingerprint": "older tests"},
         {"module": module, "line": 3, "mutation": "c", "index": 2, "result": "survived"},  # run before fingerprints
         {"module": module, "line": 4, "mutation": "d", "index": 3, "result": "killed", "fingerprint": "older tests"},
+        {"module": "ssl_bench/removed.py", "line": 1, "mutation": "e", "index": 0, "result": "survived"},  # a module gone since
     ]
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    assert len(mutation.load_done(f)) == 4
-    # the first stays done (same module and tests), the killed one too; the other two run again
+    assert len(mutation.load_done(f)) == 5
+    # the first stays done (same module and tests), the killed one too; the others run again
     assert mutation.load_done(f, retry_survivors=True) == {(module, 1, "a", 0): "survived", (module, 4, "d", 3): "killed"}

@@ -444,8 +444,8 @@ def load_done(out: Path, retry_survivors: bool = False) -> dict:
             key = (r["module"], r["line"], r["mutation"], r["index"])
             done[key], ran_with[key] = r["result"], r.get("fingerprint")
     if retry_survivors:
-        now = {m: _fingerprint([m], test_files(m)) for m in {k[0] for k in done}}
-        done = {k: v for k, v in done.items() if v != "survived" or ran_with[k] == now[k[0]]}
+        now = {m: _fingerprint([m], test_files(m)) for m in {k[0] for k in done} if (REPO / m).is_file()}
+        done = {k: v for k, v in done.items() if v != "survived" or (ran_with[k] is not None and ran_with[k] == now.get(k[0]))}
     return done
 
 
