@@ -57,6 +57,19 @@ def ham():
 needs_ham_npz = pytest.mark.skipif(not HAM_NPZ.is_file(), reason=f"{HAM_NPZ.name} is not in {HAM_NPZ.parent} (retired)")
 
 
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request):
+    """A folder for the runs a module's tests share, deleted after the module's last test when none of
+    them failed (kept to look at otherwise), as a passing test's ``tmp_path`` is (pyproject's
+    ``tmp_path_retention_policy``). Kept to the end of the session, these runs' checkpoints made the
+    suite's temporary files peak at 2.3 GB."""
+    failed = request.session.testsfailed
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    if request.session.testsfailed == failed:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def tiny_resnet():
     """A real timm ResNet-18 with the small-image stem (what the recipes use)."""

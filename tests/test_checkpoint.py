@@ -46,9 +46,10 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory):
+def killed_and_resumed(module_dir):
     """An uninterrupted run, and the same run SIGKILLed in the middle of an epoch then resumed."""
-    root = tmp_path_factory.mktemp("resume")
+    root = module_dir / "resume"
+    root.mkdir()
     ref, killed = root / "ref", root / "killed"
     args = [BREAST, "--set", "train.epochs=3", *TINY, *NN]
     proc = subprocess.Popen([sys.executable, "-m", "ssl_bench.cli", "run", *args, "--out", str(killed)],

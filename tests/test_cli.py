@@ -139,9 +139,9 @@ def test_model_selectors_pretrain_on_real_data_and_log_precision(selector, tmp_p
 
 
 @pytest.fixture(scope="module")
-def byol_run(tmp_path_factory):
+def byol_run(module_dir):
     """One short real BYOL run on BreastMNIST, shared by the tests that need a trained checkpoint."""
-    out = tmp_path_factory.mktemp("byol") / "run"
+    out = module_dir / "byol" / "run"
     res = _run(["run", BREAST, "--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST,
                 "--out", str(out), "--quiet"], None)
     assert res.exit_code == 0, res.output

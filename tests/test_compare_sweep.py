@@ -25,8 +25,9 @@ def test_fmt_cell_is_the_papers_style():
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
+def swept(module_dir):
+    root = module_dir / "sweep"
+    root.mkdir()
     args = ["sweep", BREAST, "--grid", "selector.name=none,oracle", "--seeds", "0,1", *FAST, "--out-root", str(root), "--quiet"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output

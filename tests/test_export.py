@@ -19,13 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module", params=["small_stem", "timm_stem"])
-def trained_run(request, tmp_path_factory):
+def trained_run(request, module_dir):
     """A real 1-epoch BYOL run through the Python API (small-image stem, or timm's own stem)."""
     backbone = {"name": "resnet18", "small_image_stem": True, "stem_pool": True}
     if request.param == "timm_stem":
         backbone = {"name": "resnet18", "small_image_stem": False}
     cfg = breast_recipe(backbone=backbone, evaluate=[{"name": "knn", "k": 5}])
-    out = tmp_path_factory.mktemp(request.param) / "run"
+    out = module_dir / request.param / "run"
     torch.manual_seed(0)
     run = ssl_bench.run(cfg, overrides=["train.epochs=1"], out=out)
     return run

@@ -20,8 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logged")
+def logged_run(module_dir):
+    root = module_dir / "logged"
+    root.mkdir()
     recipe = root / "r.yaml"
     cfg = breast_recipe(evaluate=[{"name": "knn", "k": 5}])
     cfg["train"] = {**cfg["train"], "epochs": 2, "knn_every": 1}

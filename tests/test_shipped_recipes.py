@@ -18,13 +18,14 @@ RECIPES = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "recipes").rglo
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(module_dir):
     """Small folders in the official layouts (real HAM10000 JPEGs with lesion groups; real chest X-rays
     as ChestX-ray14) and one frozen BYOL checkpoint per channel count, for the pretrained rows."""
     from ssl_bench.backbones import build_backbone
     from ssl_bench.objectives import OBJECTIVES
 
-    root = tmp_path_factory.mktemp("tiny")
+    root = module_dir / "tiny"
+    root.mkdir()
     ham = write_ham10000(root / "ham", ham_rows(48))
     write_chestxray14(root / "cxr", n=40)
     ckpts = {}

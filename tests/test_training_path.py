@@ -133,9 +133,10 @@ def ham_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def logged_losses(ham_folder, tmp_path_factory):
+def logged_losses(ham_folder, module_dir):
     """The epoch losses `ssl-bench run` logs for one selector of each family, same seed and data."""
-    root = tmp_path_factory.mktemp("families")
+    root = module_dir / "families"
+    root.mkdir()
     selectors = {
         "none": {"name": "none"},
         "tracin": {"name": "tracin", "views": "light"},  # batch: indices chosen by a network
