@@ -323,6 +323,21 @@ def plugin_path(path: str | Path, base_dir: Optional[Path] = None, key: str = "p
 LOADED_FILES: list[Path] = []
 
 
+def _unregister(mod_name: str, before: dict[str, dict[str, Entry]]) -> None:
+    """Undo what a plug-in file that failed to import registered before it failed (a component it
+    replaced with ``force=True`` is put back), so that a process that goes on (a notebook, a test)
+    never builds a half-imported plug-in's components."""
+    sys.modules.pop(mod_name, None)
+    for kind, reg in ALL_REGISTRIES.items():
+        old = before.get(kind, {})
+        for name, entry in list(reg._entries.items()):
+            if getattr(entry.factory, "__module__", None) == mod_name:
+                if name in old:
+                    reg._entries[name] = old[name]
+                else:
+                    del reg._entries[name]
+
+
 def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str = "plugins") -> types.ModuleType:
     """Import a Python file so that its ``@REGISTRY.register`` decorators run (once per process).
 
@@ -336,16 +351,17 @@ def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str
     spec = importlib.util.spec_from_file_location(mod_name, found)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
+    before = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
     try:
         spec.loader.exec_module(module)
     except SSLBenchError:
-        sys.modules.pop(mod_name, None)
+        _unregister(mod_name, before)
         raise
     except SystemExit as e:  # a plug-in must not end the program that imports it
-        sys.modules.pop(mod_name, None)
+        _unregister(mod_name, before)
         raise SSLBenchError(f"plugin {found} (recipe key {key}) called sys.exit({e.code!r}) while being imported") from None
     except Exception as e:  # a broken plug-in is the user's file: say which and why, in one line
-        sys.modules.pop(mod_name, None)
+        _unregister(mod_name, before)
         first = str(e).splitlines()[0] if str(e) else ""
         raise SSLBenchError(f"plugin {found} (recipe key {key}) failed to import: {type(e).__name__}: {first}") from e
     _LOADED_FILES[str(found)] = module

@@ -57,6 +57,29 @@ def ham():
 needs_ham_npz = pytest.mark.skipif(not HAM_NPZ.is_file(), reason=f"{HAM_NPZ.name} is not in {HAM_NPZ.parent} (retired)")
 
 
+@pytest.fixture(autouse=True)
+def _no_registrations_leak_between_tests():
+    """What a test registers (a plug-in file it loads, a class of its own) is undone after it, and a
+    component it replaced is put back, so that no test sees another's: the suite passes in any order
+    (`pytest -p randomly`). A built-in module first imported during the test keeps its entries (it is
+    not imported again)."""
+    from ssl_bench import registry
+
+    before = {kind: dict(reg._entries) for kind, reg in registry.ALL_REGISTRIES.items()}
+    loaded = set(registry._LOADED_FILES)
+    yield
+    for kind, reg in registry.ALL_REGISTRIES.items():
+        old = before.get(kind, {})
+        for name, entry in list(reg._entries.items()):
+            if name in old:
+                reg._entries[name] = old[name]
+            elif not getattr(entry.factory, "__module__", "").startswith("ssl_bench."):
+                del reg._entries[name]
+        reg._entries.update({name: e for name, e in old.items() if name not in reg._entries})
+    for path in set(registry._LOADED_FILES) - loaded:  # loaded again (and registered again) when asked
+        del registry._LOADED_FILES[path]
+
+
 @pytest.fixture(scope="module")
 def module_dir(tmp_path_factory, request):
     """A folder for the runs a module's tests share, deleted after the module's last test when none of

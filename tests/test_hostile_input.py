@@ -181,6 +181,21 @@ def test_a_plugin_that_exits_or_raises_is_one_line(tmp_path, body, message):
     code, out = cli("run", recipe, "--out", tmp_path / "never")
     one_error_line(code, out, str(tmp_path / "bad.py"), message)
     assert not (tmp_path / "never").exists()
+    from ssl_bench.selectors import SELECTORS
+
+    assert "marked_test" not in SELECTORS.names()  # registered before it failed: undone
+
+
+def test_a_plugin_that_fails_after_replacing_a_component_puts_it_back(tmp_path):
+    """A half-imported plug-in leaves nothing behind in a process that goes on (the Python API)."""
+    from ssl_bench.registry import load_plugin_file
+    from ssl_bench.selectors import SELECTORS
+
+    builtin = SELECTORS.get("oracle")
+    body = "@SELECTORS.register('oracle', force=True)\nclass Fake(Selector):\n    pass\nraise RuntimeError('broken')\n"
+    with pytest.raises(SSLBenchError, match="failed to import: RuntimeError: broken"):
+        load_plugin_file(_plugin(tmp_path / "bad.py", tmp_path / "m.txt", body))
+    assert SELECTORS.get("oracle") is builtin and "marked_test" not in SELECTORS.names()
 
 
 # -------------------------------------------------------------------------------------------------
