@@ -323,19 +323,29 @@ def plugin_path(path: str | Path, base_dir: Optional[Path] = None, key: str = "p
 LOADED_FILES: list[Path] = []
 
 
-def _unregister(mod_name: str, before: dict[str, dict[str, Entry]]) -> None:
-    """Undo what a plug-in file that failed to import registered before it failed (a component it
-    replaced with ``force=True`` is put back), so that a process that goes on (a notebook, a test)
-    never builds a half-imported plug-in's components."""
-    sys.modules.pop(mod_name, None)
+def registrations() -> dict[str, dict[str, Entry]]:
+    """What every registry holds now (to give to :func:`undo_registrations` later)."""
+    return {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
+
+
+def undo_registrations(before: dict[str, dict[str, Entry]], made_by: Callable[[Entry], bool]) -> None:
+    """Undo the registrations made since ``before`` by the code ``made_by`` picks: an entry it added
+    is removed, a component it replaced (``force=True``) is put back."""
     for kind, reg in ALL_REGISTRIES.items():
         old = before.get(kind, {})
         for name, entry in list(reg._entries.items()):
-            if getattr(entry.factory, "__module__", None) == mod_name:
+            if entry is not old.get(name) and made_by(entry):
                 if name in old:
                     reg._entries[name] = old[name]
                 else:
                     del reg._entries[name]
+
+
+def _unregister(mod_name: str, before: dict[str, dict[str, Entry]]) -> None:
+    """A plug-in file that failed to import leaves nothing behind, so that a process that goes on (a
+    notebook, a test) never builds a half-imported plug-in's components."""
+    sys.modules.pop(mod_name, None)
+    undo_registrations(before, lambda entry: getattr(entry.factory, "__module__", None) == mod_name)
 
 
 def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str = "plugins") -> types.ModuleType:
@@ -351,7 +361,7 @@ def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str
     spec = importlib.util.spec_from_file_location(mod_name, found)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
-    before = {kind: dict(reg._entries) for kind, reg in ALL_REGISTRIES.items()}
+    before = registrations()
     try:
         spec.loader.exec_module(module)
     except SSLBenchError:

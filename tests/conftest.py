@@ -65,17 +65,9 @@ def _no_registrations_leak_between_tests():
     not imported again)."""
     from ssl_bench import registry
 
-    before = {kind: dict(reg._entries) for kind, reg in registry.ALL_REGISTRIES.items()}
-    loaded = set(registry._LOADED_FILES)
+    before, loaded = registry.registrations(), set(registry._LOADED_FILES)
     yield
-    for kind, reg in registry.ALL_REGISTRIES.items():
-        old = before.get(kind, {})
-        for name, entry in list(reg._entries.items()):
-            if name in old:
-                reg._entries[name] = old[name]
-            elif not getattr(entry.factory, "__module__", "").startswith("ssl_bench."):
-                del reg._entries[name]
-        reg._entries.update({name: e for name, e in old.items() if name not in reg._entries})
+    registry.undo_registrations(before, lambda entry: not getattr(entry.factory, "__module__", "").startswith("ssl_bench."))
     for path in set(registry._LOADED_FILES) - loaded:  # loaded again (and registered again) when asked
         del registry._LOADED_FILES[path]
 
