@@ -30,15 +30,31 @@ POSITIVE_SELECTORS = ["tracin", "tracin:normalize=true", "fs", "fnc"]
 
 
 def copy_small_files(root: Path, dest: Path) -> list[Path]:
-    """Each finished run's results.json, metrics.jsonl and recipe.yaml (no checkpoints)."""
+    """Each finished run's results.json, metrics.jsonl, recipe.yaml and the results files of
+    `ssl-bench evaluate` (no checkpoints)."""
     runs = sorted(p.parent for p in root.rglob("results.json"))
     for run in runs:
         target = dest / run.relative_to(root)
         target.mkdir(parents=True, exist_ok=True)
-        for name in SMALL_FILES:
-            if (run / name).is_file():
-                shutil.copy2(run / name, target / name)
+        for f in [*(run / name for name in SMALL_FILES), *run.glob("results-evaluate-*.json")]:
+            if f.is_file():
+                shutil.copy2(f, target / f.name)
     return runs
+
+
+def random_at_chance(folder: Path) -> list[str]:
+    """The cells of the Random row (an untrained encoder) that are no better than a constant
+    prediction: when a protocol cannot lift an untrained network above the majority class, its
+    column measures the protocol, not the representations, and no finding may be drawn from it."""
+    sys.path.insert(0, str(REPO))
+    from ssl_bench.compare import load_runs, summarize
+
+    frame = load_runs([str(folder)]).frame
+    stats = summarize(frame, "balanced_accuracy") if not frame.empty else None
+    if stats is None or "Random" not in set(stats["method"]):
+        return []
+    random = stats[(stats["method"] == "Random") & stats["at_baseline"].astype(bool)]
+    return [f"{r['column']} (BMA {r['mean']:.3f})" for _, r in random.iterrows() if "finetune" in r["column"]]  # the probes of random features may be near chance
 
 
 def compare_cmd(folder: Path, args: list[str]) -> list[str]:
@@ -144,6 +160,13 @@ def main() -> None:
     dest = REPO / "docs" / "results" / args.tag
     runs = copy_small_files(root, dest / "study")
     print(f"copied the small files of {len(runs)} finished runs to {dest / 'study'}")
+    at_chance = random_at_chance(dest / "study")
+    if at_chance:
+        raise SystemExit(
+            "the Random row is no better than the majority class in " + "; ".join(at_chance) + ": the protocol learned "
+            "nothing from an untrained network, so these columns measure the protocol; docs/results.md was not updated "
+            "(fix the protocol, or re-evaluate with ssl-bench evaluate)"
+        )
     rows = []
     if not args.no_positives:
         rows = measure_positives(root, dest, [int(e) for e in args.epochs.split(",")])

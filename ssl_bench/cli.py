@@ -166,6 +166,9 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
         click.secho(f"ignored failed run: {s} ({reason})", fg="yellow", err=True)
     for s, reason in loaded.unreadable:
         click.secho(f"unreadable run, left out: {s} ({reason})", fg="red", err=True)
+    if loaded.reevaluated:
+        click.secho(f"{len(loaded.reevaluated)} run(s) re-evaluated with ssl-bench evaluate: the newest value of each protocol is used",
+                    fg="yellow", err=True)
     if fmt == "table":
         n_runs = loaded.frame["run"].nunique()
         t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")
@@ -229,6 +232,15 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
 
     r = load_recipe(recipe, _with_assignments(overrides, assignments), load_plugins=False)
     click.echo(r.to_yaml(), nl=False)
+    train = r.cfg["train"]
+    if train.get("precision") == "auto":  # what it resolves to here, without starting anything
+        from ssl_bench.device import resolve_precision, select_device
+
+        try:
+            where = select_device(train.get("device", "auto"))
+            click.echo(f"# train.precision auto resolves to {resolve_precision('auto', where)} on this machine ({where})")
+        except SSLBenchError:
+            pass
     if r.unchecked:
         click.secho(f"note: not checked (from plug-ins, which show does not import): {', '.join(r.unchecked)}", fg="yellow", err=True)
 
@@ -306,6 +318,27 @@ def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[s
     click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D {rep['features']} features; rows: {rows}) → wrote {rep['out']}")
     if "png" in rep:
         click.echo(f"wrote {rep['png']}")
+
+
+@main.command(name="evaluate")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("assignments", nargs=-1, metavar="[evaluate=...]")
+@click.option("--set", "overrides", multiple=True, metavar="evaluate=[...]",
+              help="Other evaluations than the recipe's, e.g. --set 'evaluate=[{name: finetune, epochs: 20}]'.")
+@click.option("--epoch", type=int, default=None, help="Evaluate the network the run kept at this epoch (train.save_epochs).")
+@click.option("--device", default="auto")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="Import this plug-in file first (a run that used plug-in components).")
+def evaluate_cmd(run_dir: str, assignments: tuple[str, ...], overrides: tuple[str, ...], epoch: Optional[int], device: str,
+                 plugins: tuple[str, ...]):
+    """Run evaluations on a finished run's checkpoint without training; the results go to a new
+    results-evaluate-<time>.json beside the run's results.json (never overwritten), which compare reads."""
+    from ssl_bench.evaluate.saved_run import evaluate_run
+
+    since = _plugins_loaded()
+    _load_plugin_options(plugins)
+    _say_plugins(since)
+    evaluate_run(run_dir, _with_assignments(overrides, assignments), epoch=epoch, device=device, log=click.echo)
 
 
 @main.command()

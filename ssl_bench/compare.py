@@ -26,7 +26,7 @@ import pandas as pd
 
 from ssl_bench import safeyaml
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, flatten_recipe, read_status
+from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, eval_results_files, flatten_recipe, read_status
 
 # keys that may differ between the seeds of one cell without making them different experiments
 # (a pretrained row's checkpoint: each seed scores with the producer run of its own seed)
@@ -40,6 +40,7 @@ class LoadedRuns:
     skipped: list[str] = field(default_factory=list)  # run dirs without results.json
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run dir, reason) of runs marked failed
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out of the table
+    reevaluated: list[str] = field(default_factory=list)  # run dirs with `ssl-bench evaluate` results files
 
 
 def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
@@ -85,28 +86,39 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
     failed_dirs = {f for f, _ in failed}
     finished = [r for r in finished if str(r) not in failed_dirs]
     unfinished = [r for r in unfinished if str(r) not in failed_dirs]
-    rows, recipes, unreadable = [], {}, []
+    rows, recipes, unreadable, reevaluated = [], {}, [], []
     for run in finished:
         try:  # one bad file leaves its run out (listed), not the table
-            res = json.loads((run / RESULTS_FILE).read_text())
-            missing = [k for k in ("method", "dataset", "seed", "eval") if not isinstance(res, dict) or k not in res]
-            if missing:
-                raise ValueError(f"has no '{missing[0]}' (not an ssl-bench results file)")
-            if not isinstance(res["eval"], dict):
-                raise ValueError("its 'eval' is not a mapping")
+            res = _read_results(run / RESULTS_FILE)
             if (run / RECIPE_FILE).is_file():
                 recipe = safeyaml.load((run / RECIPE_FILE).read_bytes(), str(run / RECIPE_FILE))
                 if not isinstance(recipe, dict):
                     raise ValueError(f"{RECIPE_FILE} is not a mapping")
                 recipes[str(run)] = recipe
+            # `ssl-bench evaluate` files: the newest value of each protocol wins; a kept epoch's network
+            # is its own column ("linear (epoch 10)")
+            evals, blocks = dict(res["eval"]), _eval_blocks(res, recipes.get(str(run)))
+            later = eval_results_files(run)
+            for f in later:
+                extra = _read_results(f)
+                tag = "" if extra.get("evaluated_epoch") in (None, res.get("epochs")) else f" (epoch {extra['evaluated_epoch']})"
+                evals.update({k + tag: v for k, v in extra["eval"].items()})
+                blocks.update({k + tag: v for k, v in _eval_blocks(extra, None).items()})
+            if later:
+                reevaluated.append(str(run))
+                if str(run) in recipes:  # what the cell's runs must agree on: the protocols behind their values
+                    recipes[str(run)] = {**recipes[str(run)], "evaluate": [blocks.get(k) for k in sorted(evals)]}
         except (OSError, ValueError, SSLBenchError) as e:
             unreadable.append((str(run), str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
-        for protocol, metrics in res["eval"].items():
+        # runs of one recipe (up to seed, names and placement): repeated runs of a seed collapse into one
+        flat = flatten_recipe(recipes[str(run)]) if str(run) in recipes else {"run": str(run)}
+        variant = json.dumps(sorted((k, v) for k, v in flat.items() if k not in IGNORED_KEYS))
+        for protocol, metrics in evals.items():
             fraction = None
             if isinstance(metrics, dict) and "label_fraction" in metrics:
                 fraction = metrics["label_fraction"]
-            values = dict(metrics or {})
+            values = dict(metrics) if isinstance(metrics, dict) else {}
             if isinstance(values.get("per_seed"), list):  # fine-tuning seeds of this one pre-training run
                 values[FINETUNE_SEEDS] = len(values["per_seed"])
             for metric, value in values.items():
@@ -123,10 +135,33 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
                         "label_fraction": fraction,
                         "metric": metric,
                         "value": float(value),
+                        "variant": variant,
                     }
                 )
-    columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value"]
-    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed, unreadable)
+    columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value", "variant"]
+    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed, unreadable, reevaluated)
+
+
+def _read_results(path: Path) -> dict:
+    res = json.loads(path.read_text())
+    which = "" if path.name == RESULTS_FILE else f"{path.name}: "  # results.json is the run itself
+    missing = [k for k in ("method", "dataset", "seed", "eval") if not isinstance(res, dict) or k not in res]
+    if missing:
+        raise ValueError(f"{which}has no '{missing[0]}' (not an ssl-bench results file)")
+    if not isinstance(res["eval"], dict):
+        raise ValueError(f"{which}its 'eval' is not a mapping")
+    return res
+
+
+def _eval_blocks(res: dict, recipe: Optional[dict]) -> dict:
+    """The evaluate block behind each result key: recorded in the file (``eval_blocks``), else (a run
+    made before that was recorded) the recipe's evaluate list in order."""
+    blocks = res.get("eval_blocks")
+    if isinstance(blocks, dict):
+        return dict(blocks)
+    listed = (recipe or {}).get("evaluate")
+    keys = list(res["eval"])
+    return dict(zip(keys, listed)) if isinstance(listed, list) and len(listed) == len(keys) else {}
 
 
 def check_selector_models(loaded: LoadedRuns) -> None:
@@ -201,8 +236,14 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
         have = ", ".join(sorted(m for m in df["metric"].unique() if not m.startswith("_"))) or "none"
         raise SSLBenchError(f"no runs report metric '{metric}' (metrics found: {have})")
     sel = sel.assign(column=sel.apply(_column_name, axis=1))
-    g = sel.groupby(["method", "column"])["value"]
-    stats = g.agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+    # repeated runs of one seed (the same command run twice: runs are never overwritten) are one seed:
+    # their mean, counted once — n is the number of distinct pre-training seeds
+    if "variant" not in sel:  # a frame made by hand: every run its own experiment
+        sel = sel.assign(variant=sel["run"])
+    seeds = sel.groupby(["method", "column", "seed", "variant"]).agg(value=("value", "mean"), runs=("run", "nunique")).reset_index()
+    g = seeds.groupby(["method", "column"])
+    stats = g["value"].agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+    stats["repeated"] = (g["runs"].sum() - g["runs"].count()).values  # runs beyond one per seed
     stats["spread"], stats["n_finetune"] = "pretraining", 0
     one = sel.groupby(["method", "column"])["run"].first()
     extra = df[df["metric"].isin([f"{metric}_std", FINETUNE_SEEDS])]
@@ -215,7 +256,31 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
         std, seeds = mine[mine["metric"] == f"{metric}_std"]["value"], mine[mine["metric"] == FINETUNE_SEEDS]["value"]
         if len(std) and len(seeds) and seeds.iloc[0] > 1:
             stats.loc[i, ["std", "spread", "n_finetune"]] = [float(std.iloc[0]), "finetune", int(seeds.iloc[0])]
+    stats["at_baseline"] = _at_baseline(df, sel, stats, metric)
     return stats
+
+
+# what a classifier must beat, per metric: the key of classification_metrics that holds it (AUC: 0.5)
+_BASELINE_OF = {"accuracy": "majority_accuracy", "balanced_accuracy": "chance_balanced_accuracy", "auc": None}
+
+
+def _at_baseline(df: pd.DataFrame, sel: pd.DataFrame, stats: pd.DataFrame, metric: str) -> list[bool]:
+    """Per cell: no better than a constant prediction — every run of the cell predicted one class, or
+    the mean is at most the mean majority-class accuracy (accuracy), chance BMA (BMA) or 0.5 (AUC)."""
+    keys = sel[["run", "protocol", "column"]].drop_duplicates()
+    base = df.merge(keys, on=["run", "protocol"])
+    out = []
+    for _, r in stats.iterrows():
+        mine = base[(base["method"] == r["method"]) & (base["column"] == r["column"])]
+        classes = mine[mine["metric"] == "predicted_classes"]["value"]
+        flagged = len(classes) > 0 and bool((classes <= 1).all())
+        recorded = (mine["metric"] == "chance_balanced_accuracy").any()  # results that record their baselines
+        if metric in _BASELINE_OF and recorded and not flagged:
+            ref_key = _BASELINE_OF[metric]
+            ref = mine[mine["metric"] == ref_key]["value"].mean() if ref_key else 0.5
+            flagged = bool(ref == ref and r["mean"] <= ref + 1e-3)  # ref == ref: not NaN (no baseline recorded)
+        out.append(flagged)
+    return out
 
 
 def _column_name(row) -> str:
@@ -226,17 +291,25 @@ def _column_name(row) -> str:
     return col
 
 
+BASELINE_MARK = "‡"
+
+
 def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") -> pd.DataFrame:
-    """Formatted table: cells "mean(std)", the best mean of each column marked, n seeds appended."""
+    """Formatted table: cells "mean(std)", the best mean of each column marked, n seeds appended; a
+    cell no better than the majority class (``at_baseline``) carries ‡ and is never marked best."""
     table = {}
     for col, part in stats.groupby("column"):
-        best = part["mean"].max() if higher_is_better else part["mean"].min()
+        # a baseline is a floor of scores where higher is better (a loss has none)
+        flagged = part["at_baseline"] if "at_baseline" in part and higher_is_better else pd.Series(False, index=part.index)
+        ranked = part[~flagged.astype(bool)]
+        best = (ranked["mean"].max() if higher_is_better else ranked["mean"].min()) if len(ranked) else None
         cells = {}
-        for _, r in part.iterrows():
+        for i, r in part.iterrows():
             finetune = r.get("spread") == "finetune"
             cell = fmt_cell(r["mean"], r["std"], int(r["n_finetune"]) if finetune else int(r["count"]))
             cell += FINETUNE_MARK if finetune else ""
-            if len(part) > 1 and r["mean"] == best:
+            cell += BASELINE_MARK if bool(flagged.loc[i]) else ""
+            if len(part) > 1 and best is not None and r["mean"] == best and not bool(flagged.loc[i]):
                 cell = f"{mark}{cell}{mark}" if mark else cell
             cells[r["method"]] = f"{cell} n={int(r['count'])}"
         table[col] = cells
@@ -294,14 +367,34 @@ def compare(
     elif fmt == "latex":
         text = to_latex(table)
     elif fmt == "csv":
-        text = stats.rename(columns={"count": "n_seeds"}).to_csv(index=False)
+        cols = ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune", "repeated_runs", "at_baseline"]
+        text = stats.rename(columns={"count": "n_seeds", "repeated": "repeated_runs"})[cols].to_csv(index=False)
     else:
         text = ""
+    notes = []
+    if stats["repeated"].any():
+        notes.append(repeated_note(stats))
     if (stats["spread"] == "finetune").any():
-        table.attrs["note"] = spread_note(stats)
+        notes.append(spread_note(stats))
+    if stats["at_baseline"].any() and not lower_is_better:
+        notes.append(BASELINE_NOTE)
+    if notes:
+        table.attrs["note"] = "\n".join(notes)
         if fmt in ("markdown", "latex"):
-            text += "\n" + table.attrs["note"] + "\n"
+            text += "\n" + "\n\n".join(notes) + "\n"
     return table, text, loaded
+
+
+BASELINE_NOTE = (f"{BASELINE_MARK} no better than a constant prediction: every run predicted one class, or the mean is at most "
+                 "the majority-class accuracy (accuracy), chance (balanced accuracy: 1 / classes) or 0.5 (AUC); never marked best.")
+
+
+def repeated_note(stats: pd.DataFrame) -> str:
+    """Which cells held several runs of one seed (counted once, their mean)."""
+    rows = stats[stats["repeated"] > 0]
+    cells = "; ".join(f"{r['method']} · {r['column']} ({int(r['repeated'])})" for _, r in rows.head(4).iterrows())
+    more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
+    return (f"repeated runs of one seed counted once (their mean; n = distinct seeds), extra runs per cell: {cells}{more}")
 
 
 def spread_note(stats: pd.DataFrame) -> str:
@@ -311,16 +404,21 @@ def spread_note(stats: pd.DataFrame) -> str:
             "as the paper's Table 1; other cells: over pre-training seeds (n).")
 
 
-def table(paths: Iterable, metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
+def table(paths: Iterable, metric: Optional[str] = None, long: bool = False, allow_mixed: bool = False) -> pd.DataFrame:
     """What ``ssl-bench compare`` tabulates, as a DataFrame: one row per method × column (dataset ·
     protocol, label fraction) with ``mean``, ``std`` (ddof 1) and ``count`` of ``metric`` (default:
     the runs' headline metric).  ``long=True``: every value of every run (one row per run ×
-    protocol × metric).  Also ``ssl_bench.compare(paths)``."""
+    protocol × metric).  Runs whose recipes differ beyond the seed are refused as ``ssl-bench compare``
+    refuses them (``allow_mixed=True``: averaged anyway).  Also ``ssl_bench.compare(paths)``."""
     loaded = load_runs([str(p) for p in paths])
     if long:
         return loaded.frame
     if loaded.frame.empty:
         return pd.DataFrame(columns=["method", "column", "mean", "std", "count"])
+    # the checks of `ssl-bench compare`: never average different experiments into one cell
+    check_selector_models(loaded)
+    if not allow_mixed:
+        check_mixing(loaded)
     return summarize(loaded.frame, metric or headline_metric(loaded))
 
 
@@ -328,8 +426,8 @@ class _CallableModule(types.ModuleType):
     """``ssl_bench.compare(paths)`` is :func:`table`, while ``ssl_bench.compare`` stays this module
     for ``from ssl_bench.compare import …``."""
 
-    def __call__(self, paths, metric: Optional[str] = None, long: bool = False) -> pd.DataFrame:
-        return table(paths, metric=metric, long=long)
+    def __call__(self, paths, metric: Optional[str] = None, long: bool = False, allow_mixed: bool = False) -> pd.DataFrame:
+        return table(paths, metric=metric, long=long, allow_mixed=allow_mixed)
 
 
 sys.modules[__name__].__class__ = _CallableModule

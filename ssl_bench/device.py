@@ -53,6 +53,23 @@ def reuse_freed_memory() -> bool:
         return False
 
 
+def default_malloc() -> bool:
+    """Undo :func:`reuse_freed_memory`: glibc's default mmap threshold and trim threshold (65536 mmap'd
+    blocks at most, 128 KiB), for the rest of a process that ran a training run (a notebook's
+    ``ssl_bench.run``).  Returns whether it was applied."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 65536)) and bool(libc.mallopt(m_trim_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False
+
+
 def trim_heap() -> bool:
     """Give the heap's free memory back to the OS (glibc ``malloc_trim(0)``); call once per epoch.
 
@@ -73,3 +90,41 @@ def trim_heap() -> bool:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
         return False
+
+
+def has_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 arithmetic natively: a CUDA GPU that supports bf16, or a CPU with
+    AVX512-BF16 or AMX-BF16 instructions (oneDNN's bf16 convolutions; elsewhere bf16 on a CPU is
+    emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16-mixed`` where ``device`` has native bf16 (:func:`has_bf16`), else ``32-true``;
+    any other value is returned as it is."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if has_bf16(device) else "32-true"
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context of a resolved ``precision`` (a no-op for ``32-true``)."""
+    import contextlib
+
+    if precision == "bf16-mixed":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()

@@ -28,6 +28,13 @@ RESULTS_FILE = "results.json"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 STATUS_FILE = "status.json"
+# `ssl-bench evaluate RUN`: results-evaluate-<time>.json beside results.json (names sort by time)
+EVAL_RESULTS_PREFIX = "results-evaluate-"
+
+
+def eval_results_files(run_dir: Path) -> list[Path]:
+    """The ``ssl-bench evaluate`` results files of a run, oldest first."""
+    return sorted(Path(run_dir).glob(f"{EVAL_RESULTS_PREFIX}*.json"))
 
 # resolved-recipe keys that say where and how fast a run ran, not what it computed: they may differ
 # between a run and its resumption, the seeds of one table cell, and a producer and its reuse
@@ -301,7 +308,7 @@ def provenance(device=None, recipe_path: Optional[Path] = None) -> dict:
     import sys
 
     versions = {"python": platform.python_version()}
-    for pkg in ("ssl-bench", "torch", "timm", "lightly", "lightning", "numpy", "scikit-learn"):
+    for pkg in ("ssl-bench", "torch", "timm", "lightly", "lightning-fabric", "numpy", "scikit-learn"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -30,7 +30,7 @@ from ssl_bench.components import Components, build_components, method_name
 from ssl_bench.data import batches, num_batches
 from ssl_bench.data.feed import BatchFeed
 from ssl_bench.data.normalize import Normalize
-from ssl_bench.device import reuse_freed_memory, select_device, trim_heap
+from ssl_bench.device import resolve_precision, reuse_freed_memory, select_device, trim_heap
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EvalContext
 from ssl_bench.recipe import Recipe, TrainConfig
@@ -103,28 +103,42 @@ def run(
     The run directory is locked while this process writes to it; a run that stops on an error is
     marked failed in its ``status.json`` (see :mod:`ssl_bench.checkpoint`, :mod:`ssl_bench.runs`).
     """
-    place(recipe, device, devices, nodes)
-    from ssl_bench.pretrained import resolve_pretrained
+    threads = torch.get_num_threads()  # process-wide settings a run changes, put back when it ends
+    _runs_active[0] += 1  # a pretrained selector's producer run is a run inside this one
+    try:
+        place(recipe, device, devices, nodes)
+        from ssl_bench.pretrained import resolve_pretrained
 
-    resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)  # selector.checkpoint: a recipe
-    with contextlib.ExitStack() as cleanup:
-        s = setup(recipe, out, resume, progress, log, cleanup)
-        cleanup.callback(close_loggers, s)
-        try:
-            restore(s)
-            train(s)
-            if s.rank == 0:  # evaluation and results.json are rank 0's
-                report(s, evaluate(s))
-        except Exception as e:
-            close_loggers(s, "failed")
-            if s.claimed and not runs.read_status(s.run_dir):
-                first = str(e).splitlines()[0] if str(e) else ""
-                try:
-                    runs.mark_failed(s.run_dir, first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}", resumable=True)
-                except SSLBenchError:  # no room even for status.json: the error itself still reaches the user
-                    pass
-            raise
+        resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)  # selector.checkpoint: a recipe
+        with contextlib.ExitStack() as cleanup:
+            s = setup(recipe, out, resume, progress, log, cleanup)
+            cleanup.callback(close_loggers, s)
+            try:
+                restore(s)
+                train(s)
+                if s.rank == 0:  # evaluation and results.json are rank 0's
+                    report(s, evaluate(s))
+            except Exception as e:
+                close_loggers(s, "failed")
+                if s.claimed and not runs.read_status(s.run_dir):
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    try:
+                        runs.mark_failed(s.run_dir, first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}", resumable=True)
+                    except SSLBenchError:  # no room even for status.json: the error itself still reaches the user
+                        pass
+                raise
+    finally:
+        torch.set_num_threads(threads)
+        _runs_active[0] -= 1
+        if _malloc_changed[0] and _runs_active[0] == 0:
+            from ssl_bench.device import default_malloc
+
+            _malloc_changed[0] = not default_malloc()
     return s.run_dir
+
+
+_malloc_changed = [False]  # reuse_freed_memory() is in force (until the outermost run ends)
+_runs_active = [0]
 
 
 def place(recipe: Recipe, device: Optional[str], devices: Optional[int], nodes: Optional[int]) -> None:
@@ -138,7 +152,7 @@ def place(recipe: Recipe, device: Optional[str], devices: Optional[int], nodes: 
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     if select_device(tcfg.device).type == "cpu":  # a step's activations reuse the last step's heap pages
-        reuse_freed_memory()
+        _malloc_changed[0] = reuse_freed_memory() or _malloc_changed[0]
 
 
 def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: contextlib.ExitStack) -> Session:
@@ -165,7 +179,7 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
     log(
         f"{method_name(cfg, comp.selector, comp.objective)} on {data.name} ({n} train images, "
         f"{data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} · selector {cfg['selector']['name']} "
-        f"· {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev}"
+        f"· {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev} · precision {resolve_precision(tcfg.precision, dev)}"
         + (f" · {world} processes (DDP), global batch {tcfg.batch_size}" if world > 1 else "")
     )
     groups = data.train.groups.to(dev) if data.train.groups is not None else None
@@ -369,7 +383,7 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
     return {
         "epoch": epoch, "step": s.step, "loss": mean_loss, "lr": lr, "momentum": momentum,
         "selector_precision": same / chosen if chosen else None, "selector_chance": s.chance,
-        "selector_coverage": anchors / seen if seen else None, "images_per_s": seen / dt, "epoch_time_s": dt,
+        "selector_coverage": anchors / seen if seen else None, "images": seen, "images_per_s": seen / dt, "epoch_time_s": dt,
         "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [], "_step_lr": step_lr,
     }
 
@@ -413,20 +427,29 @@ def evaluate(s: Session) -> dict:
     cfg, tcfg, comp = s.recipe.cfg, s.tcfg, s.comp
     ctx = EvalContext.of_objective(
         s.step_fn.objective, comp.data, comp.augment, comp.view_size, s.normalize, s.device,
-        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir, augment_cfg=cfg["augment"],
+        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir, augment_cfg=cfg["augment"], log=s.log,
+        precision=tcfg.precision,
     )
-    results: dict = {}
-    for ev in comp.evaluations:
-        key = ev.key if ev.key not in results else f"{ev.key}_{len(results)}"  # e.g. finetune@0.1
-        results[key] = ev.run(ctx)
-        if "skipped" in results[key]:
-            s.log(f"eval {key}: skipped — {results[key]['skipped']}")
-            continue
-        shown = {k: v for k, v in results[key].items() if isinstance(v, float) and not k.endswith("_std") and k != "label_fraction"}
-        chosen = "".join(f"  ({k} = {v:g}, chosen on val)" for k, v in ev.chosen.items())
-        s.log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()) + chosen)
+    from ssl_bench.evaluate import run_evaluations
+
+    results = run_evaluations(comp.evaluations, ctx, s.log)
     s.eval_time_s = time.perf_counter() - t_eval
     return results
+
+
+def logged_images_per_s(run_dir: Path) -> Optional[float]:
+    """The training images per second of the whole run, from the epochs metrics.jsonl logs (resumed
+    runs included): Σ images / Σ epoch time — for one epoch, the figure that epoch logged (images
+    actually trained on, which a split smaller than the batch makes fewer than steps × batch)."""
+    import json
+
+    path = Path(run_dir) / runs.METRICS_FILE
+    if not path.is_file():
+        return None
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    images = sum(r.get("images") or r["images_per_s"] * r["epoch_time_s"] for r in recs)
+    seconds = sum(r["epoch_time_s"] for r in recs)
+    return images / seconds if seconds else None
 
 
 def report(s: Session, eval_results: dict) -> None:
@@ -440,10 +463,11 @@ def report(s: Session, eval_results: dict) -> None:
         "backbone": cfg["backbone"]["name"], "epochs": tcfg.epochs,
         "eval_split": {k: ev.test_split for k, ev in zip(eval_results, comp.evaluations)},
         "eval_chosen": {k: ev.chosen for k, ev in zip(eval_results, comp.evaluations) if ev.chosen},
+        "eval_blocks": dict(zip(eval_results, comp.eval_cfgs)),  # the resolved block behind each result
         "eval": eval_results,
         "train": {
             "steps": s.step, "final_loss": s.record["loss"] if tcfg.epochs else None, "wall_time_s": train_time,
-            "images_per_s": s.step * tcfg.batch_size / train_time if train_time else None,
+            "images_per_s": logged_images_per_s(s.run_dir),
             "selector_precision": s.record["selector_precision"], "selector_chance": s.chance,
         },
         "eval_time_s": s.eval_time_s,
@@ -451,7 +475,8 @@ def report(s: Session, eval_results: dict) -> None:
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
         "resumed_from_epoch": s.start.epoch if s.start is not None else None,
         "device": str(dev), "world_size": s.world, "torch": torch.__version__, "headline_metric": headline,
-        "provenance": runs.provenance(dev, s.recipe.path),
+        "precision": resolve_precision(tcfg.precision, dev),  # train.precision as resolved on this machine (auto → …)
+        "provenance": {**runs.provenance(dev, s.recipe.path), "precision": resolve_precision(tcfg.precision, dev)},
         # images data.skip_corrupt dropped (named, so that a table's runs can be seen to differ)
         "data_skipped": list(comp.data.skipped),
     }

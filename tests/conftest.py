@@ -47,6 +47,13 @@ def retina():
 
 
 @pytest.fixture(scope="session")
+def pneumonia():
+    from ssl_bench.data import DATASETS
+
+    return DATASETS.build({"name": "medmnist", "flag": "pneumoniamnist", "download": False})
+
+
+@pytest.fixture(scope="session")
 def ham():
     """HAM10000 at 28 px, lesion-disjoint splits, read from the real JPEG zip by the isic adapter."""
     from ssl_bench.data import DATASETS

@@ -86,7 +86,7 @@ def test_globs_results_files_symlinks_and_failed_runs(tmp_path):
 def test_on_the_fly_and_pretrained_runs_of_one_method_are_never_averaged(tmp_path):
     run(tmp_path / "a", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
     run(tmp_path / "a", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "online"})
-    assert compare([str(tmp_path / "a")], fmt="csv")[1].splitlines()[1].endswith(",2,pretraining,0")  # one model: averaged
+    assert ",2,pretraining,0," in compare([str(tmp_path / "a")], fmt="csv")[1].splitlines()[1]  # one model: averaged
     run(tmp_path / "b", "BYOL-TracIn", 0, two_metrics(0.8, 0.3), selector={"model": "online"})
     run(tmp_path / "b", "BYOL-TracIn", 1, two_metrics(0.7, 0.3), selector={"model": "pretrained"})
     with pytest.raises(SSLBenchError, match="on-the-fly|pretrained"):
@@ -141,7 +141,7 @@ def test_one_pretraining_run_shows_the_std_over_its_finetuning_seeds(tmp_path):
     assert FINETUNE_MARK not in tab.loc["MICLe", col] and tab.loc["MICLe", col].endswith("n=3")
     assert text.rstrip().endswith("over pre-training seeds (n).") and "2/3 fine-tuning seeds" in text
     assert FINETUNE_MARK not in compare([str(tmp_path / "MICLe")], fmt="markdown")[1]  # no such cell: no note
-    csv = {r.split(",")[0]: r.split(",")[-2:] for r in compare([str(tmp_path)], fmt="csv")[1].splitlines()[1:]}
+    csv = {r.split(",")[0]: r.split(",")[-4:-2] for r in compare([str(tmp_path)], fmt="csv")[1].splitlines()[1:]}
     assert csv == {"BYOL": ["finetune", "3"], "FS": ["finetune", "2"], "Random": ["pretraining", "0"], "MICLe": ["pretraining", "0"]}
 
 
@@ -173,3 +173,31 @@ def test_the_python_api_returns_the_statistics_and_the_long_frame(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert table([empty]).empty and list(table([empty]).columns) == ["method", "column", "mean", "std", "count"]
+
+
+# -- counting seeds ---------------------------------------------------------------------------------
+def test_repeated_runs_of_one_seed_count_once(tmp_path):
+    """Three runs of seed 0 (the same command repeated: runs are never overwritten) and one of seed 1
+    are two seeds: mean over (0.76, 0.78), n = 2 — not 0.765(.014) n=4 — and the table says so."""
+    for i in range(3):
+        d = run(tmp_path / f"rep{i}", "BYOL", 0, {"linear": {"auc": 0.76}})
+    run(tmp_path, "BYOL", 1, {"linear": {"auc": 0.78}})
+    stats = table([tmp_path])
+    assert stats["count"].iloc[0] == 2 and stats["mean"].iloc[0] == pytest.approx(0.77)
+    assert stats["std"].iloc[0] == pytest.approx(statistics.stdev([0.76, 0.78]))
+    tab, text, _ = compare([str(tmp_path)], fmt="markdown")
+    assert tab.loc["BYOL", "HAM10000 · linear"] == "0.770(.014) n=2"
+    assert "repeated runs of one seed counted once" in text and "BYOL · HAM10000 · linear (2)" in text
+    assert d.is_dir()
+
+
+def test_the_python_api_refuses_mixed_runs_as_the_cli_does(tmp_path):
+    """`ssl_bench.compare(paths)` averaged 10-epoch and 2-epoch runs into one cell; now it refuses them
+    as `ssl-bench compare` does (allow_mixed=True averages anyway)."""
+    run(tmp_path, "BYOL", 0, {"linear": {"auc": 0.8}}, train={"epochs": 10})
+    run(tmp_path, "BYOL", 1, {"linear": {"auc": 0.7}}, train={"epochs": 2})
+    with pytest.raises(SSLBenchError, match="differ in train.epochs"):
+        ssl_bench.compare([tmp_path])
+    with pytest.raises(SSLBenchError, match="differ in train.epochs"):
+        table([tmp_path])
+    assert ssl_bench.compare([tmp_path], allow_mixed=True)["count"].iloc[0] == 2

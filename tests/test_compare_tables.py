@@ -57,7 +57,7 @@ def test_csv_has_the_unrounded_statistics(runs_root):
     _, text, _ = compare([str(runs_root)], metric="auc", fmt="csv")
     rows = [r.split(",") for r in text.strip().splitlines()]
     head, body = rows[0], rows[1:]
-    assert head == ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune"]
+    assert head == ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune", "repeated_runs", "at_baseline"]
     got = {(r[0], r[1]): (float(r[2]), float(r[3]), int(r[4])) for r in body}
     for method, vals in VALUES.items():
         mean, std, n = got[(method, "HAM10000 · finetune@0.1")]

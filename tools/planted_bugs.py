@@ -25,21 +25,21 @@ BUGS = {
         "ssl_bench/step.py", "loss = self.objective.loss(out, chosen.extra, self.selector.weight)",
         "loss = self.objective.loss(out, None, self.selector.weight)", ["tests/test_training_path.py"]),
     "linear-C-on-train": (
-        "ssl_bench/evaluate/linear.py", "m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task)",
-        "m = classification_metrics(y_tr, self._proba(ctx, fits[-1], x_tr), ctx.data.task)", ["tests/evaluate/test_model_selection.py"]),
+        "ssl_bench/evaluate/linear.py", "m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task, ctx.data.positive_class)",
+        "m = classification_metrics(y_tr, self._proba(ctx, fits[-1], x_tr), ctx.data.task, ctx.data.positive_class)", ["tests/evaluate/test_model_selection.py"]),
     "finetune-epoch-on-test": (
-        "ssl_bench/evaluate/finetune.py", "score = self._evaluate(ctx, model, self.select_split)[self.select_metric]",
-        "score = self._evaluate(ctx, model, self.test_split)[self.select_metric]", ["tests/evaluate/test_model_selection.py"]),
+        "ssl_bench/evaluate/finetune.py", "val = self._evaluate(ctx, model, self.select_split, precision)",
+        "val = self._evaluate(ctx, model, self.test_split, precision)", ["tests/evaluate/test_model_selection.py"]),
     "fs-least-similar": (
         "ssl_bench/selectors/similarity.py", "scores = F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T",
         "scores = -(F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T)", ["tests/selectors/test_semantics.py"]),
     "compare-std-ddof0": (
-        "ssl_bench/compare.py", 'stats = g.agg(["mean", "std", "count"]).reset_index()',
-        'stats = g.agg(mean="mean", std=lambda v: v.std(ddof=0), count="count").reset_index()',
+        "ssl_bench/compare.py", 'stats = g["value"].agg(["mean", "std", "count"]).reset_index()',
+        'stats = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=0), count="count").reset_index()',
         ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "compare-median-as-mean": (
-        "ssl_bench/compare.py", 'stats = g.agg(["mean", "std", "count"]).reset_index()',
-        'stats = g.agg(mean="median", std="std", count="count").reset_index()',
+        "ssl_bench/compare.py", 'stats = g["value"].agg(["mean", "std", "count"]).reset_index()',
+        'stats = g["value"].agg(mean="median", std="std", count="count").reset_index()',
         ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "self-mask-dropped": (
         "ssl_bench/selectors/base.py", "mask = rows == torch.arange(n, device=scores.device)[None, :]",

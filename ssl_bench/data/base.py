@@ -83,6 +83,18 @@ class DataSplits:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def positive_class(self) -> int:
+        """The index of a binary task's positive class, from its class names (BreastMNIST's "malignant"
+        is label 0, Shenzhen's "tuberculosis" label 1): the class ``precision_pos`` is the precision
+        of.  A name that reads as a finding (malignant, pneumonia, tuberculosis, abnormal, disease,
+        positive, melanoma, yes, …) is positive; when neither or both do, label 1."""
+        findings = ("malignan", "pneumonia", "tubercul", "abnormal", "disease", "positive", "melanoma", "cancer",
+                    "tumor", "tumour", "lesion", "yes", "true")
+        hits = [i for i, n in enumerate(self.class_names[:2]) if any(w in str(n).lower() for w in findings)
+                and not str(n).lower().startswith(("non", "no ", "not ", "normal", "benign"))]
+        return hits[0] if len(self.class_names) == 2 and len(hits) == 1 else 1
+
     def split(self, name: str) -> ImageSet:
         s = {"train": self.train, "val": self.val, "test": self.test}.get(name)
         if s is None:

@@ -73,6 +73,8 @@ class EvalContext:
     # train build their own views from them (fine-tuning: the set without blur and solarize)
     augment_cfg: Optional[dict] = None
     prep: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    # where protocols that train say how far they are (a line per fine-tuning epoch); None = silent
+    log: Optional[Callable[[str], None]] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,26 +90,22 @@ class EvalContext:
         backbone_cfg: Optional[dict] = None,
         out_dir: Optional[Path] = None,
         augment_cfg: Optional[dict] = None,
+        log: Optional[Callable[[str], None]] = None,
+        precision: str = "32-true",
     ) -> "EvalContext":
         """The context ``ssl-bench run`` evaluates a trained ``objective`` in: frozen features of its
         backbone on the centred evaluation view, fine-tuning copies of the backbone (``random=True``:
         the same architecture untrained, ``backbone_cfg`` rebuilt with the data's channels) trained
         on the pre-training view 1 (or their own views of ``augment_cfg``, the recipe's augmentation
-        block), the head's output for map protocols."""
+        block), the head's output for map protocols.  ``precision``: the frozen features' (as
+        ``train.precision``; fine-tuning has its own ``precision`` option)."""
         import copy
 
-        from ssl_bench.augment import center_view
         from ssl_bench.backbones import build_backbone
         from ssl_bench.distributed import revert_sync_batchnorm
         from ssl_bench.objectives import Embedder
 
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-
-        def prep(x: torch.Tensor) -> torch.Tensor:
-            return normalize(x).contiguous(memory_format=fmt)
-
-        def eval_view(x: torch.Tensor) -> torch.Tensor:
-            return prep(center_view(x, view_size))
+        prep, eval_view = standard_views(normalize, view_size, channels_last)
 
         def encoder(random: bool = False) -> torch.nn.Module:
             if random:  # the paper's "Random" row: same architecture, untrained
@@ -118,7 +116,8 @@ class EvalContext:
 
         return cls(
             data=data,
-            embed=lambda imgs: extract_features(objective.backbone, imgs, eval_view, device, channels_last=channels_last),
+            embed=lambda imgs: extract_features(objective.backbone, imgs, eval_view, device, channels_last=channels_last,
+                                                precision=precision),
             encoder=encoder,
             train_view=lambda x, g: prep(augment.view1(x, g)),
             eval_view=eval_view,
@@ -130,7 +129,33 @@ class EvalContext:
             out_dir=out_dir,
             augment_cfg=augment_cfg,
             prep=prep,
+            log=log,
         )
+
+    @classmethod
+    def from_scratch(
+        cls, data: DataSplits, backbone_cfg: dict, device: torch.device, view_size: Optional[int] = None,
+        channels_last: bool = False, log: Optional[Callable[[str], None]] = None,
+    ) -> "EvalContext":
+        """A context without a trained network: protocols that train (``finetune``, ``from_scratch``)
+        start from ``backbone_cfg`` untrained; images are standardised with the training split's
+        statistics.  What ``benchmarks/medmnist_reference.py`` validates the fine-tuning presets in."""
+        from ssl_bench.backbones import build_backbone
+        from ssl_bench.data.normalize import Normalize
+
+        size = view_size or data.image_size
+        prep, eval_view = standard_views(Normalize.fit(data.train.images).to(device), size, channels_last)
+
+        def encoder(random: bool = True) -> torch.nn.Module:
+            return build_backbone({**backbone_cfg, "weights": None}, in_chans=data.channels)
+
+        def embed(imgs: torch.Tensor) -> np.ndarray:
+            from ssl_bench.errors import SSLBenchError
+
+            raise SSLBenchError("a from-scratch context has no trained features: run a protocol that trains (finetune)")
+
+        return cls(data=data, embed=embed, encoder=encoder, eval_view=eval_view, device=device, channels_last=channels_last,
+                   view_size=size, prep=prep, log=log)
 
     def view_of(self, block: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
         """The training view (view 1, normalised, at the evaluation size) of augmentation ``block``."""
@@ -158,6 +183,22 @@ class EvalContext:
         return self._cache[("project", split)]
 
 
+def standard_views(normalize: Callable[[torch.Tensor], torch.Tensor], size: int, channels_last: bool = False):
+    """``(prep, eval_view)``: ``prep`` standardises a float view (and sets the memory format);
+    ``eval_view`` is the centred evaluation view of uint8 images at ``size``, prepped."""
+    from ssl_bench.augment import center_view
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x).contiguous(memory_format=fmt)
+
+    def eval_view(x: torch.Tensor) -> torch.Tensor:
+        return prep(center_view(x, size))
+
+    return prep, eval_view
+
+
 @torch.no_grad()
 def extract_features(
     encoder: torch.nn.Module,
@@ -166,8 +207,14 @@ def extract_features(
     device: torch.device,
     batch_size: int = 512,
     channels_last: bool = False,
+    precision: str = "32-true",
 ) -> np.ndarray:
-    """Run ``encoder`` (in eval mode) over uint8 ``images`` in batches; ``view`` makes its input."""
+    """Run ``encoder`` (in eval mode) over uint8 ``images`` in batches; ``view`` makes its input.
+    ``precision``: as ``train.precision`` (auto: bf16 autocast where the device has native bf16); the
+    features are returned in fp32."""
+    from ssl_bench.device import autocast, resolve_precision
+
+    precision = resolve_precision(precision, torch.device(device))
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -175,6 +222,43 @@ def extract_features(
         x = view(images[start : start + batch_size].to(device, non_blocking=True))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out.append(encoder(x).float().cpu())
+        with autocast(precision, torch.device(device)):
+            f = encoder(x)
+        out.append(f.float().cpu())
     encoder.train(was_training)
     return torch.cat(out).numpy()
+
+
+def run_evaluations(evaluations: list[Evaluation], ctx: EvalContext, log: Callable[[str], None]) -> dict:
+    """Run each protocol in ``ctx``; ``{key: metrics}`` (a repeated key gets a suffix), one line each
+    with its test metrics, what model selection chose, and a warning when the classifier did no better
+    than predicting the majority class (what ``ssl-bench run`` and ``ssl-bench evaluate`` print)."""
+    results: dict = {}
+    for ev in evaluations:
+        key = ev.key if ev.key not in results else f"{ev.key}_{len(results)}"  # e.g. finetune@0.1
+        results[key] = m = ev.run(ctx)
+        if "skipped" in m:
+            log(f"eval {key}: skipped — {m['skipped']}")
+            continue
+        skip = ("label_fraction", "majority_accuracy", "chance_balanced_accuracy", "positive_class", "predicted_classes", "chosen_epoch")
+        shown = {k: v for k, v in m.items() if isinstance(v, float) and not k.endswith("_std") and k not in skip}
+        chosen = "".join(f"  ({k} = {v:g}, chosen on val)" for k, v in ev.chosen.items())
+        log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()) + chosen)
+        warning = at_baseline(m)
+        if warning:
+            log(f"warning: eval {key}: {warning}")
+    return results
+
+
+def at_baseline(m: dict, tolerance: float = 1e-3) -> Optional[str]:
+    """Why a classification result is no better than a constant prediction, or None: it predicted
+    one class, or its accuracy is at most the majority class's and its BMA at most chance."""
+    if not isinstance(m, dict):
+        return None
+    acc, bma = m.get("accuracy"), m.get("balanced_accuracy")
+    majority, chance = m.get("majority_accuracy"), m.get("chance_balanced_accuracy")
+    if m.get("predicted_classes") == 1:
+        return "every test image was predicted as one class (the classifier learned nothing the majority class does not give)"
+    if None not in (acc, bma, majority, chance) and acc <= majority + tolerance and bma <= chance + tolerance:
+        return f"no better than the majority class (accuracy {acc:.3f} ≤ {majority:.3f}, BMA {bma:.3f} ≤ chance {chance:.3f})"
+    return None

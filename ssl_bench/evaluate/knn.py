@@ -45,4 +45,4 @@ class KNN(Evaluation):
         else:
             knn.fit(x_tr, y_tr)
             proba = full_proba(knn.predict_proba(x_te), knn.classes_, ctx.data.num_classes)
-        return classification_metrics(y_te, proba, ctx.data.task)
+        return classification_metrics(y_te, proba, ctx.data.task, ctx.data.positive_class)

@@ -65,11 +65,11 @@ class LinearProbe(Evaluation):
                 fits, scores = [], []
                 for c in C_GRID:
                     fits.append(self._fit(ctx, c, x_tr, y_tr))
-                    m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task)
+                    m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task, ctx.data.positive_class)
                     scores.append(np.nan_to_num(m["auc"], nan=-1.0) + 1e-3 * m["balanced_accuracy"])
                 best = int(np.argmax(scores))
                 C, model = C_GRID[best], fits[best]  # the chosen fit is the final one: no refit
         self.chosen_C = C
         model = model if model is not None else self._fit(ctx, C, x_tr, y_tr)
         x_te, y_te = ctx.features(self.test_split)
-        return classification_metrics(y_te, self._proba(ctx, model, x_te), ctx.data.task)
+        return classification_metrics(y_te, self._proba(ctx, model, x_te), ctx.data.task, ctx.data.positive_class)

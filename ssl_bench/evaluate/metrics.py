@@ -1,4 +1,6 @@
-"""Classification metrics from scikit-learn: accuracy, balanced accuracy (BMA), AUC."""
+"""Classification metrics from scikit-learn: accuracy, balanced accuracy (BMA), AUC — and the
+baselines that say whether a classifier learned anything (majority-class accuracy, chance BMA, the
+histogram of its predictions)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,10 @@ import warnings
 
 import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, roc_auc_score
+
+# the keys of classification_metrics that describe the split and the predictions, not the classifier's
+# quality: compare shows them beside a metric (a cell no better than the majority class is marked)
+BASELINE_KEYS = ("majority_accuracy", "chance_balanced_accuracy", "predicted_classes")
 
 
 def full_proba(proba: np.ndarray, classes_seen: np.ndarray, num_classes: int) -> np.ndarray:
@@ -15,11 +21,18 @@ def full_proba(proba: np.ndarray, classes_seen: np.ndarray, num_classes: int) ->
     return out
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, positive: int = 1) -> dict:
     """Accuracy, balanced accuracy, AUC, precision and F1 for binary / multi-class / ordinal / multi-label.
 
     ``precision`` and ``f1`` are macro averages; binary tasks also report ``precision_pos``, the
-    precision of the positive class (label 1; the ISIC 2016 figure of BYOL-TracIn).
+    precision of the positive class ``positive`` (the dataset's, :attr:`DataSplits.positive_class`:
+    BreastMNIST's "malignant" is label 0; the ISIC 2016 figure of BYOL-TracIn) and ``positive_class``.
+
+    What a classifier must beat is recorded beside the metrics: ``majority_accuracy`` (the accuracy
+    of always predicting the split's most frequent class), ``chance_balanced_accuracy`` (the BMA of
+    any constant prediction: 1 / the number of classes present; 0.5 per label for multi-label),
+    ``pred_histogram`` (how many images were predicted as each class) and ``predicted_classes``
+    (how many classes were predicted at all: 1 = the classifier collapsed onto one class).
 
     ``proba`` is ``[N, C]`` class probabilities (per-label probabilities for multi-label).
     AUC is one-vs-rest for multi-class, computed over the classes present in ``y_true``; for
@@ -40,10 +53,18 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> 
             "auc": auc,
             "precision": float(precision_score(y, pred, average="macro", zero_division=0)),
             "f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+            # per label: the accuracy of always predicting its more frequent outcome, averaged
+            "majority_accuracy": float(np.mean(np.maximum(y.mean(0), 1 - y.mean(0)))) if len(y) else float("nan"),
+            "chance_balanced_accuracy": 0.5,
+            "pred_histogram": [int(v) for v in pred.sum(0)],  # images predicted positive, per label
+            "predicted_classes": int((pred.sum(0) > 0).sum()),
         }
     y = y_true.reshape(-1).astype(int)
     pred = proba.argmax(1)
     labels = np.arange(proba.shape[1])
+    present = np.unique(y)
+    counts = np.bincount(y, minlength=proba.shape[1])
+    histogram = np.bincount(pred, minlength=proba.shape[1])
     out = {
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
@@ -51,8 +72,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> 
         "f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
     }
     if proba.shape[1] == 2:
-        out["precision_pos"] = float(precision_score(y, pred, pos_label=1, zero_division=0))
-    present = np.unique(y)
+        out["precision_pos"] = float(precision_score(y, pred, pos_label=positive, zero_division=0))
+        out["positive_class"] = int(positive)
     if len(present) < 2:
         out["auc"] = float("nan")
     elif proba.shape[1] == 2:
@@ -61,4 +82,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str) -> 
         out["auc"] = float(roc_auc_score(y, proba, multi_class="ovr"))
     else:  # some classes absent from this split: one-vs-rest over the present ones
         out["auc"] = float(np.mean([roc_auc_score(y == c, proba[:, c]) for c in present]))
+    out["majority_accuracy"] = float(counts.max() / len(y)) if len(y) else float("nan")
+    out["chance_balanced_accuracy"] = 1.0 / len(present) if len(present) else float("nan")
+    out["pred_histogram"] = [int(v) for v in histogram]
+    out["predicted_classes"] = int((histogram > 0).sum())
     return out

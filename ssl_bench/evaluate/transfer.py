@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, extract_features
+from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, extract_features, standard_views
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
@@ -138,7 +138,6 @@ class Transfer(Evaluation):
             return {"skipped": self.skipped}
         if ctx.encoder is None or ctx.augment is None or ctx.view_size is None:
             raise SSLBenchError("evaluation transfer needs the trained encoder (run it through ssl-bench run)")
-        from ssl_bench.augment import center_view
         from ssl_bench.data.normalize import Normalize
 
         encoder = ctx.encoder()
@@ -146,14 +145,7 @@ class Transfer(Evaluation):
         size, dev = ctx.view_size, ctx.device
         # B at the pre-training view size once, so both the training and the evaluation views fit
         target = adapt_dataset(self.target, channels, size)
-        norm = Normalize.fit(target.train.images).to(dev)
-        memory_format = torch.channels_last if ctx.channels_last else torch.contiguous_format
-
-        def prep(x):
-            return norm(x).contiguous(memory_format=memory_format)
-
-        def eval_view(x):
-            return prep(center_view(x, size))
+        prep, eval_view = standard_views(Normalize.fit(target.train.images).to(dev), size, ctx.channels_last)
 
         encoder.to(dev)
         tctx = EvalContext(
@@ -166,7 +158,8 @@ class Transfer(Evaluation):
             channels_last=ctx.channels_last,
             augment=ctx.augment,
             view_size=size,
-            augment_cfg=ctx.augment_cfg,  # fine-tuning on B builds its views as on A (B's own normalisation)
+            # fine-tuning on B trains on its protocol's own views (never A's pre-training augmentations)
+            log=ctx.log,
             prep=prep,
         )
         out = dict(self.inner.run(tctx))

@@ -16,6 +16,7 @@ def _pixels(images: torch.Tensor) -> np.ndarray:
 
 TRAINING_PROTOCOL_OPTIONS = {
     "finetune": {"label_fraction": 0.2, "epochs": 1, "batch_size": 64},
+    "finetune_medmnist": {"label_fraction": 0.2, "epochs": 1, "batch_size": 64},
     "transfer": {"data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn"}},
 }
 FAST_OPTIONS = {"tsne": {"max_iter": 250}}  # early-exaggeration phase only: a smoke test, no AUC claim

@@ -31,10 +31,13 @@ def _ctx(data):
 def test_finetune_is_seeded_and_deterministic(breast):
     ft = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 2, "batch_size": 32})
     ctx = _ctx(breast)
-    a, b, c = ft._one(ctx, 0), ft._one(ctx, 0), ft._one(ctx, 1)
+    a, b, c = ft.run_seed(ctx, 0), ft.run_seed(ctx, 0), ft.run_seed(ctx, 1)
     assert a == b  # same seed on CPU: bit-identical metrics
     assert a != c  # another label subset and head
-    assert set(a) == {"accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos"}
+    assert set(a) == {"accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos", "positive_class", "majority_accuracy",
+                      "chance_balanced_accuracy", "pred_histogram", "predicted_classes", "chosen_epoch", "val_history"}
+    assert a["positive_class"] == 0  # BreastMNIST: label 0 is "malignant"
+    assert sum(a["pred_histogram"]) == len(breast.test) and len(a["val_history"]) == 2
     res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(ctx)
     assert len(res["per_seed"]) == 2 and res["per_seed"][0] != res["per_seed"][1]
     assert res["auc"] == pytest.approx(np.mean([m["auc"] for m in res["per_seed"]]))
@@ -60,11 +63,11 @@ def test_multilabel_toy_from_real_images_reports_per_label_auc(retina):
     from ssl_bench.evaluate.finetune import FineTune
 
     class Kept(FineTune):  # keeps the model whose test metrics are reported
-        def _evaluate(self, ctx, model, split):
+        def _evaluate(self, ctx, model, split, *args, **kw):
             self.model = model
-            return super()._evaluate(ctx, model, split)
+            return super()._evaluate(ctx, model, split, *args, **kw)
 
-    ft = Kept(label_fraction=0.2, epochs=1, batch_size=64)
+    ft = Kept(label_fraction=0.2, epochs=1, batch_size=64, precision="32-true")
     m = ft.run(ctx)
     # independently: sigmoid of the kept model's logits on the test images, AUC per label, averaged
     from sklearn.metrics import roc_auc_score
@@ -86,10 +89,10 @@ def test_stratified_subset_of_multilabel_rows_and_of_rare_classes(retina, breast
     assert torch.bincount(breast.train.labels[stratified_subset(breast.train.labels, 0.01, seed=0)]).tolist() == [1, 4]
 
 
-def test_finetune_trains_on_its_augment_block_and_reports_std_only_over_several_seeds(breast):
-    """With an augmentation block (its own, or the pre-training set's) fine-tuning trains on that
-    block's view, never the context's pre-training view; without one (a context that names no set)
-    on the context's view.  ``*_std`` is there only when there are several seeds."""
+def test_finetune_trains_on_its_augment_block_never_the_pretraining_view(breast):
+    """Fine-tuning trains on its own views — ``augment``, else horizontal flips (``finetune``) or none
+    (``finetune_medmnist``) — never the context's pre-training view (BYOL's crops and colour jitter at
+    28 px kept a from-scratch ResNet-18 at chance).  ``*_std`` is there only when there are several seeds."""
     import dataclasses
     import statistics
 
@@ -99,14 +102,57 @@ def test_finetune_trains_on_its_augment_block_and_reports_std_only_over_several_
     ctx = dataclasses.replace(_ctx(breast), train_view=refuse)
     res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "augment": {"name": "none"}}).run(ctx)
     assert res["augment"] == {"name": "none"} and not any(k.endswith("_std") for k in res)
-    used = []
-    bare = dataclasses.replace(_ctx(breast), augment_cfg=None)
-    bare.train_view = lambda x, g, view=bare.train_view: used.append(len(x)) or view(x, g)
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(bare)
-    assert used == [32, 32] and "augment" not in res
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(ctx)
+    assert res["augment"] == {"name": "flip"}
     assert res["auc_std"] == pytest.approx(statistics.stdev([m["auc"] for m in res["per_seed"]]))
+    assert res["pred_histogram"] == [sum(v) for v in zip(*(m["pred_histogram"] for m in res["per_seed"]))]
+    assert EVALUATIONS.build({"name": "finetune_medmnist"}).views() == {"name": "none"}
     with pytest.raises(SSLBenchError, match="evaluate.finetune.augment must name an augmentation set"):
         EVALUATIONS.build({"name": "finetune", "augment": {"rotation": 0}})
     for bad in (0.0, 1.01, -0.5):
         with pytest.raises(SSLBenchError, match=r"evaluate.finetune.label_fraction must be in \(0, 1\]"):
             EVALUATIONS.build({"name": "finetune", "label_fraction": bad})
+    with pytest.raises(SSLBenchError, match=r"evaluate.finetune.milestones are fractions"):
+        EVALUATIONS.build({"name": "finetune", "milestones": [0.5, 1.5]})
+
+
+def test_flip_views_flip_the_whole_image_and_nothing_else(breast):
+    """``flip``: each image is itself or its mirror (no crop, no colour change), about half of each."""
+    from ssl_bench.augment import AUGMENTATIONS
+
+    x = breast.train.images[:256]
+    out = AUGMENTATIONS.build({"name": "flip"}).view1(x, torch.Generator().manual_seed(0))
+    ref = x.float() / 255
+    same = (out - ref).abs().flatten(1).amax(1) < 1e-6
+    mirrored = (out - ref.flip(-1)).abs().flatten(1).amax(1) < 1e-6
+    assert bool((same | mirrored).all()) and 0.35 < float(mirrored.float().mean()) < 0.65
+    both = AUGMENTATIONS.build({"name": "flip", "hflip": 0.0, "vflip": 1.0}).view1(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(both, ref.flip(-2), atol=1e-6)
+
+
+def test_balanced_class_weights_are_scikit_learns(breast, retina):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from ssl_bench.evaluate.finetune import class_weights
+
+    for data in (breast, retina):
+        y = data.train.labels
+        ours = class_weights(y, data.num_classes)
+        ref = compute_class_weight("balanced", classes=np.arange(data.num_classes), y=y.numpy())
+        assert np.allclose(ours.numpy(), ref)
+    assert class_weights(torch.tensor([0, 0, 2]), 3).tolist() == pytest.approx([0.75, 0.0, 1.5])  # an absent class: 0
+
+
+def test_the_weighted_loss_is_used_when_balanced(breast, monkeypatch):
+    """``class_weight: balanced`` passes n / (C·n_c) of the fine-tuning labels to the cross-entropy; ``none`` passes none."""
+    import ssl_bench.evaluate.finetune as ftm
+
+    seen = []
+    real = ftm.F.cross_entropy
+    monkeypatch.setattr(ftm.F, "cross_entropy", lambda logits, y, weight=None: seen.append(weight) or real(logits, y, weight=weight))
+    ctx = _ctx(breast)
+    EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32}).run_seed(ctx, 0)
+    assert seen[0].tolist() == pytest.approx([55 / (2 * 15), 55 / (2 * 40)])  # 15 malignant, 40 benign
+    seen.clear()
+    EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "class_weight": "none"}).run_seed(ctx, 0)
+    assert seen == [None]

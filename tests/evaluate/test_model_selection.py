@@ -105,22 +105,28 @@ def _fingerprint(model: torch.nn.Module) -> tuple[float, ...]:
     return tuple(float(p.detach().double().sum()) for p in model.head.parameters())
 
 
+# the SGD protocol these selection tests were written on (its trajectories have val and test disagree)
+SGD = dict(optimizer="sgd", schedule="cosine", weight_decay=1e-4, class_weight="none", precision="32-true",
+           augment={"name": "byol", "size": 28})
+REPORTED = ("accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos")
+
+
 class SpyFineTune(FineTune):
     """FineTune whose evaluations are recorded (split, a fingerprint of the model, the metrics)."""
 
     def __init__(self, **kw):
-        super().__init__(**kw)
+        super().__init__(**{**SGD, **kw})
         self.calls: list[tuple[str, tuple, dict]] = []
 
-    def _evaluate(self, ctx, model, split):
-        m = super()._evaluate(ctx, model, split)
+    def _evaluate(self, ctx, model, split, *args, **kw):
+        m = super()._evaluate(ctx, model, split, *args, **kw)
         self.calls.append((split, _fingerprint(model), copy.deepcopy(m)))
         return m
 
 
 def test_finetune_keeps_the_epoch_best_on_validation_and_reports_its_test_metrics(breast):
     ft = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc")
-    got = ft._one(_ctx(breast), 0)
+    got = ft.run_seed(_ctx(breast), 0)
     during, final = ft.calls[:-1], ft.calls[-1]
     assert [c[0] for c in during] == ["val"] * 4  # one model-selection evaluation per epoch, on val only
     scores = [c[2]["auc"] for c in during]
@@ -128,7 +134,9 @@ def test_finetune_keeps_the_epoch_best_on_validation_and_reports_its_test_metric
     assert len(set(scores)) > 1  # the epochs differ: which one is kept matters
     assert final[0] == "test"
     assert final[1] == during[best][1]  # the model evaluated on test is the one of the best validation epoch
-    assert got == final[2]  # and its test metrics are what is reported
+    assert {k: got[k] for k in REPORTED} == {k: final[2][k] for k in REPORTED}  # and its test metrics are what is reported
+    assert got["chosen_epoch"] == best + 1  # recorded, with every epoch's validation scores
+    assert [h["auc"] for h in got["val_history"]] == scores and [h["epoch"] for h in got["val_history"]] == [1, 2, 3, 4]
 
 
 def test_finetune_selection_differs_from_selecting_on_test(breast):
@@ -136,12 +144,12 @@ def test_finetune_selection_differs_from_selecting_on_test(breast):
     protocol that chose on test would report another model (the test above would then fail)."""
     ft = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc")
     ctx = _ctx(breast)
-    ft._one(ctx, 0)
+    ft.run_seed(ctx, 0)
     fingerprints = [c[1] for c in ft.calls[:-1]]
     val_scores = [c[2]["auc"] for c in ft.calls[:-1]]
     # re-run the same seed and record each epoch's test score instead
     probe = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc", select_split="test")
-    probe._one(ctx, 0)
+    probe.run_seed(ctx, 0)
     assert [c[1] for c in probe.calls[:-1]] == fingerprints  # same training trajectory (seeded)
     test_scores = [c[2]["auc"] for c in probe.calls[:-1]]
     assert int(np.argmax(val_scores)) != int(np.argmax(test_scores))
@@ -185,39 +193,47 @@ def test_finetune_without_a_defined_validation_score_keeps_the_last_epoch(breast
     one_class = replace(breast, val=ImageSet(breast.val.images[benign], breast.val.labels[benign], None))
     ft = SpyFineTune(label_fraction=0.1, epochs=3, batch_size=16, lr=0.05, select_metric="auc")
     with pytest.warns(UserWarning, match="validation auc is undefined at every epoch.*keeping the last epoch"):
-        got = ft._one(_ctx(one_class), 0)
+        got = ft.run_seed(_ctx(one_class), 0)
     during, final = ft.calls[:-1], ft.calls[-1]
     assert all(np.isnan(c[2]["auc"]) for c in during) and len({c[1] for c in during}) == 3
-    assert final[1] == during[-1][1] and got == final[2]
+    assert final[1] == during[-1][1] and {k: got[k] for k in REPORTED} == {k: final[2][k] for k in REPORTED}
+    assert got["chosen_epoch"] == 3
 
 
-def test_finetune_learning_rate_is_a_cosine_over_its_steps(breast, monkeypatch):
-    """lr_s = lr · (1 + cos(π s / T)) / 2 for s = 0 … T − 1, T = ⌊n / batch⌋ · epochs optimizer steps
-    (55 labelled images, batch 32: one step per epoch; the last partial batch is dropped)."""
+def test_finetune_learning_rate_schedules_over_its_steps(breast, monkeypatch):
+    """multistep (the default, MedMNIST's): lr until 50 % of the T = ⌊n / batch⌋ · epochs optimizer
+    steps, × 0.1 until 75 %, × 0.01 after, with Adam and no weight decay; cosine (with SGD): lr_s =
+    lr · (1 + cos(π s / T)) / 2 (55 labelled images, batch 32: one step per epoch; the last partial
+    batch is dropped)."""
     import math
 
     lrs, settings = [], []
 
-    class RecordingSGD(torch.optim.SGD):
-        def __init__(self, params, **kw):
-            super().__init__(params, **kw)
-            settings.append({k: self.defaults[k] for k in ("momentum", "weight_decay", "nesterov")})
+    def recording(base):
+        class Recording(base):
+            def __init__(self, params, **kw):
+                super().__init__(params, **kw)
+                settings.append((base.__name__, {k: self.defaults.get(k) for k in ("momentum", "weight_decay")}))
 
-        def step(self, closure=None):
-            lrs.append(self.param_groups[0]["lr"])
-            return super().step(closure)
+            def step(self, closure=None):
+                lrs.append(self.param_groups[0]["lr"])
+                return super().step(closure)
 
-    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
-    FineTune(label_fraction=0.1, epochs=3, batch_size=32, lr=0.05)._one(_ctx(breast), 0)
+        return Recording
+
+    monkeypatch.setattr(torch.optim, "SGD", recording(torch.optim.SGD))
+    monkeypatch.setattr(torch.optim, "Adam", recording(torch.optim.Adam))
+    FineTune(label_fraction=0.2, epochs=4, batch_size=32, lr=0.05).run_seed(_ctx(breast), 0)  # 109 images: 3 steps an epoch
+    assert lrs == pytest.approx([0.05] * 6 + [0.005] * 3 + [0.0005] * 3)
+    assert settings == [("Adam", {"momentum": None, "weight_decay": 0.0})]
+    lrs.clear()
+    FineTune(label_fraction=0.1, epochs=3, batch_size=32, lr=0.05, optimizer="sgd", schedule="cosine", weight_decay=1e-4).run_seed(_ctx(breast), 0)
     total = (55 // 32) * 3
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / total)) / 2 for s in range(total)])
-    lrs.clear()
-    FineTune(label_fraction=0.2, epochs=2, batch_size=32, lr=0.05)._one(_ctx(breast), 0)  # 109 images: 3 steps an epoch
-    assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / 6)) / 2 for s in range(6)])
-    assert settings == [{"momentum": 0.9, "weight_decay": 1e-4, "nesterov": False}] * 2  # SGD, momentum 0.9
+    assert settings[-1] == ("SGD", {"momentum": 0.9, "weight_decay": 1e-4})
     lrs.clear()
     # batches of two are trained on (BatchNorm needs two): 5 labelled images (1 % of each class), batch 2
-    FineTune(label_fraction=0.01, epochs=1, batch_size=2, lr=0.05)._one(_ctx(breast), 0)
+    FineTune(label_fraction=0.01, epochs=1, batch_size=2, lr=0.05).run_seed(_ctx(breast), 0)
     assert len(lrs) == 2
 
 
@@ -226,11 +242,11 @@ def test_finetune_ties_on_validation_keep_the_earlier_epoch(breast):
     earliest of them, as documented."""
 
     class Tied(SpyFineTune):
-        def _evaluate(self, ctx, model, split):
-            m = super()._evaluate(ctx, model, split)
+        def _evaluate(self, ctx, model, split, *args, **kw):
+            m = super()._evaluate(ctx, model, split, *args, **kw)
             return {**m, "auc": 0.75} if split == "val" else m
 
     ft = Tied(label_fraction=0.1, epochs=3, batch_size=16, lr=0.05, select_metric="auc")
-    ft._one(_ctx(breast), 0)
+    ft.run_seed(_ctx(breast), 0)
     during, final = ft.calls[:-1], ft.calls[-1]
     assert len({c[1] for c in during}) == 3 and final[1] == during[0][1]

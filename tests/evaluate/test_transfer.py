@@ -161,4 +161,4 @@ def test_transfer_checks_dataset_b_and_needs_a_trained_encoder(breast, retina):
     assert ok.run(ctx)["target_dataset"] == "BreastMNIST"
     augment = {"name": "byol", "size": 28, "blur": [1.0, 0.1]}
     resolved = Transfer.resolve({"name": "transfer", "protocol": {"name": "finetune"}}, {"augment": augment})
-    assert resolved["protocol"]["augment"] == {**augment, "blur": 0.0, "solarize": 0.0}
+    assert resolved["protocol"]["augment"] == {"name": "flip"}  # B's own views, never A's pre-training set
