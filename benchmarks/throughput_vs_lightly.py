@@ -15,15 +15,18 @@ run, each in a fresh process, interleaved A B C A B C … so that machine load h
 (b) ``ssl-bench``: ``ssl-bench run recipes/ham10000/byol_ham28.yaml`` itself, as a user starts it,
     one epoch, no evaluation; its own ``images_per_s`` is read from ``metrics.jsonl``, so every
     process-level setting of the CLI is part of what is timed;
-(c) ``ceiling``: the pure model step on pre-made (already augmented, normalised) tensors — forward
+(b') ``ssl-bench-fp32``: the same command with ``--set train.precision=32-true`` (the default
+    ``train.precision: auto`` is bf16-mixed where the CPU or GPU has native bf16: AVX512-BF16 here);
+(c) ``ceiling``: the pure fp32 model step on pre-made (already augmented, normalised) tensors — forward
     of both views through online and target networks, loss, backward, SGD step, EMA update —
-    with nothing else in the loop: what the hardware allows for this model.
+    with nothing else in the loop: what the hardware allows for this model in fp32.
 
 Each variant's epoch is timed as a whole (first step included, as a user's epoch is).  Printed per
-size: the median images/s of each variant, ``vs_lightly=`` (b/a), ``vs_ceiling=`` (b/c) and the
-peak resident memory of each variant's process (lightly's: main process; its loader workers'
-largest peak is printed beside it).  Targets on 2 CPU cores: vs_lightly ≥ 1.3 at 28 px,
-vs_ceiling ≥ 0.95 at every size.
+size: the median images/s of each variant, ``vs_lightly=`` (b/a), ``vs_ceiling=`` (b/c: the default
+against the fp32 ceiling), ``fp32_vs_ceiling=`` (b'/c), ``bf16_speedup=`` (b/b'), the precision the
+default resolved to, and the peak resident memory of each variant's process (lightly's: main process;
+its loader workers' largest peak is printed beside it).  Targets on 2 CPU cores with bf16: vs_lightly
+≥ 2.0 at 28 px, vs_ceiling ≥ 1.4 at 28 px and ≥ 1.7 at 64 px; fp32_vs_ceiling ≥ 0.95.
 
 Usage:  python benchmarks/throughput_vs_lightly.py [--sizes 28,64] [--reps 2] [--batch 256] [--device auto]
 """
@@ -45,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 HAM_ZIP = DATA / "subsets" / "ham10000_200x150_jpeg.zip"
 RECIPE = REPO / "recipes" / "ham10000" / "byol_ham28.yaml"
-VARIANTS = ("lightly", "ssl-bench", "ceiling")
+VARIANTS = ("lightly", "ssl-bench", "ssl-bench-fp32", "ceiling")
 
 
 def _rss_mib(who=resource.RUSAGE_SELF) -> float:
@@ -228,6 +231,7 @@ def run_ssl_bench(size: int, batch: int, device: str, cache_dir: str, extra_sets
             "peak_rss_mb": res["peak_rss_mb"],
             "peak_gpu_memory_mb": res.get("peak_gpu_memory_mb"),
             "loss": rec["loss"],
+            "precision": res.get("precision"),
             "command": "ssl-bench run " + " ".join(cmd[4:]),
         }
 
@@ -290,8 +294,9 @@ def main() -> int:
             got: dict[str, list[dict]] = {v: [] for v in VARIANTS}
             for rep in range(args.reps):
                 for v in VARIANTS:
-                    if v == "ssl-bench":
-                        r = run_ssl_bench(size, args.batch, device, cache_dir, args.sets)
+                    if v.startswith("ssl-bench"):
+                        fp32 = ["train.precision=32-true"] if v == "ssl-bench-fp32" else []
+                        r = run_ssl_bench(size, args.batch, device, cache_dir, [*args.sets, *fp32])
                         if steps != r["steps"]:
                             raise RuntimeError(f"ssl-bench ran {r['steps']} steps, the others {steps}")
                     else:
@@ -304,11 +309,13 @@ def main() -> int:
             med = {v: statistics.median(r["images_per_s"] for r in got[v]) for v in VARIANTS}
             rss = {v: max(r["peak_rss_mb"] for r in got[v]) for v in VARIANTS}
             print(f"  command (b): {got['ssl-bench'][0]['command']}")
-            print(f"  median img/s: lightly {med['lightly']:.1f}  ssl-bench {med['ssl-bench']:.1f}  ceiling {med['ceiling']:.1f}")
+            print(f"  median img/s: lightly {med['lightly']:.1f}  ssl-bench {med['ssl-bench']:.1f} ({got['ssl-bench'][0]['precision']})  "
+                  f"ssl-bench fp32 {med['ssl-bench-fp32']:.1f}  ceiling (fp32) {med['ceiling']:.1f}")
             print(f"  peak RSS MiB: lightly {rss['lightly']:.0f} (+ workers {max(r['workers_peak_rss_mb'] for r in got['lightly']):.0f})"
-                  f"  ssl-bench {rss['ssl-bench']:.0f}  ceiling {rss['ceiling']:.0f}")
-            print(f"size={size} vs_lightly={med['ssl-bench'] / med['lightly']:.3f} vs_ceiling={med['ssl-bench'] / med['ceiling']:.3f}",
-                  flush=True)
+                  f"  ssl-bench {rss['ssl-bench']:.0f}  ssl-bench fp32 {rss['ssl-bench-fp32']:.0f}  ceiling {rss['ceiling']:.0f}")
+            print(f"size={size} vs_lightly={med['ssl-bench'] / med['lightly']:.3f} vs_ceiling={med['ssl-bench'] / med['ceiling']:.3f} "
+                  f"fp32_vs_ceiling={med['ssl-bench-fp32'] / med['ceiling']:.3f} bf16_speedup={med['ssl-bench'] / med['ssl-bench-fp32']:.3f} "
+                  f"precision={got['ssl-bench'][0]['precision']}", flush=True)
     return 0
 
 

@@ -177,6 +177,9 @@ def build_fabric(
     t-SimCNE freezes parts and leaves its 2-D layer unused in stage 1), which DDP must be told."""
     from lightning_fabric import Fabric
 
+    from ssl_bench.device import resolve_precision
+
+    precision = resolve_precision(precision, device)  # auto: bf16-mixed where the device has native bf16
     devices, nodes = resolve_world(devices, nodes)
     if devices * nodes == 1:  # sync_batchnorm is moot: plain BatchNorm already sees the whole batch
         return Fabric(accelerator=device.type, devices=[device.index] if device.index is not None else 1, precision=precision)

@@ -66,8 +66,10 @@ class TrainConfig:
     # `ssl-bench positives RUN/checkpoints/epochNNNN.pt` read; changes nothing the run computes
     save_epochs: list[int] = field(default_factory=list)
     device: str = "auto"
-    # Lightning Fabric precisions; "mixed" keeps weights in fp32 and autocasts the forward
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    # auto: bf16-mixed where the CPU (AVX512-BF16 / AMX) or GPU has native bf16, else 32-true; or one of
+    # Lightning Fabric's precisions ("mixed" keeps weights in fp32 and autocasts the forward).  Positive
+    # selection and the losses are fp32 in every precision
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: bool = True
     drop_last: bool = True
     threads: Optional[int] = None

@@ -64,7 +64,7 @@ class TrainStep:
     aug_gen: torch.Generator
     sel_gen: torch.Generator
     total_steps: int  # of the run: the EMA schedule's horizon
-    autocast: Callable = contextlib.nullcontext  # the precision context of selector forwards and the loss
+    autocast: Callable = contextlib.nullcontext  # the precision context of the selectors' own forwards
     clip: Optional[Callable[[], None]] = None  # gradient clipping between backward and the update
 
     def global_positives(self, shard: Optional[Shard]) -> bool:
@@ -86,15 +86,16 @@ class TrainStep:
         else:
             v1, v2 = self.augment.view1(x, self.aug_gen), self.augment.view2(batch.images2, self.aug_gen)
         v1, v2 = self.prep(v1), self.prep(v2)
-        # 2. online and target outputs of both views
-        out = self.model(v1, v2)
+        # 2. online and target outputs of both views (in the run's precision: bf16 forwards under
+        # bf16-mixed), taken on in fp32: positive selection and the losses are exact
+        out = self.model(v1, v2).float()
         ctx = SelectionContext(
             out=out, labels=batch.labels, indices=batch.indices, objective=self.objective, generator=self.sel_gen,
             lr=lr, step=step, groups=batch.groups, views=(v1, v2), planned_extra=planned, planned_view2=batch.indices2,
             light_views=lambda: tuple(self.prep(v) for v in self.selection_augment(x, self.aug_gen)),
-            shard=shard, pool_labels=batch.pool_labels if shard is not None else None,
+            shard=shard, pool_labels=batch.pool_labels if shard is not None else None, autocast=self.autocast,
         )
-        with self.autocast():
+        with torch.autocast(x.device.type, enabled=False):  # a selector's own forwards re-enter ctx.autocast
             # 3. extra positives
             chosen = self.selector.choose(ctx)
             out = chosen.out if shard is None else replace(chosen.out, shard=shard)

@@ -64,7 +64,7 @@ CASES = [
     ("selector-needs-groups", "base.yaml", ["--set", "selector.name=micle"], "selector micle needs group ids"),
     ("selector-needs-predictor", "base.yaml", ["--set", "objective.name=simclr", "--set", "selector.name=nn"],
      "selector 'nn' needs the objective's prediction p (a predictor head)"),
-    ("bad-choice", "base.yaml", ["--set", "train.precision=fp17"], "recipe key train.precision must be Literal['32-true', 'bf16-mixed', '16-mixed']"),
+    ("bad-choice", "base.yaml", ["--set", "train.precision=fp17"], "recipe key train.precision must be Literal['auto', '32-true', 'bf16-mixed', '16-mixed']"),
     ("bad-device", "base.yaml", ["--set", "train.device=tpu"], "recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("unknown-eval-key", "base.yaml", ["--set", "evaluate=[{name: knn, kk: 3}]"], "unknown recipe key evaluate[0].kk for evaluation 'knn'"),
     ("label-fraction-out-of-range", "base.yaml", ["--set", "evaluate=[{name: finetune, label_fraction: 2.0}]"],

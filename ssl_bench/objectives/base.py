@@ -66,6 +66,16 @@ class StepOutput:
     def batch_size(self) -> int:
         return self.views[0].h.shape[0]
 
+    def float(self) -> "StepOutput":
+        """The same outputs in fp32 (a bf16-autocast forward's are bf16): positive selection and the
+        losses are computed in fp32.  Differentiable; a no-op for fp32 outputs."""
+        def f(t):
+            return t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+
+        views = tuple(ViewOutput(f(v.h), f(v.z), f(v.t), f(v.p), f(v.a)) for v in self.views)
+        extra = tuple(f(t) for t in self.extra_targets) if self.extra_targets is not None else None
+        return StepOutput(views, extra, self.shard)
+
 
 class Objective(nn.Module):
     """Base class.  Subclasses set ``self.backbone`` and implement ``online``, ``target``, ``loss``,

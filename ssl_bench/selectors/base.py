@@ -12,6 +12,8 @@ scored against the labels for logging (:func:`selection_counts`).
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional
 
@@ -46,6 +48,9 @@ class SelectionContext:
     # are ``pool_labels``
     shard: Optional[Shard] = None
     pool_labels: Optional[torch.Tensor] = None
+    # the run's precision context (bf16 autocast under train.precision bf16-mixed): a selector's own
+    # network forwards run in it; its selection maths (Gram matrices, similarities) run in fp32
+    autocast: Callable = field(default=contextlib.nullcontext, repr=False)
 
     @property
     def offset(self) -> int:

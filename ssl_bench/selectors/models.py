@@ -105,7 +105,7 @@ class ModelSelector(Selector):
         selection maths only (the indices a selector returns are made outside the block)."""
         online = ctx.objective if self.frozen is None else None
         net = net if net is not None else self.network(ctx)
-        with torch.inference_mode():
+        with torch.inference_mode(), ctx.autocast():  # the run's precision (bf16-mixed: bf16 forwards)
             if net is not online:  # a frozen network
                 device = ctx.labels.device  # the training device
                 if getattr(net, "_selector_device", None) != device:  # move once, not every step

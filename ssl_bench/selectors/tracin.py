@@ -75,6 +75,11 @@ def self_influence(gs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor]) -> t
     return out
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 → fp32 (a bf16-autocast forward's outputs); fp32 and fp64 as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 def tracin_matrix_views(
     qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0, normalize: bool = False
 ) -> torch.Tensor:
@@ -85,6 +90,7 @@ def tracin_matrix_views(
     the cross-view terms (2 views → 8 small B×B GEMMs).  One pair reduces to :func:`tracin_matrix`.
     ``normalize``: divided by the gradient norms, whose squares are the matrix's diagonal.
     """
+    qs, zs, as_ = ([_at_least_fp32(t) for t in ts] for ts in (qs, zs, as_))  # bf16 activations: fp32 maths
     gs = [byol_loss_grad(q, z) for q, z in zip(qs, zs)]
     out = None
     for u in range(len(gs)):
