@@ -9,7 +9,7 @@ and no DataLoader worker pool: slicing an index permutation is the whole loader.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -66,6 +66,7 @@ class DataSplits:
     files: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     cache_file: Optional[object] = None
+    source: str = ""  # the file or folder the data was read from (data.root / data.path), for messages
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -112,6 +113,35 @@ class DataSplits:
             _, counts = torch.unique(labels, return_counts=True)
         p = counts.double() / counts.sum()
         return float((p**2).sum())
+
+
+def check_classes(data: DataSplits, evaluations: Sequence = ()) -> None:
+    """Refuse, before anything is trained or written, evaluations that cannot learn from ``data``'s
+    labels: a single-label dataset whose training split holds one class (a linear probe, kNN,
+    fine-tuning or an embedding score needs two).  Pre-training alone (no evaluation) needs no labels.
+
+    Each evaluation is checked on the split it trains on (``train_split``, default ``train``) of
+    the dataset it runs on: its own ``target`` dataset where it has one (``transfer``)."""
+    for i, ev in enumerate(evaluations):
+        target = getattr(ev, "target", data)
+        if target is None or target.task == "multi-label":
+            continue
+        split_name = getattr(ev, "train_split", "train")
+        split = getattr(target, split_name, None)
+        if split is None or split.labels.numel() == 0:
+            continue
+        present = torch.unique(split.labels)
+        if len(present) < 2:
+            from ssl_bench.errors import SSLBenchError
+
+            c = int(present[0])
+            name = target.class_names[c] if 0 <= c < len(target.class_names) else str(c)
+            key = f"evaluate[{i}]" + (".data" if target is not data else "")
+            raise SSLBenchError(
+                f"dataset {target.name}{f' ({target.source})' if target.source else ''}: every image of its "
+                f"{split_name} split has the class '{name}', but evaluation {getattr(ev, 'key', key)} "
+                f"(recipe key {key}) needs at least two classes; fix the labels, or set evaluate: [] to pre-train only"
+            )
 
 
 DATASETS = Registry("dataset", base=DataSplits, finish=lambda d: d.load() if isinstance(d, DatasetSpec) else d)

@@ -12,7 +12,7 @@ What a hospital user brings.  ``data.root`` is the folder (or .zip) the image pa
   = sorted folder names), or ``root/{train,val,test}/<class>/<image>`` for fixed splits.
 
 Without a ``split`` column or split folders, train / val / test are a seeded group-disjoint split
-with ``split_ratios``.  Images are decoded once into the cache (see :mod:`ssl_bench.data.images`).
+with ``split_ratios``, stratified by label (each class's share in every split; multi-label: by group only).  Images are decoded once into the cache (see :mod:`ssl_bench.data.images`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits
 from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes, resolve_root
-from ssl_bench.data.splits import SPLITS, check_ratios, group_split
+from ssl_bench.data.splits import SPLITS, check_ratios, group_split, stratified_group_split
 from ssl_bench.errors import SSLBenchError
 
 HOWTO = "point data.root at the folder (or .zip) of your images; see `ssl-bench list dataset` and the folder adapter's docstring"
@@ -136,8 +136,10 @@ class FolderDataset(ImageFiles):
             labels = torch.tensor([index[v] for v in values], dtype=torch.long)
             kind = task if task != "auto" else ("binary-class" if len(names) == 2 else "multi-class")
         groups = group_codes(groups_raw if groups_raw is not None else [None] * len(members))
-        if split is None:
-            split = group_split(groups.numpy(), check_ratios(split_ratios), split_seed)
+        if split is None:  # carved here: stratified by label as the npz adapter's (a rare class in every split)
+            ratios = check_ratios(split_ratios)
+            split = (group_split(groups.numpy(), ratios, split_seed) if multilabel
+                     else stratified_group_split(labels.numpy(), groups.numpy(), ratios, split_seed))
         return assemble(
             display_name or path.stem, store, members, labels, split, kind, names, groups if groups_raw is not None else None,
             self, channels=channels,

@@ -15,10 +15,16 @@ Shared by every file-based adapter (isic, chestxray14, shenzhen, folder):
   epoch time on a 2-core machine; the cache turns loading into a page-cache read.
 * Missing, unreadable and corrupt images are named in one-line :class:`SSLBenchError` messages;
   ``skip_corrupt: true`` drops corrupt files instead, counts them and reports them (never silently).
+* Hostile input is bounded before it costs anything: a file or zip member over :data:`MAX_FILE_BYTES`
+  is not read, an image over Pillow's decompression-bomb limit is not decoded (DICOM included),
+  ``data.size`` is at most :data:`MAX_SIZE`, and a folder is listed without following symlinks
+  (each real file once; a link out of ``data.root`` refused; see :func:`_list_folder`).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -44,6 +50,9 @@ Window = Literal["percentile", "minmax", "full"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
 CACHE_ENV = "SSL_BENCH_CACHE_DIR"
 CACHE_VERSION = 2  # bump when decoding changes, so old caches are never reused (2: 16-bit windowing, DICOM)
+MAX_FILE_BYTES = 1 << 30  # one image file (or zip member, CSV) larger than this is refused before it is read
+MAX_SIZE = 4096  # the largest data.size: a 4096² RGB image is 48 MiB in the decode cache
+STALE_TEMP_SECONDS = 600  # an unlocked temporary file of the decode cache older than this is an interrupted build's
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
@@ -72,7 +81,7 @@ def resolve_root(root: Optional[str], env: str, what: str, howto: str) -> Path:
 class ImageStore:
     """The files of one dataset, in a folder or in a .zip read in place."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, log: Callable[[str], None] = print):
         self.root = Path(root)
         self.is_zip = self.root.is_file()
         if self.is_zip:
@@ -80,21 +89,14 @@ class ImageStore:
                 self._zip = zipfile.ZipFile(self.root)
             except (zipfile.BadZipFile, OSError) as e:
                 raise SSLBenchError(f"data.root {self.root} could not be opened as a zip: {e}") from e
-            self._infos = {i.filename: i for i in self._zip.infolist() if not i.is_dir()}
-            escaping = [f for f in self._infos if _escapes(f)]
-            if escaping:  # "../../ISIC_0024306.jpg" would shadow the real image of that name
-                raise SSLBenchError(
-                    f"data.root {self.root}: member '{escaping[0]}' points outside the archive's root"
-                    f"{f' ({len(escaping)} such members)' if len(escaping) > 1 else ''}; refusing to read the archive"
-                )
+            self._infos = _zip_members(self.root, self._zip)
             self.files = sorted(self._infos)
         else:
-            files = []
-            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                rel = Path(dirpath).relative_to(self.root).as_posix()
-                files += [f if rel == "." else f"{rel}/{f}" for f in filenames if not f.startswith(".")]
-            self.files = sorted(files)
+            self.files, links = _list_folder(self.root)
+            if links:
+                shown = ", ".join(links[:3]) + (f", … ({len(links)} in all)" if len(links) > 3 else "")
+                log(f"data: {len(links)} symlink(s) under {self.root} point inside it and were not followed "
+                    f"(what they point to is read once, under its own path): {shown}")
         self._by_name: Optional[dict[str, list[str]]] = None
         self._by_stem: Optional[dict[str, list[str]]] = None
 
@@ -167,9 +169,16 @@ class ImageStore:
 
     # -- reading --------------------------------------------------------------------------------
     def read(self, member: str) -> bytes:
+        """The bytes of ``member``; a file larger than :data:`MAX_FILE_BYTES` (a zip member by its
+        declared size, which zipfile enforces while inflating) is an error naming it, before it is read."""
         if self.is_zip:
-            return self._zip.read(self._infos[member])
-        return (self.root / member).read_bytes()
+            info = self._infos[member]
+            _check_file_size(self.where(member), info.file_size)
+            return self._zip.read(info)
+        path = self.root / member
+        with open(path, "rb") as f:
+            _check_file_size(str(path), os.fstat(f.fileno()).st_size)
+            return f.read()
 
     def where(self, member: str) -> str:
         """How to show ``member`` to the user: ``archive.zip:member`` or the full path."""
@@ -200,6 +209,90 @@ class ImageStore:
         return h.hexdigest()
 
 
+def _zip_members(root: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    """The file members of an archive by name; a member outside the archive's root, or a name held by
+    two members (zipfile would silently read the last), is an error naming it."""
+    infos: dict[str, zipfile.ZipInfo] = {}
+    for i in zf.infolist():
+        if i.is_dir():
+            continue
+        if i.filename in infos:
+            raise SSLBenchError(f"data.root {root}: two members are named '{i.filename}' (which one is the image is "
+                                "ambiguous); remove one and rebuild the archive")
+        infos[i.filename] = i
+    escaping = [f for f in infos if _escapes(f)]
+    if escaping:  # "../../ISIC_0024306.jpg" would shadow the real image of that name
+        raise SSLBenchError(
+            f"data.root {root}: member '{escaping[0]}' points outside the archive's root"
+            f"{f' ({len(escaping)} such members)' if len(escaping) > 1 else ''}; refusing to read the archive"
+        )
+    return infos
+
+
+def _list_folder(root: Path) -> tuple[list[str], list[str]]:
+    """Every file under ``root`` as a sorted relative POSIX path, each real file and folder once; and
+    the symlinks that were not followed.
+
+    * A symlink (to a file or a folder) whose real path is inside ``root`` is not followed: what it
+      points to is listed under its own path, so a link loop (``class0/up -> ..``) adds nothing and no
+      image is listed twice (once under each name, possibly in train and in test).  A link to a file
+      that is not listed itself (e.g. a dot file) is kept.
+    * A symlink whose real path is outside ``root`` is **refused** (one line naming it): ``data.root``
+      bounds what a dataset reads, as for manifest paths and zip members — point ``data.root`` at a
+      folder that holds both.
+    * Folders whose names start with "." are read like any other (torchvision's ImageFolder keeps
+      them); files whose names start with "." are not (``.DS_Store``, macOS ``._name.jpg`` forks).
+    * A folder that cannot be read is an error naming it (``os.walk`` would drop it silently), and so
+      is a FIFO, socket or device (reading a FIFO would wait forever).
+    """
+    real_root = os.path.realpath(root)
+    files: list[str] = []
+    file_links: dict[str, str] = {}  # link → its target's path under the root
+    skipped: list[str] = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        folder = os.path.join(root, rel) if rel else str(root)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise SSLBenchError(f"folder {folder} under data.root cannot be read: {e.strerror or e}") from e
+        for e in entries:
+            path = f"{rel}/{e.name}" if rel else e.name
+            if e.is_symlink():
+                target = os.path.realpath(e.path)
+                if os.path.commonpath([real_root, target]) != real_root:
+                    raise SSLBenchError(f"{e.path} is a symlink to {target}, outside data.root {root}: refusing to "
+                                        "read it (set data.root to a folder that holds both, or copy the files)")
+                if os.path.isdir(target):
+                    skipped.append(path)
+                elif not e.name.startswith("."):
+                    file_links[path] = Path(os.path.relpath(target, real_root)).as_posix()
+            elif e.is_dir(follow_symlinks=False):
+                stack.append(path)
+            elif not e.is_file(follow_symlinks=False):  # reading a FIFO would wait forever
+                raise SSLBenchError(f"{e.path} under data.root is neither a file nor a folder (a FIFO, socket or "
+                                    "device); remove it")
+            elif not e.name.startswith("."):
+                files.append(path)
+    listed = set(files)
+    for link, target in sorted(file_links.items()):
+        (skipped if target in listed else files).append(link)
+        listed.add(target)
+    return sorted(files), sorted(skipped)
+
+
+def _check_file_size(where: str, size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise SSLBenchError(f"{where} is {_mib(size)}, larger than any image this program reads "
+                            f"({_mib(MAX_FILE_BYTES)}, ssl_bench.data.images.MAX_FILE_BYTES); remove it from data.root")
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:,.1f} MiB"
+
+
 def _escapes(member: str) -> bool:
     """A path that is absolute or climbs above the root (``..``)."""
     p = PurePosixPath(member.replace("\\", "/"))
@@ -224,33 +317,62 @@ def to_uint8(arr: np.ndarray, window: Window = "percentile", bits: Optional[int]
     * ``minmax``: the image's minimum and maximum → 0 and 255;
     * ``full``: the full range of the stored bit depth (``bits``, else 16) → 0…255, the same mapping
       for every image (absolute intensities kept comparable).
+
+    NaN and ±inf pixels (the no-data value of float TIFFs) take no part in the window and become 0;
+    an image with no finite pixel is all 0.
     """
     a = arr.astype(np.float64)
+    finite = None if arr.dtype.kind in "iub" else np.isfinite(a)
+    if finite is not None and finite.all():
+        finite = None
+    values = a if finite is None else a[finite]
+    if values.size == 0:
+        return np.zeros(arr.shape, np.uint8)
     if window == "full":
         lo, hi = 0.0, float(2 ** (bits or 16) - 1)
     elif window == "minmax":
-        lo, hi = float(a.min()), float(a.max())
+        lo, hi = float(values.min()), float(values.max())
     else:
-        lo, hi = (float(v) for v in np.percentile(a, [0.5, 99.5]))
+        lo, hi = (float(v) for v in np.percentile(values, [0.5, 99.5]))
     if hi <= lo:
         return np.zeros(arr.shape, np.uint8)
-    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255)
+    if finite is not None:
+        out[~finite] = 0
+    return out.astype(np.uint8)
+
+
+def check_pixels(width: int, height: int) -> None:
+    """Pillow's decompression-bomb limit for decoders outside Pillow (DICOM): more than twice
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels raises ``DecompressionBombError`` (None: no limit)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = max(1, width) * max(1, height)
+    if limit is not None and pixels > 2 * limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {2 * limit} pixels, could be decompression bomb DOS attack."
+        )
 
 
 def _decode_dicom(data: bytes, window: Window):
     """A DICOM file's pixels as an 8-bit Pillow image: the file's own VOI window (WindowCenter /
     WindowWidth or a VOI LUT) when it has one and ``window`` is the default, else :func:`to_uint8`;
-    MONOCHROME1 (white = low values) is inverted so that every image reads bright-is-dense."""
+    MONOCHROME1 (white = low values) is inverted so that every image reads bright-is-dense.  Only the
+    first frame of a multi-frame file is decoded, and Rows × Columns is held to Pillow's
+    decompression-bomb limit (:func:`check_pixels`) before it is."""
     from PIL import Image
 
     try:
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
     except ImportError:
         raise SSLBenchError("reading DICOM (.dcm) images needs pydicom: pip install pydicom") from None
     ds = pydicom.dcmread(io.BytesIO(data))
-    px = ds.pixel_array
-    if px.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:  # a multi-frame file: its first frame
+    check_pixels(int(ds.Columns), int(ds.Rows))  # before any pixel is decoded (Rows × Columns come from the header)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    px = pixel_array(ds, index=0) if frames > 1 else ds.pixel_array  # a multi-frame file: its first frame only
+    if px.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
         px = px[0]
     if getattr(ds, "SamplesPerPixel", 1) == 3:
         return Image.fromarray(to_uint8(px, "minmax") if px.dtype != np.uint8 else px, "RGB")
@@ -268,7 +390,9 @@ def _decode_dicom(data: bytes, window: Window):
 
 def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop", window: Window = "percentile") -> np.ndarray:
     """Decode JPEG/PNG/TIFF/DICOM bytes to uint8 ``[channels, size, size]``; raises on a corrupt file.
-    Images of more than 8 bits are windowed to 8 by the rule ``window`` (:func:`to_uint8`)."""
+    Images of more than 8 bits are windowed to 8 by the rule ``window`` (:func:`to_uint8`).  An image
+    of more pixels than Pillow's decompression-bomb limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, for
+    every format, DICOM included) raises ``DecompressionBombError`` before it is decoded."""
     from PIL import Image, ImageOps
 
     mode = "RGB" if channels == 3 else "L"
@@ -365,6 +489,12 @@ class DecodeCache:
     (:meth:`ImageStore.fingerprint`), the size, channels and fit: changing, adding or removing an
     image gives a new key.  Files are written to a temporary name and renamed (the ``.json`` last),
     so an interrupted build is never mistaken for a finished one.
+
+    The temporary file is allocated in full before anything is decoded into its memory map
+    (``posix_fallocate``): a full disk is one line ("disk full at …") instead of a SIGBUS mid-build.
+    A build holds an ``flock`` on its temporary file; the temporary files that no process holds and
+    that are older than :data:`STALE_TEMP_SECONDS` are left by interrupted builds and are removed
+    (:meth:`remove_stale_temps`), so two processes may build into one cache folder at once.
     """
 
     def __init__(self, cache_dir: Optional[str] = None):
@@ -393,6 +523,7 @@ class DecodeCache:
         path = self.path_for(store, members, size, channels, fit, tag, window)
         meta_path = path.with_suffix(".json")
         shape = (len(members), channels, size, size)
+        self.remove_stale_temps(log)
         if path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
@@ -406,13 +537,9 @@ class DecodeCache:
         except OSError as e:
             raise SSLBenchError(f"cannot create the decode cache folder {self.dir} (recipe key data.cache_dir or ${CACHE_ENV}): {e}") from e
         t0 = time.perf_counter()
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        from ssl_bench.runs import _umask_mode
-
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; a cache may be shared between users
+        tmp, lock = self._reserve(path, int(np.prod(shape)))
         try:
-            arr = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
+            arr = np.memmap(tmp, dtype=np.uint8, mode="r+", shape=shape) if shape[0] else np.zeros(shape, np.uint8)
             corrupt = decode_all(
                 store, members, arr, size, channels, fit, workers, progress,
                 description=f"decoding {len(members)} images → cache ({size} px)", window=window,
@@ -421,12 +548,16 @@ class DecodeCache:
                 arr.flush()
             del arr
             os.replace(tmp, path)
-            meta_tmp = meta_path.with_name(f".{meta_path.name}.tmp")
-            meta_tmp.write_text(json.dumps({"shape": list(shape), "root": str(store.root), "corrupt": corrupt}))
-            os.replace(meta_tmp, meta_path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise self._write_error(path, int(np.prod(shape)), e) from e
             raise
+        finally:
+            os.close(lock)
+        from ssl_bench.runs import atomic_write_text
+
+        atomic_write_text(meta_path, json.dumps({"shape": list(shape), "root": str(store.root), "corrupt": corrupt}))
         # the same dataset/geometry under an older key is stale now
         stem = path.name.rsplit("-", 1)[0]
         for old in self.dir.glob(f"{stem}-*"):
@@ -436,6 +567,87 @@ class DecodeCache:
         log(f"data: decoded {len(members)} images in {dt:.1f} s into the cache {path}")
         arr = np.memmap(path, dtype=np.uint8, mode="c", shape=shape)
         return Decoded(torch.from_numpy(arr), [tuple(c) for c in corrupt], path, built=True, seconds=dt)
+
+
+    def _reserve(self, path: Path, nbytes: int) -> tuple[str, int]:
+        """A temporary file beside ``path`` with ``nbytes`` allocated on disk, and a descriptor holding
+        an ``flock`` on it (close it when the file is renamed or removed)."""
+        from ssl_bench.runs import _umask_mode
+
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as e:
+            raise self._write_error(path, nbytes, e) from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a live build: remove_stale_temps of other processes leaves it alone
+            os.fchmod(fd, _umask_mode())  # mkstemp makes 0600 files; a cache may be shared between users
+            _allocate(fd, nbytes)
+        except BaseException as e:
+            os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise self._write_error(path, nbytes, e) from e
+            raise
+        return tmp, fd
+
+    def _write_error(self, path: Path, nbytes: int, e: OSError) -> SSLBenchError:
+        why = e.strerror or str(e)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return SSLBenchError(
+                f"disk full at {self.dir}: the decode cache {path.name} needs {_mib(nbytes)} ({why}); free "
+                f"space there, or point recipe key data.cache_dir (or ${CACHE_ENV}) at a larger disk"
+            )
+        return SSLBenchError(f"cannot write the decode cache {path} ({_mib(nbytes)}): {why} "
+                             f"(recipe key data.cache_dir or ${CACHE_ENV})")
+
+    def remove_stale_temps(self, log: Callable[[str], None] = print) -> list[Path]:
+        """Delete the temporary files of interrupted builds: ``.*.tmp`` files of the cache folder older
+        than :data:`STALE_TEMP_SECONDS` that no process holds an ``flock`` on (a build holds one on its
+        file until it renames it; the kernel drops it when the builder dies, ``kill -9`` included).
+        The age guards the instant between a build creating its file and locking it."""
+        removed: list[Path] = []
+        now = time.time()
+        for p in sorted(self.dir.glob(".*.tmp")) if self.dir.is_dir() else []:
+            try:
+                st = p.stat()
+                if now - st.st_mtime < STALE_TEMP_SECONDS:
+                    continue
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a build holds it
+                    p.unlink()
+                    removed.append(p)
+                finally:
+                    os.close(fd)
+            except OSError:
+                continue  # held by a live build, gone meanwhile, or not ours to remove
+        if removed:
+            log(f"data: removed {len(removed)} temporary file(s) of interrupted decode-cache builds from {self.dir}")
+        return removed
+
+
+def _allocate(fd: int, nbytes: int) -> None:
+    """Allocate ``nbytes`` of disk to the file ``fd`` (raises OSError ENOSPC when they are not there):
+    ``posix_fallocate``, else, where the file system or platform has none, written zeros."""
+    if nbytes <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+        return
+    except AttributeError:  # no posix_fallocate (macOS)
+        pass
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    block = bytes(1 << 24)
+    for start in range(0, nbytes, len(block)):
+        os.pwrite(fd, block[: min(len(block), nbytes - start)], start)
+
+
+def check_size(size: int, key: str = "data") -> None:
+    """``data.size`` in [8, :data:`MAX_SIZE`] (a size of 100000 would ask for a 30 GB cache per image)."""
+    if not 8 <= size <= MAX_SIZE:
+        raise SSLBenchError(f"recipe key {key}.size must be between 8 and {MAX_SIZE} pixels, got {size}")
 
 
 def load_images(
@@ -453,8 +665,7 @@ def load_images(
     window: Window = "percentile",
 ) -> Decoded:
     """Decode ``members`` at ``size`` px, through the :class:`DecodeCache` unless ``cache`` is False."""
-    if size < 8:
-        raise SSLBenchError(f"recipe key data.size must be ≥ 8 pixels, got {size}")
+    check_size(size)
     if channels not in (1, 3):
         raise SSLBenchError(f"recipe key data.channels must be 1 or 3, got {channels}")
     progress = sys.stderr.isatty() if progress is None else progress
@@ -497,6 +708,13 @@ class ImageFiles(DatasetSpec):
     cache_dir: Optional[str] = None
     skip_corrupt: bool = False
     workers: Optional[int] = None
+
+    @staticmethod
+    def validate_options(options: dict, key: str = "data") -> None:
+        """Checks that need no file, run when a recipe is loaded (``ssl-bench show`` too): ``size``."""
+        size = options.get("size")
+        if isinstance(size, int) and not isinstance(size, bool):
+            check_size(size, "data" if key == "dataset" else key)
 
 
 def assemble(
@@ -553,7 +771,7 @@ def assemble(
         idx = torch.from_numpy(rows)
         out[s] = ImageSet(images, labels[idx], None if groups is None else groups[idx])
         paths[s] = [members[i] for i in rows]
-    data = DataSplits(name=name, task=task, class_names=list(class_names), **out)
+    data = DataSplits(name=name, task=task, class_names=list(class_names), source=str(store.root), **out)
     # extras for users and tests: the file of every row, what was skipped, where the cache lives
     data.files = paths
     data.skipped = [m for _, m, _ in dec.corrupt] if skip_corrupt else []

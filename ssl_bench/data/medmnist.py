@@ -111,7 +111,7 @@ def medmnist_dataset(
         splits[split] = ImageSet(images, labels)
     names = [info["label"][k] for k in sorted(info["label"], key=int)]
     pretty = info["python_class"]
-    return DataSplits(name=pretty, task=task, class_names=names, **splits)
+    return DataSplits(name=pretty, task=task, class_names=names, source=str(path), **splits)
 
 
 medmnist_dataset.validate_options = _check_options
