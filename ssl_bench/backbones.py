@@ -35,8 +35,15 @@ def timm_models() -> tuple[str, ...]:
     return tuple(timm.list_models())
 
 
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "timm/", "local-dir:")
+NO_DOWNLOAD = ("ssl-bench never downloads weights: name the architecture (e.g. resnet18) and give a local file "
+               "with backbone.weights: PATH (a timm .pth/.safetensors state dict or an ssl-bench run)")
+
+
 def _timm_fallback(name: str):
     """Any timm architecture not registered here: :class:`TimmBackbone` of that name."""
+    if isinstance(name, str) and name.startswith(HUB_PREFIXES):
+        raise SSLBenchError(f"recipe key backbone.name '{name}' names a model hub entry; {NO_DOWNLOAD}")
     return functools.partial(TimmBackbone, name) if name in timm_models() else None
 
 
@@ -69,6 +76,9 @@ class TimmBackbone(nn.Module):
         import timm
 
         in_chans = 3 if in_chans is None else in_chans
+        fetching = sorted(set(kwargs or {}) & {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"})
+        if fetching:
+            raise SSLBenchError(f"recipe key backbone.kwargs.{fetching[0]}: {NO_DOWNLOAD}")
         self.name = name
         self.in_chans = in_chans
         try:
@@ -147,17 +157,50 @@ def _extract_backbone_state(obj: Any) -> dict:
     return obj
 
 
+def _read_weights(p: Path) -> Any:
+    """A weights file as tensors only: safetensors (timm's and the hub's format) or a torch file
+    (``.pth``/``.pt``/``.bin``, read with ``weights_only=True``: no pickled code runs)."""
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p), device="cpu")
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+def _adapt_in_chans(backbone: nn.Module, state: dict) -> dict:
+    """A first convolution saved for another channel count (an ImageNet RGB stem for grayscale X-rays,
+    or the reverse) adapted as timm adapts pretrained weights (``adapt_input_conv``: summed to one
+    channel, or repeated and rescaled to three)."""
+    model = getattr(backbone, "model", None)
+    first = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
+    first = first[0] if isinstance(first, (list, tuple)) else first
+    key = f"model.{first}.weight" if first else None
+    if key is None or key not in state or key not in backbone.state_dict():
+        return state
+    want, have = backbone.state_dict()[key], state[key]
+    if have.dim() == 4 and have.shape[1] != want.shape[1] and have.shape[0] == want.shape[0] and have.shape[2:] == want.shape[2:]:
+        from timm.models._manipulate import adapt_input_conv
+
+        state = {**state, key: adapt_input_conv(want.shape[1], have, base_chans=have.shape[1])}
+    return state
+
+
 def load_backbone_weights(backbone: nn.Module, path: str) -> None:
+    """``backbone.weights``: a timm state dict (``.pth``, ``.safetensors``), a plain or wrapped state
+    dict, or an ssl-bench run (directory or checkpoint); the classifier is dropped and a first
+    convolution of another channel count is adapted as timm does."""
     p = Path(path).expanduser()
     if p.is_dir() and (p / "checkpoints" / "last.pt").is_file():  # a run directory
         p = p / "checkpoints" / "last.pt"
     if not p.is_file():
         raise SSLBenchError(f"backbone weights file not found: {p} (recipe key backbone.weights)")
     try:
-        state = _extract_backbone_state(torch.load(p, map_location="cpu", weights_only=True))
+        state = _extract_backbone_state(_read_weights(p))
     except Exception as e:
-        raise SSLBenchError(f"backbone weights {p} could not be read: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SSLBenchError(f"backbone weights {p} could not be read: {first[:200]}") from e
     state = {k: v for k, v in state.items() if not k.startswith("model.fc.") and not k.startswith("model.head.fc.")}
+    state = _adapt_in_chans(backbone, state)
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches

@@ -149,7 +149,24 @@ def load(path: Path) -> dict:
         raise SSLBenchError(f"checkpoint {path} is not an ssl-bench training checkpoint")
     if "optimizer" not in state or "rng" not in state:
         raise SSLBenchError(f"checkpoint {path} has no optimiser/RNG state (written by an older ssl-bench); it cannot be resumed")
+    for key in ("epoch", "step"):
+        if not isinstance(state.get(key), int) or isinstance(state.get(key), bool) or state[key] < 0:
+            raise SSLBenchError(f"checkpoint {path}: '{key}' is {state.get(key)!r}, not a count; it cannot be resumed")
     return state
+
+
+def check_rng_state(start: "ResumePoint", generators: dict[str, torch.Generator]) -> None:
+    """Set the checkpoint's random-number states on throwaway generators (and put the process's own
+    back): a damaged state is one line before the run directory is touched, not an error after."""
+    saved = rng_state(generators)
+    try:
+        set_rng_state(start.state["rng"], {k: torch.Generator(device=g.device) for k, g in generators.items()})
+    except Exception as e:  # any shape of damage: wrong types, sizes, missing keys
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise SSLBenchError(f"checkpoint {start.path}: its random-number state is damaged ({type(e).__name__}: {first[:160]}); "
+                            "it cannot be resumed bit-exactly — resume from checkpoints/previous.pt or start again") from e
+    finally:
+        set_rng_state(saved, generators)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -178,8 +195,9 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
     VALUE may be a run directory or a checkpoint file in one; empty means ``--out`` if given, else
     the newest unfinished run of this recipe under ``out_dir/name``.
     """
+    out = Path(out).expanduser() if out is not None else None
     if resume:
-        p = Path(resume)
+        p = Path(resume).expanduser()
         if p.is_file():
             if p.parent.name != runs.CHECKPOINT_DIR:
                 raise SSLBenchError(f"--resume {p}: a checkpoint must be in a run directory's {runs.CHECKPOINT_DIR}/ folder")
@@ -195,7 +213,7 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
         if not Path(out).is_dir():
             raise SSLBenchError(f"--resume with --out {out}: no such run directory")
         return Path(out), None
-    parent = Path(out_dir) / name
+    parent = Path(out_dir).expanduser() / name
     candidates = [
         d for d in (parent.iterdir() if parent.is_dir() else [])
         if d.is_dir() and not (d / runs.RESULTS_FILE).exists() and runs.read_status(d).get("resumable", True)
@@ -206,8 +224,9 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
     return max(candidates, key=lambda d: (d / runs.CHECKPOINT_DIR).stat().st_mtime), None
 
 
-def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None) -> ResumePoint:
-    """Check that ``run_dir`` can be resumed with recipe ``cfg`` and load its checkpoint.
+def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None, train_defaults: Optional[dict] = None) -> ResumePoint:
+    """Check that ``run_dir`` can be resumed with recipe ``cfg`` and load its checkpoint.  ``train_defaults``:
+    the value of every ``train`` option (``TrainConfig``'s defaults) for a run saved before the option existed.
 
     Writes nothing: every problem is found before the run directory is touched.
     """
@@ -228,6 +247,8 @@ def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None) -> Res
             raise SSLBenchError(f"run {run_dir} has no checkpoint to resume from (it stopped before its first one: start it again)")
     state = load(checkpoint)
     saved = state.get("recipe") or {}
+    if train_defaults and isinstance(saved.get("train"), dict):  # a train option added since the run started: its default
+        saved = {**saved, "train": {**train_defaults, **saved["train"]}}
     a, b = runs.flatten_recipe(saved), runs.flatten_recipe(cfg)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE)
     if differing:

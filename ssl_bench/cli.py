@@ -148,7 +148,7 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 @click.option("--lower-is-better", is_flag=True, help="Mark the lowest mean as best.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Save PNGs here: metric vs label fraction, selector precision per epoch.")
-@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file or --plot figures.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a run directory could not be read (the table of the others is printed).")
 def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, force, strict):
     """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
@@ -160,6 +160,11 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
     check_new_file(out, force, "--out")
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
     metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
+    plots = _plot_files(plot_dir, metric, force) if plot_dir else {}  # checked before anything is written
+    for run_dir, protocol, name, value in loaded.nonfinite:
+        if name == metric:
+            click.secho(f"not a finite number, its cell shows nan: {run_dir} eval.{protocol}.{name} = {value}",
+                        fg="yellow", err=True)
     for s in loaded.skipped:
         click.secho(f"skipped unfinished run (no results.json): {s}", fg="yellow", err=True)
     for s, reason in loaded.failed:
@@ -190,35 +195,41 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
         atomic_write_text(out, text)
         click.echo(f"table: {out}", err=True)
     if plot_dir:
-        from pathlib import Path
-
         from ssl_bench.plots import plot_label_fractions, plot_selector_precision
 
-        d = Path(plot_dir)
-        existed = d.exists()
-        d.mkdir(parents=True, exist_ok=True)
         methods = dict(loaded.frame.drop_duplicates("run")[["run", "method"]].itertuples(index=False, name=None))
-        made = [
-            plot_label_fractions(loaded.frame, metric, d / f"label_fraction_{metric}.png"),
-            plot_selector_precision(methods, d / "selector_precision.png"),
-        ]
+        made = [plot_label_fractions(loaded.frame, metric, plots["label_fraction"]),
+                plot_selector_precision(methods, plots["selector"])]
         for m in made:
             if m is not None:
                 click.echo(f"plot: {m}")
         if not any(made):
-            if not existed:
-                d.rmdir()  # no empty folder left behind
             click.echo("--plot: nothing to plot (no label-fraction series and no selector precision in these runs)", err=True)
     if strict and loaded.unreadable:
         sys.exit(1)
 
 
-def check_new_file(path: Optional[str], force: bool, option: str) -> None:
-    """An output file that exists is refused unless --force (a run's own results.json included)."""
+def _plot_files(plot_dir: str, metric: str, force: bool) -> dict:
+    """The figure files ``compare --plot DIR`` may write, each checked as an output file (a run's own
+    files refused, existing ones only with --force); the metric's name made safe for a file name."""
+    import re
     from pathlib import Path
 
-    if path is not None and Path(path).exists() and not force:
-        raise SSLBenchError(f"{option} {path} already exists; choose another file or pass --force to overwrite it")
+    d = Path(plot_dir)  # click has checked that it is not a file
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", metric).lstrip(".") or "metric"
+    files = {"label_fraction": d / f"label_fraction_{safe}.png", "selector": d / "selector_precision.png"}
+    for f in files.values():
+        check_new_file(str(f), force, "--plot")
+    return files
+
+
+def check_new_file(path: Optional[str], force: bool, option: str) -> None:
+    """An output file: refused when it is a run directory's own file (even with --force), a folder, or
+    exists and --force is not given (:func:`ssl_bench.runs.check_output`)."""
+    from ssl_bench.runs import check_output
+
+    if path is not None:
+        check_output(path, option, force)
 
 
 @main.command()
@@ -252,26 +263,30 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
 @click.option("--k", default=3, show_default=True, help="Positives per anchor in the gallery; precision at top-1, 3, 10 up to k.")
 @click.option("--epoch", type=int, default=None, help="Measure the network the run kept at this epoch (train.save_epochs).")
 @click.option("--gallery", default=8, show_default=True, help="Anchors (rows) in the PNG gallery.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="PNG path (default RUN_DIR/positives.png).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Gallery figure (.png, .pdf or .svg; default RUN_DIR/positives.png); "
+                   "the report goes beside it as .json.")
 @click.option("--device", default="auto")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
+@click.option("--force", is_flag=True, help="Overwrite an existing gallery and report (never a run's own files).")
 def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[int], gallery: int, out: Optional[str], device: str,
-              plugins: tuple[str, ...]):
+              plugins: tuple[str, ...], force: bool):
     """Same-label precision of each selector's positives over the training set, with a trained
     run's frozen network (the paper's Fig. 2), plus a PNG gallery of anchors and positives."""
     from rich.console import Console
     from rich.table import Table
 
-    from pathlib import Path
-
-    from ssl_bench.positives import analyse_positives
+    from ssl_bench.positives import analyse_positives, check_positives_options, positives_outputs
     from ssl_bench.registry import load_plugin_file
 
+    check_positives_options(k, gallery, device)  # before any plug-in is imported or anything loaded
+    positives_outputs(run_dir, out, epoch, force)
     since = _plugins_loaded()
     for p in plugins:
         load_plugin_file(p, key="--plugin")
     _say_plugins(since)
-    rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device, epoch=epoch)
+    rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device, epoch=epoch,
+                            force=force)
     table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']}, "
                         f"network of epoch {rep['epoch']})")
     table.add_column("selector", style="bold cyan")
@@ -282,7 +297,7 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
     for name, r in rep["selectors"].items():
         table.add_row(name, *(f"{r[key]:.3f}" for key in ats), f"{rep['chance']:.3f}")
     Console().print(table)
-    click.echo(f"wrote {rep['gallery']} and {Path(rep['gallery']).with_suffix('.json')}")
+    click.echo(f"wrote {rep['gallery']} and {rep['report']}")
 
 
 @main.command()
@@ -295,7 +310,8 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
               help="Images to embed: a data block ('{name: medmnist, flag: pneumoniamnist}'), a recipe file "
                    "(its data block) or a MedMNIST flag; default: the run's own data.")
 @click.option("--split", default="all", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
-@click.option("--png", default=None, type=click.Path(dir_okay=False), help="Also save a scatter plot (2-D heads).")
+@click.option("--png", default=None, type=click.Path(dir_okay=False),
+              help="Also save a scatter plot (2-D heads; .png, .pdf or .svg).")
 @click.option("--thumbnails", default=0, show_default=True, help="Image thumbnails at cluster positions in the PNG.")
 @click.option("--device", default="auto")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
@@ -305,15 +321,16 @@ def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[s
           device: str, plugins: tuple[str, ...], force: bool):
     """Embed (new, out-of-sample) images with a trained run: backbone features, or the head's output
     (t-SimCNE's 2-D coordinates by default)."""
-    from ssl_bench.embed import embed_run
+    from ssl_bench.embed import embed_outputs, embed_run, select_option_device
 
-    check_new_file(out, force, "--out")
-    check_new_file(png, force, "--png")
+    embed_outputs(out, png, force)  # before any plug-in is imported or anything loaded
+    select_option_device(device)
     since = _plugins_loaded()
     _load_plugin_options(plugins)
     _say_plugins(since)
 
-    rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device, features=features)
+    rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device,
+                    features=features, force=force)
     rows = ", ".join(f"{s} {n}" for s, n in rep["splits"].items())
     click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D {rep['features']} features; rows: {rows}) → wrote {rep['out']}")
     if "png" in rep:
@@ -346,8 +363,9 @@ def evaluate_cmd(run_dir: str, assignments: tuple[str, ...], overrides: tuple[st
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write (e.g. backbone.pt).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 def export(run_dir: str, out: str, force: bool):
-    """Write a run's pre-trained backbone alone (timm state dict + what rebuilds it); load it with
-    ssl_bench.load_backbone(FILE) or timm (docs/use_your_backbone.md)."""
+    """Write a run's pre-trained backbone alone (timm state dict + what rebuilds it; FILE.safetensors
+    also writes FILE.json, timm's config fields); load it with ssl_bench.load_backbone(FILE) or timm
+    (docs/use_your_backbone.md)."""
     from ssl_bench.export import export_backbone
 
     check_new_file(out, force, "--out")
@@ -357,6 +375,11 @@ def export(run_dir: str, out: str, force: bool):
         f"wrote {out}: timm {info['timm_name']}, in_chans {info['in_chans']}, {stem}, {info['feature_dim']}-D features, "
         f"{info['image_size']} px views, epoch {info['epoch']}"
     )
+    if str(out).endswith(".safetensors"):
+        from pathlib import Path
+
+        click.echo(f"wrote {Path(out).with_suffix('.json')}: timm's config.json fields (pretrained_cfg: the run's mean, std, "
+                   "input size)")
     click.echo(f"load it: ssl_bench.load_backbone({str(out)!r})  (input: images in [0, 1]; normalisation included)")
 
 

@@ -26,7 +26,8 @@ import pandas as pd
 
 from ssl_bench import safeyaml
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.runs import PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, eval_results_files, flatten_recipe, read_status
+from ssl_bench.runs import (PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, eval_results_files, finite_float, flatten_recipe,
+                            read_status)
 
 # keys that may differ between the seeds of one cell without making them different experiments
 # (a pretrained row's checkpoint: each seed scores with the producer run of its own seed)
@@ -41,6 +42,8 @@ class LoadedRuns:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run dir, reason) of runs marked failed
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out of the table
     reevaluated: list[str] = field(default_factory=list)  # run dirs with `ssl-bench evaluate` results files
+    # (run dir, protocol, metric, value as written) of metric values that are not finite numbers
+    nonfinite: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def _find_run_dirs(paths: Iterable[str]) -> tuple[list[Path], list[Path]]:
@@ -80,77 +83,134 @@ def _walk(root: Path) -> list[Path]:
 
 def load_runs(paths: Iterable[str]) -> LoadedRuns:
     """Read every finished run under ``paths`` into a long DataFrame (one row per metric value);
-    runs marked failed are left out and listed in ``failed``."""
+    runs marked failed are left out and listed in ``failed``, runs whose files are damaged or of the
+    wrong shape in ``unreadable``.  A metric that is not a finite number (NaN, written as null, inf, a
+    number no float holds) is a NaN row, named in ``nonfinite``: its cell shows nan, never a mean of the others."""
     finished, unfinished = _find_run_dirs(paths)
     failed = [(str(r), st.get("reason", "")) for r in finished + unfinished if (st := read_status(r)).get("status") == "failed"]
     failed_dirs = {f for f, _ in failed}
     finished = [r for r in finished if str(r) not in failed_dirs]
     unfinished = [r for r in unfinished if str(r) not in failed_dirs]
-    rows, recipes, unreadable, reevaluated = [], {}, [], []
+    rows, recipes, unreadable, reevaluated, nonfinite = [], {}, [], [], []
     for run in finished:
         try:  # one bad file leaves its run out (listed), not the table
-            res = _read_results(run / RESULTS_FILE)
-            if (run / RECIPE_FILE).is_file():
-                recipe = safeyaml.load((run / RECIPE_FILE).read_bytes(), str(run / RECIPE_FILE))
-                if not isinstance(recipe, dict):
-                    raise ValueError(f"{RECIPE_FILE} is not a mapping")
-                recipes[str(run)] = recipe
-            # `ssl-bench evaluate` files: the newest value of each protocol wins; a kept epoch's network
-            # is its own column ("linear (epoch 10)")
-            evals, blocks = dict(res["eval"]), _eval_blocks(res, recipes.get(str(run)))
-            later = eval_results_files(run)
-            for f in later:
-                extra = _read_results(f)
-                tag = "" if extra.get("evaluated_epoch") in (None, res.get("epochs")) else f" (epoch {extra['evaluated_epoch']})"
-                evals.update({k + tag: v for k, v in extra["eval"].items()})
-                blocks.update({k + tag: v for k, v in _eval_blocks(extra, None).items()})
-            if later:
-                reevaluated.append(str(run))
-                if str(run) in recipes:  # what the cell's runs must agree on: the protocols behind their values
-                    recipes[str(run)] = {**recipes[str(run)], "evaluate": [blocks.get(k) for k in sorted(evals)]}
+            run_rows, recipe, later, odd = _read_run(run)
         except (OSError, ValueError, SSLBenchError) as e:
             unreadable.append((str(run), str(e).splitlines()[0] if str(e) else type(e).__name__))
             continue
-        # runs of one recipe (up to seed, names and placement): repeated runs of a seed collapse into one
-        flat = flatten_recipe(recipes[str(run)]) if str(run) in recipes else {"run": str(run)}
-        variant = json.dumps(sorted((k, v) for k, v in flat.items() if k not in IGNORED_KEYS))
-        for protocol, metrics in evals.items():
-            fraction = None
-            if isinstance(metrics, dict) and "label_fraction" in metrics:
-                fraction = metrics["label_fraction"]
-            values = dict(metrics) if isinstance(metrics, dict) else {}
-            if isinstance(values.get("per_seed"), list):  # fine-tuning seeds of this one pre-training run
-                values[FINETUNE_SEEDS] = len(values["per_seed"])
-            for metric, value in values.items():
-                if metric == "label_fraction" or not isinstance(value, (int, float)) or isinstance(value, bool):
-                    continue
-                rows.append(
-                    {
-                        "run": str(run),
-                        "recipe": res.get("recipe"),
-                        "method": res["method"],
-                        "dataset": res["dataset"],
-                        "seed": res["seed"],
-                        "protocol": protocol,
-                        "label_fraction": fraction,
-                        "metric": metric,
-                        "value": float(value),
-                        "variant": variant,
-                    }
-                )
+        rows += run_rows
+        nonfinite += odd
+        if recipe is not None:
+            recipes[str(run)] = recipe
+        if later:
+            reevaluated.append(str(run))
     columns = ["run", "recipe", "method", "dataset", "seed", "protocol", "label_fraction", "metric", "value", "variant"]
-    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed, unreadable, reevaluated)
+    return LoadedRuns(pd.DataFrame(rows, columns=columns), recipes, [str(u) for u in unfinished], failed, unreadable,
+                      reevaluated, nonfinite)
+
+
+def _read_run(run: Path) -> tuple[list[dict], Optional[dict], bool, list[tuple[str, str, str, str]]]:
+    """One finished run: (frame rows, resolved recipe or None, re-evaluated?, non-finite values as
+    (run, protocol, metric, value as written)).  ValueError naming what is wrong with a file."""
+    try:
+        return _read_run_files(run)
+    except RecursionError:
+        raise ValueError("a file of the run nests too deeply to be an ssl-bench file") from None
+
+
+def _read_run_files(run: Path) -> tuple[list[dict], Optional[dict], bool, list[tuple[str, str, str, str]]]:
+    res = _read_results(run / RESULTS_FILE)
+    recipe = None
+    if (run / RECIPE_FILE).is_file():
+        recipe = _check_recipe(safeyaml.load((run / RECIPE_FILE).read_bytes(), str(run / RECIPE_FILE)))
+    # `ssl-bench evaluate` files: the newest value of each protocol wins; a kept epoch's network
+    # is its own column ("linear (epoch 10)")
+    evals, blocks = dict(res["eval"]), _eval_blocks(res, recipe)
+    later = eval_results_files(run)
+    for f in later:
+        extra = _read_results(f)
+        epoch = extra.get("evaluated_epoch")
+        tag = "" if epoch in (None, res.get("epochs")) else f" (epoch {epoch})"
+        evals.update({k + tag: v for k, v in extra["eval"].items()})
+        blocks.update({k + tag: v for k, v in _eval_blocks(extra, None).items()})
+    if later and recipe is not None:  # what the cell's runs must agree on: the protocols behind their values
+        recipe = {**recipe, "evaluate": [blocks.get(k) for k in sorted(evals)]}
+    # runs of one recipe (up to seed, names and placement): repeated runs of a seed collapse into one
+    flat = _flat_recipe(recipe) if recipe is not None else {"run": str(run)}
+    variant = json.dumps(sorted((k, v) for k, v in flat.items() if k not in IGNORED_KEYS))
+    rows, nonfinite = [], []
+    for protocol, metrics in evals.items():
+        values = dict(metrics)
+        fraction = values.pop("label_fraction", None)
+        if isinstance(values.get("per_seed"), list):  # fine-tuning seeds of this one pre-training run
+            values[FINETUNE_SEEDS] = len(values["per_seed"])
+        for metric, value in values.items():
+            if isinstance(value, bool) or not (value is None or isinstance(value, (int, float))):
+                continue  # lists, strings, nested records: not a cell's metric
+            number = finite_float(value)
+            if number is None:  # NaN (null in ssl-bench's JSON), inf, or too large for a float: shown, never averaged
+                nonfinite.append((str(run), protocol, metric, "null" if value is None else _short(value)))
+            rows.append({"run": str(run), "recipe": res.get("recipe"), "method": res["method"],
+                         "dataset": res["dataset"], "seed": res["seed"], "protocol": protocol,
+                         "label_fraction": fraction, "metric": metric,
+                         "value": math.nan if number is None else number, "variant": variant})
+    return rows, recipe, bool(later), nonfinite
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:12]}…({len(text)} digits)"
 
 
 def _read_results(path: Path) -> dict:
-    res = json.loads(path.read_text())
+    """A results file, its shape checked: ValueError naming the first thing that is wrong."""
+    try:
+        res = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path.name} is not UTF-8 text") from e
     which = "" if path.name == RESULTS_FILE else f"{path.name}: "  # results.json is the run itself
     missing = [k for k in ("method", "dataset", "seed", "eval") if not isinstance(res, dict) or k not in res]
     if missing:
         raise ValueError(f"{which}has no '{missing[0]}' (not an ssl-bench results file)")
+    for key in ("method", "dataset"):
+        if not isinstance(res[key], str):
+            raise ValueError(f"{which}its '{key}' is not a string: {_short(res[key])}")
+    if res.get("recipe") is not None and not isinstance(res["recipe"], str):
+        raise ValueError(f"{which}its 'recipe' is not a string: {_short(res['recipe'])}")
+    seed = res["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"{which}its 'seed' is not an integer in [0, 2**63): {_short(seed)}")
     if not isinstance(res["eval"], dict):
         raise ValueError(f"{which}its 'eval' is not a mapping")
+    for protocol, metrics in res["eval"].items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{which}eval.{protocol} is not a mapping of metric values: {_short(metrics)}")
+        fraction = metrics.get("label_fraction")
+        if fraction is not None and finite_float(fraction) is None:
+            raise ValueError(f"{which}eval.{protocol}.label_fraction is not a finite number: {_short(fraction)}")
     return res
+
+
+def _check_recipe(recipe) -> dict:
+    """A run's ``recipe.yaml`` in the shape compare reads: ValueError naming what is not."""
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{RECIPE_FILE} is not a mapping")
+    selector = recipe.get("selector")
+    if selector is not None and not isinstance(selector, dict):
+        raise ValueError(f"{RECIPE_FILE}: its selector is not a mapping: {_short(selector)}")
+    if selector and not isinstance(selector.get("model"), (str, type(None))):
+        raise ValueError(f"{RECIPE_FILE}: its selector.model is not a string: {_short(selector['model'])}")
+    if not isinstance(recipe.get("headline_metric"), (str, type(None))):
+        raise ValueError(f"{RECIPE_FILE}: its headline_metric is not a string: {_short(recipe['headline_metric'])}")
+    _flat_recipe(recipe)
+    return recipe
+
+
+def _flat_recipe(recipe: dict) -> dict:
+    try:
+        return flatten_recipe(recipe)
+    except TypeError as e:  # e.g. a YAML date: not a value a resolved recipe holds
+        raise ValueError(f"{RECIPE_FILE} holds a value that is not plain data ({e})") from None
 
 
 def _eval_blocks(res: dict, recipe: Optional[dict]) -> dict:
@@ -169,7 +229,7 @@ def check_selector_models(loaded: LoadedRuns) -> None:
     never averaged (the paper's BYOL-TracIn and BYOL-TracIn-pretrained), not even with --allow-mixed."""
     cells = loaded.frame.drop_duplicates("run").groupby(["method", "dataset"])["run"].apply(list)
     for (method, dataset), run_dirs in cells.items():
-        models = {(loaded.recipes.get(r) or {}).get("selector", {}).get("model") for r in run_dirs}
+        models = {((loaded.recipes.get(r) or {}).get("selector") or {}).get("model") for r in run_dirs}
         models.discard(None)
         if len(models) > 1:
             raise SSLBenchError(
@@ -240,9 +300,12 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     # their mean, counted once — n is the number of distinct pre-training seeds
     if "variant" not in sel:  # a frame made by hand: every run its own experiment
         sel = sel.assign(variant=sel["run"])
-    seeds = sel.groupby(["method", "column", "seed", "variant"]).agg(value=("value", "mean"), runs=("run", "nunique")).reset_index()
+    # a value that is not a finite number (NaN) makes its cell NaN: shown as nan, never a mean of the others
+    seeds = sel.groupby(["method", "column", "seed", "variant"]).agg(value=("value", _mean), runs=("run", "nunique"))
+    seeds = seeds.reset_index()
     g = seeds.groupby(["method", "column"])
-    stats = g["value"].agg(["mean", "std", "count"]).reset_index()  # std: sample std (ddof 1) over seeds
+    # std: sample std (ddof 1) over seeds
+    stats = g["value"].agg(mean=_mean, std=lambda v: v.std(skipna=False), count="size").reset_index()
     stats["repeated"] = (g["runs"].sum() - g["runs"].count()).values  # runs beyond one per seed
     stats["spread"], stats["n_finetune"] = "pretraining", 0
     one = sel.groupby(["method", "column"])["run"].first()
@@ -258,6 +321,10 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             stats.loc[i, ["std", "spread", "n_finetune"]] = [float(std.iloc[0]), "finetune", int(seeds.iloc[0])]
     stats["at_baseline"] = _at_baseline(df, sel, stats, metric)
     return stats
+
+
+def _mean(values: pd.Series) -> float:
+    return values.mean(skipna=False)
 
 
 # what a classifier must beat, per metric: the key of classification_metrics that holds it (AUC: 0.5)
@@ -292,6 +359,7 @@ def _column_name(row) -> str:
 
 
 BASELINE_MARK = "‡"
+NONFINITE_CELL = "nan"
 
 
 def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") -> pd.DataFrame:
@@ -306,7 +374,9 @@ def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") 
         cells = {}
         for i, r in part.iterrows():
             finetune = r.get("spread") == "finetune"
-            cell = fmt_cell(r["mean"], r["std"], int(r["n_finetune"]) if finetune else int(r["count"]))
+            n = int(r["n_finetune"]) if finetune else int(r["count"])
+            # a cell holding a value that is not a finite number (LoadedRuns.nonfinite): nan, never a mean of the others
+            cell = fmt_cell(r["mean"], r["std"], n) if math.isfinite(r["mean"]) else NONFINITE_CELL
             cell += FINETUNE_MARK if finetune else ""
             cell += BASELINE_MARK if bool(flagged.loc[i]) else ""
             if len(part) > 1 and best is not None and r["mean"] == best and not bool(flagged.loc[i]):

@@ -19,6 +19,8 @@ Only rank 0 writes the run directory; epoch metrics are summed over ranks first.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -182,22 +184,46 @@ def build_fabric(
     precision = resolve_precision(precision, device)  # auto: bf16-mixed where the device has native bf16
     devices, nodes = resolve_world(devices, nodes)
     if devices * nodes == 1:  # sync_batchnorm is moot: plain BatchNorm already sees the whole batch
-        return Fabric(accelerator=device.type, devices=[device.index] if device.index is not None else 1, precision=precision)
+        with _quiet_fabric():
+            return Fabric(accelerator=device.type, devices=[device.index] if device.index is not None else 1, precision=precision)
     if device.type not in ("cpu", "cuda"):
         raise SSLBenchError(f"--devices {devices}: data-parallel training runs on cpu or cuda, not {device.type}")
     if device.index is not None:
         raise SSLBenchError(f"recipe key train.device '{device}' pins one GPU; use train.device: cuda with --devices {devices}")
     if device.type == "cuda" and devices > torch.cuda.device_count():
         raise SSLBenchError(f"--devices {devices} but this machine has {torch.cuda.device_count()} GPU(s)")
+    if nodes > 1 and not launched_by_torchrun():
+        import os
+
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if not os.environ.get(v)]
+        if missing:  # else every process waits for peers that were never told where to meet, silently
+            raise SSLBenchError(
+                f"--nodes {nodes}: set {', '.join(missing)} on every node (MASTER_ADDR/MASTER_PORT: node 0's address and a "
+                "free port; NODE_RANK: 0 … nodes−1), or launch with torchrun"
+            )
     if sync_batchnorm and device.type != "cuda":
         raise SSLBenchError("recipe key train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
     try:
         from lightning_fabric.strategies import DDPStrategy
 
         strategy = DDPStrategy(find_unused_parameters=True) if find_unused else "ddp"
-        return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy=strategy, precision=precision)
+        with _quiet_fabric():
+            return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy=strategy, precision=precision)
     except ValueError as e:  # e.g. a device count torchrun disagrees with
         raise SSLBenchError(f"cannot start {devices} × {nodes} processes: {e}") from e
+
+
+@contextlib.contextmanager
+def _quiet_fabric():
+    """Without Fabric's "Using bfloat16 Automatic Mixed Precision (AMP)" line: the run's header names
+    its precision, and a refused run stays one line."""
+    logger = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def launch(fabric) -> None:

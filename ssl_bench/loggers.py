@@ -7,8 +7,10 @@ Recipe key ``log`` (a list; default none — ``metrics.jsonl`` is always written
 
 ``csv`` and ``tensorboard`` are Lightning Fabric's loggers; ``wandb`` and ``mlflow`` are those
 packages' own clients (optional: ``pip install wandb`` / ``pip install mlflow``).  Every logger gets
-the loss and learning rate of every step, and per epoch the mean loss, the selector's same-label
-precision, images/s and, with ``train.knn_every: N``, the kNN accuracy on the validation split.
+the loss and learning rate of every step (counted from 1), and per epoch, at its last step, the mean
+loss, the selector's same-label precision, images/s and, with ``train.knn_every: N``, the kNN
+accuracy on the validation split; after the evaluations, every final metric as
+``eval/<protocol>/<metric>`` (TensorBoard's ``hp_metric`` is the recipe's headline metric).
 Per-step values are also kept in ``steps.jsonl`` (one line per epoch, whole lines, survives a
 resume): ``loss.png`` is drawn from it after training.  Nothing here changes what a run computes.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ssl_bench.errors import SSLBenchError
 
@@ -29,6 +31,9 @@ LOGGERS = {
     "mlflow": "MLflow (pip install mlflow); options: tracking_uri (default: a file store in RUN/mlruns), experiment",
 }
 OPTIONS = {"csv": set(), "tensorboard": set(), "wandb": {"project", "entity", "mode", "tags"}, "mlflow": {"tracking_uri", "experiment"}}
+WANDB_MODES = ("online", "offline", "disabled")
+MLFLOW_SCHEMES = ("file", "http", "https", "databricks", "sqlite", "postgresql", "mysql", "mssql")
+REACH_TIMEOUT_S = 5.0  # an MLflow server that does not answer a TCP connection in this time is reported, not waited for
 STEPS_FILE = "steps.jsonl"
 LOSS_PNG = "loss.png"
 
@@ -52,6 +57,9 @@ def parse_log(value: Any) -> list[dict]:
         extra = set(block) - {"name"} - OPTIONS[name]
         if extra:
             raise SSLBenchError(f"recipe key log[{i}]: logger {name} takes no option '{sorted(extra)[0]}' (options: {', '.join(sorted(OPTIONS[name])) or 'none'})")
+        _check_options(block, f"log[{i}]")
+        if any(b["name"] == name for b in out):  # two csv loggers would write every row twice into one file
+            raise SSLBenchError(f"recipe key log[{i}]: logger {name} is named twice; name each logger once")
         if name in ("wandb", "mlflow", "tensorboard"):  # checked with the recipe, before anything is written
             import importlib.util
 
@@ -59,6 +67,48 @@ def parse_log(value: Any) -> list[dict]:
                 raise SSLBenchError(f"recipe key log[{i}]: {name} is not installed (pip install {name}; or pip install 'ssl-bench[loggers]')")
         out.append(dict(block))
     return out
+
+
+def _check_options(block: dict, key: str) -> None:
+    """The types and values of a logger's options, checked with the recipe (``show`` and ``run`` alike)."""
+    name = block["name"]
+    for opt in ("project", "entity", "experiment", "tracking_uri"):
+        if opt in block and block[opt] is not None and (not isinstance(block[opt], str) or not block[opt].strip()):
+            raise SSLBenchError(f"recipe key {key}.{opt} ({name}) must be a non-empty string, got {block[opt]!r}")
+    if name == "wandb":
+        if block.get("mode") is not None and block["mode"] not in WANDB_MODES:
+            raise SSLBenchError(f"recipe key {key}.mode (wandb) must be one of {', '.join(WANDB_MODES)}, got {block['mode']!r}")
+        tags = block.get("tags")
+        if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags)):
+            raise SSLBenchError(f"recipe key {key}.tags (wandb) must be a list of strings, got {tags!r}")
+    if name == "mlflow" and block.get("tracking_uri"):
+        from urllib.parse import urlsplit
+
+        scheme = urlsplit(block["tracking_uri"]).scheme.split("+")[0].lower()
+        if scheme and len(scheme) > 1 and scheme not in MLFLOW_SCHEMES:  # one letter: a Windows drive
+            raise SSLBenchError(f"recipe key {key}.tracking_uri (mlflow): unknown scheme '{scheme}' "
+                                f"(a path, or {', '.join(s + '://' for s in MLFLOW_SCHEMES)})")
+
+
+def check_reachable(blocks: list[dict]) -> None:
+    """An MLflow server named by ``http(s)://`` must accept a connection within
+    :data:`REACH_TIMEOUT_S` seconds: checked before the run directory is claimed, so an unreachable
+    server is one line, not minutes of retries and a traceback after the run has started."""
+    import socket
+    from urllib.parse import urlsplit
+
+    for i, b in enumerate(blocks):
+        uri = b.get("tracking_uri") if b["name"] == "mlflow" else None
+        parts = urlsplit(uri) if uri else None
+        if parts is None or parts.scheme not in ("http", "https"):
+            continue
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT_S).close()
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            raise SSLBenchError(f"recipe key log[{i}].tracking_uri: the MLflow server at {uri} cannot be reached ({reason}); "
+                                "start it, or leave tracking_uri out to log into the run directory") from e
 
 
 def _flat_params(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -77,18 +127,28 @@ class RunLoggers:
     def __init__(self, blocks: list[dict], run_dir: Path, cfg: dict):
         self.run_dir = Path(run_dir)
         self.backends: list[tuple[str, Any]] = []
-        for b in blocks:
-            self.backends.append((b["name"], self._open(b, cfg)))
+        for i, b in enumerate(blocks):
+            try:
+                self.backends.append((b["name"], self._open(b, cfg)))
+            except SSLBenchError:
+                self.close("failed")
+                raise
+            except Exception as e:  # a logger's own client failing to start: one line naming it
+                self.close("failed")
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise SSLBenchError(f"recipe key log[{i}]: {b['name']} could not start: {type(e).__name__}: {first[:200]}") from e
 
     def _open(self, b: dict, cfg: dict):
         name, logs = b["name"], self.run_dir / "logs"
         if name in ("csv", "tensorboard"):
             from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
 
-            cls = CSVLogger if name == "csv" else TensorBoardLogger
-            lg = cls(root_dir=str(logs), name="", version=name)
-            if name == "tensorboard":  # Fabric's CSVLogger keeps no hyper-parameters (recipe.yaml has them)
-                lg.log_hyperparams(_flat_params(cfg))
+            if name == "csv":
+                return CSVLogger(root_dir=str(logs), name="", version=name)
+            # no placeholder hp_metric of -1: log_results writes the run's headline figure there
+            lg = TensorBoardLogger(root_dir=str(logs), name="", version=name, default_hp_metric=False)
+            lg.log_hyperparams(_flat_params(cfg))  # Fabric's CSVLogger keeps no hyper-parameters (recipe.yaml has them)
+            self._params = _flat_params(cfg)
             return lg
         if name == "wandb":
             try:
@@ -129,8 +189,26 @@ class RunLoggers:
                 mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()}, step=step)
 
     def log_steps(self, first_step: int, losses: list[float], lrs: list[float]) -> None:
+        """Step ``first_step + 1 + i``: steps count from 1, so an epoch's scalars (at its last step,
+        ``record["step"]``) sit on the step they sum up, as in ``loss.png``."""
         for i, (loss, lr) in enumerate(zip(losses, lrs)):
-            self.log({"train/loss_step": loss, "train/lr": lr}, first_step + i)
+            self.log({"train/loss_step": loss, "train/lr": lr}, first_step + 1 + i)
+
+    def log_results(self, eval_results: dict, headline: str, step: int) -> None:
+        """The final evaluation metrics (``eval/<protocol>/<metric>``) into every logger at the last
+        step; TensorBoard's ``hp_metric`` is the headline metric of the first protocol that reports it."""
+        flat = {f"eval/{proto}/{k}": v for proto, m in eval_results.items() if isinstance(m, dict)
+                for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not flat:
+            return
+        self.log(flat, step)
+        head = next((float(m[headline]) for m in eval_results.values() if isinstance(m, dict)
+                     and isinstance(m.get(headline), (int, float)) and not isinstance(m.get(headline), bool)), None)
+        for name, lg in self.backends:
+            if name == "tensorboard" and head is not None:
+                lg.log_hyperparams(getattr(self, "_params", {}), metrics={"hp_metric": head})
+            elif name == "wandb":
+                lg.summary.update(flat)
 
     def log_epoch(self, record: dict) -> None:
         keys = {"loss": "train/loss_epoch", "selector_precision": "train/selector_precision", "images_per_s": "train/images_per_s",
@@ -189,8 +267,12 @@ def read_steps(run_dir: Path) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def plot_loss(run_dir: Path, title: Optional[str] = None) -> Optional[Path]:
-    """``loss.png``: the loss of every step (thin), each epoch's mean (dots) and the learning rate."""
+def plot_loss(run_dir: Path, title: Optional[str] = None, boundaries: tuple[tuple[int, str], ...] = (),
+              log: Optional[Callable[[str], None]] = None) -> Optional[Path]:
+    """``loss.png``: the loss of every step (thin), each epoch's mean (dots) and the learning rate;
+    ``boundaries``: ``(step, label)`` of a staged objective's stage starts (t-SimCNE), drawn as lines.
+    A figure that cannot be written (a full disk) is a warning through ``log``: the run's results
+    matter more than its picture, and no half-written PNG is left."""
     steps = read_steps(run_dir)
     if not steps:
         return None
@@ -220,11 +302,21 @@ def plot_loss(run_dir: Path, title: Optional[str] = None) -> Optional[Path]:
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right", frameon=False)
+    for step, label in boundaries:
+        ax.axvline(step + 0.5, color="0.35", lw=0.8, ls=":")
+        ax.annotate(label, (step + 0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                    textcoords="offset points", fontsize=7, color="0.3", va="top")
     if title:
         ax.set_title(title, fontsize=9)
     out = Path(run_dir) / LOSS_PNG
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        (log or print)(f"warning: {out} was not written ({e.strerror or e}); the run's results are unaffected")
+        return None
+    finally:
+        plt.close(fig)
     return out

@@ -8,6 +8,12 @@ from typing import Optional
 
 import pandas as pd
 
+from ssl_bench.errors import SSLBenchError
+from ssl_bench.runs import finite_float
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what the figure options accept (matplotlib's format from the suffix)
+
 
 def _plt():
     import matplotlib
@@ -16,6 +22,24 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def check_figure_path(path: str | Path, option: str) -> None:
+    """A figure file name matplotlib can write: one line naming ``option`` otherwise."""
+    if Path(path).suffix.lower() not in FIGURE_SUFFIXES:
+        raise SSLBenchError(f"{option} {path}: a figure file must end in {', '.join(FIGURE_SUFFIXES)}")
+
+
+def save_figure(fig, out: str | Path, **savefig_kw) -> Path:
+    """Save ``fig`` to ``out`` through a temporary file and a rename (format from ``out``'s suffix),
+    and close it; a failed write (disk full) is one line naming ``out``, an older file left intact."""
+    from ssl_bench.runs import atomic_write
+
+    fmt = Path(out).suffix.lstrip(".").lower() or "png"
+    try:
+        return atomic_write(Path(out), lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kw))
+    finally:
+        _plt().close(fig)
 
 
 def label_fraction_table(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -59,9 +83,7 @@ def plot_label_fractions(frame: pd.DataFrame, metric: str, out: Path) -> Optiona
     labels = sorted(by_label)
     fig.legend([by_label[m] for m in labels], labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120, bbox_inches="tight")
 
 
 def plot_selector_precision(runs: dict[str, str], out: Path) -> Optional[Path]:
@@ -74,10 +96,9 @@ def plot_selector_precision(runs: dict[str, str], out: Path) -> Optional[Path]:
         path = Path(run) / "metrics.jsonl"
         if not path.is_file():
             continue
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("selector_precision") is not None:
-                rows.append({"method": method, "epoch": r["epoch"], "precision": r["selector_precision"], "chance": r.get("selector_chance")})
+        for r in _epoch_records(path):
+            rows.append({"method": method, "epoch": r["epoch"], "precision": r["selector_precision"],
+                         "chance": r.get("selector_chance")})
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -100,11 +121,30 @@ def plot_selector_precision(runs: dict[str, str], out: Path) -> Optional[Path]:
             ax.set_ylim(*ylim)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("selector precision (same label)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return save_figure(fig, out, dpi=120, bbox_inches="tight")
+
+
+def _epoch_records(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl`` with an epoch and a finite selector precision; a line that is
+    not such a record (damaged, foreign, nested without end) is passed over."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(r, dict):
+            continue
+        epoch, prec, chance = r.get("epoch"), r.get("selector_precision"), r.get("selector_chance")
+        numbers = (epoch, prec) if chance is None else (epoch, prec, chance)
+        if all(finite_float(v) is not None for v in numbers):
+            out.append(r)
     return out

@@ -19,9 +19,9 @@ import torch
 
 from ssl_bench.augment import AUGMENTATIONS
 from ssl_bench.data import DATASETS, batches
-from ssl_bench.device import select_device
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.registry import factory_params
+from ssl_bench.runs import atomic_write_text
 from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.models import ModelSelector
 from ssl_bench.trained import load_run
@@ -31,8 +31,9 @@ PRECISION_AT = (1, 3, 10)  # top-j same-label precision reported for each j ≤ 
 
 
 def parse_selector_spec(spec: str) -> dict:
-    """``tracin`` or ``tracin:normalize=true,views=light`` → a selector block (values read as YAML)."""
-    import yaml
+    """``tracin`` or ``tracin:normalize=true,views=light`` → a selector block (values read as YAML, by
+    the project's safe loader)."""
+    from ssl_bench import safeyaml
 
     name, _, opts = spec.partition(":")
     cfg: dict = {"name": name.strip()}
@@ -40,10 +41,9 @@ def parse_selector_spec(spec: str) -> dict:
         key, eq, value = part.partition("=")
         if not eq or not key.strip():
             raise SSLBenchError(f"--selector {spec!r}: options are KEY=VALUE after a colon, e.g. tracin:normalize=true")
-        try:
-            cfg[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SSLBenchError(f"--selector {spec!r}: {key.strip()}={value!r} is not a YAML value") from None
+        if key.strip() in cfg:
+            raise SSLBenchError(f"--selector {spec!r}: option '{key.strip()}' is given twice")
+        cfg[key.strip()] = safeyaml.load(value, f"--selector {spec!r}: {key.strip()}={value!r}")
     return cfg
 
 
@@ -66,6 +66,43 @@ def build_analysis_selector(name: str, k: int, frozen, data):
     return sel
 
 
+def positives_outputs(run_dir: str | Path, out: Optional[str | Path], epoch: Optional[int],
+                      force: bool = False) -> tuple[Path, Path]:
+    """The gallery figure and the JSON report beside it (``X.json`` beside ``X.png``), both checked as
+    output files: never a run's own file (``--out RUN/results.png`` would be ``RUN/results.json``), an
+    existing one only with ``force``."""
+    from ssl_bench.plots import check_figure_path
+    from ssl_bench.runs import check_output
+
+    default = f"positives_epoch{epoch:04d}.png" if epoch is not None else "positives.png"
+    png = Path(out) if out else Path(run_dir) / default
+    check_figure_path(png, "--out")
+    report = png.with_suffix(".json")
+    check_output(png, "--out", force)
+    check_output(report, "--out's report", force)
+    return png, report
+
+
+def check_positives_options(k: int, gallery: int, device: str) -> torch.device:
+    """``--k``, ``--gallery`` and ``--device``, checked before anything is loaded; returns the device."""
+    from ssl_bench.embed import select_option_device
+
+    for option, value in (("--k", k), ("--gallery", gallery)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SSLBenchError(f"{option} must be a whole number of at least 1, got {value!r}")
+    return select_option_device(device)
+
+
+def check_k_fits_batch(k: int, batch_size: int, images: Optional[int] = None) -> None:
+    """A selector picks among the other images of its batch: ``k`` must be smaller than the batch."""
+    if k >= batch_size:
+        raise SSLBenchError(f"--k {k} is too large: a selector picks among the {batch_size - 1} other images of a "
+                            f"batch (the run's train.batch_size is {batch_size}); give --k {batch_size - 1} or less")
+    if images is not None and images < batch_size:
+        raise SSLBenchError(f"the training split has {images} images, fewer than one batch of {batch_size} "
+                            "(train.batch_size): nothing to measure")
+
+
 @torch.no_grad()
 def analyse_positives(
     run_dir: str | Path,
@@ -77,11 +114,15 @@ def analyse_positives(
     seed: int = 0,
     log=print,
     epoch: Optional[int] = None,
+    force: bool = False,
 ) -> dict:
     """``epoch``: measure the network the run kept at that epoch (``train.save_epochs``) instead of
-    its last one: how the selectors' precision evolves with pre-training."""
+    its last one: how the selectors' precision evolves with pre-training.  Writes the gallery ``out``
+    (default ``RUN_DIR/positives.png``) and the report beside it (``.json``): neither may exist unless
+    ``force``, and neither may be a file of a run directory."""
     run_dir = Path(run_dir)
-    dev = select_device(device)
+    dev = check_positives_options(k, gallery, device)
+    out_png, out_json = positives_outputs(run_dir, out, epoch, force)
     source = run_dir
     if epoch is not None:
         from ssl_bench.checkpoint import epoch_path
@@ -92,7 +133,10 @@ def analyse_positives(
             raise SSLBenchError(f"--epoch {epoch}: run {run_dir} kept no network of that epoch ({source.name}; kept: {', '.join(kept) or 'none'})")
     trained = load_run(source, dev)  # weights only; plug-ins load only when the user passes them
     cfg, frozen, norm = trained.recipe, trained.objective, trained.normalize
+    bs = cfg["train"]["batch_size"]
+    check_k_fits_batch(k, bs)
     data = DATASETS.build(cfg["data"], key="data")
+    check_k_fits_batch(k, bs, len(data.train))
     # the light views at the size the selector sees during training (the training view's), not the stored size
     light = AUGMENTATIONS.build({**cfg["selection_augment"], "size": cfg["selection_augment"].get("size") or trained.view_size or data.image_size},
                                 key="selection_augment")
@@ -101,7 +145,6 @@ def analyse_positives(
     needs_forward = any(not isinstance(sel, ModelSelector) for sel in sels.values())
 
     images, labels = data.train.images, data.train.labels
-    bs = cfg["train"]["batch_size"]
     gen = torch.Generator().manual_seed(seed)
     sel_gen = torch.Generator(device=dev).manual_seed(seed)
     ats = [j for j in PRECISION_AT if j < k] + [k]
@@ -145,11 +188,9 @@ def analyse_positives(
             for n, c in counts.items()
         },
     }
-    out_png = Path(out) if out else run_dir / (f"positives_epoch{epoch:04d}.png" if epoch is not None else "positives.png")
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     save_gallery(out_png, data, first[0], first[1], gallery, k)
-    report["gallery"] = str(out_png)
-    (out_png.with_suffix(".json")).write_text(json.dumps(report, indent=2) + "\n")
+    report["gallery"], report["report"] = str(out_png), str(out_json)
+    atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -158,6 +199,8 @@ def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: i
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ssl_bench.plots import save_figure
 
     names = list(chosen)
     n = min(n, len(idx))
@@ -172,8 +215,10 @@ def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: i
         lab = data.train.labels[di]
         text = cls[int(lab)] if lab.ndim == 0 and int(lab) < len(cls) else str(lab.tolist())
         ax.set_xlabel(text, fontsize=7, color=colour)
-        if title:
-            ax.set_title(title, fontsize=7)
+        if title:  # a long selector name wraps instead of running into its neighbour's
+            import textwrap
+
+            ax.set_title("\n".join(textwrap.wrap(title, 14)) or title, fontsize=7)
 
     for r in range(n):
         anchor = int(idx[r])
@@ -193,5 +238,4 @@ def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: i
                 show(ax, di, f"{name} #{j + 1}" if r == 0 else None, "green" if same else "red")
     fig.suptitle(f"{data.name}: anchors and their top-{k} positives per selector (green = same label)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -18,13 +18,10 @@ and its parents (as plug-in paths are).
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Callable, Optional
 
-import yaml
-
-from ssl_bench import runs
+from ssl_bench import runs, safeyaml
 from ssl_bench.checkpoint import epoch_path
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import is_recipe_ref
@@ -52,9 +49,10 @@ def producer_overrides(overrides: list[str]) -> list[str]:
 
 def _comparable(cfg: dict) -> dict:
     c = copy.deepcopy(cfg)
-    for k in IGNORED_TRAIN_KEYS:
-        c.get("train", {}).pop(k, None)
-    sel = c.get("selector", {})
+    train = c.get("train")
+    for k in IGNORED_TRAIN_KEYS if isinstance(train, dict) else ():  # a damaged recipe.yaml simply differs
+        train.pop(k, None)
+    sel = c.get("selector") if isinstance(c.get("selector"), dict) else {}
     if is_recipe_ref(sel.get("checkpoint")) or sel.get("model") == "pretrained":
         sel.pop("checkpoint", None)  # a producer's own producer: resolved to some run directory
     c.pop("out_dir", None)
@@ -73,9 +71,9 @@ def finished_runs(cfg: dict) -> list[Path]:
         if not (res.is_file() and ckpt.is_file() and rec.is_file()):
             continue
         try:
-            saved = yaml.safe_load(rec.read_text())
-            json.loads(res.read_text())
-        except (OSError, ValueError, yaml.YAMLError):
+            saved = safeyaml.load(rec.read_bytes(), str(rec))  # bounded aliases, no key twice: a bad run is passed over
+            safeyaml.load_json(res.read_bytes(), str(res))
+        except (OSError, ValueError, SSLBenchError):
             continue
         if isinstance(saved, dict) and _comparable(saved) == want:
             found.append((res.stat().st_mtime, d))

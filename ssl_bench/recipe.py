@@ -47,10 +47,14 @@ class TrainConfig:
 
     epochs: int = 100
     batch_size: int = 256
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    # sgd, adamw, or lars (SGD with layer-wise trust ratios: lightly's LARS, BYOL's optimiser)
+    optimizer: Literal["sgd", "adamw", "lars"] = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-5
+    # no weight decay on BatchNorm/LayerNorm parameters and biases (and, with LARS, no trust ratio for them)
+    exclude_bn_bias_wd: bool = False
+    lars_trust_coefficient: float = 0.001  # LARS's η (You et al. 2017; BYOL and solo-learn use 0.001)
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: float = 0.0
     # clip every gradient element to ±clip_grad_value before the update (the t-SimCNE reference
@@ -85,6 +89,9 @@ class TrainConfig:
     # every N epochs, the kNN accuracy (k = 20, cosine) of the backbone on the validation split,
     # logged beside the loss (a monitor; it changes nothing the run computes); 0 = never
     knn_every: int = 0
+    # at most this many steps per epoch, each epoch a fresh random subset (Lightning's limit_train_batches):
+    # smoke runs and throughput benchmarks on large data; null = every batch of the split
+    limit_batches: Optional[int] = None
 
     def validate(self) -> None:
         if self.epochs < 0:
@@ -93,9 +100,11 @@ class TrainConfig:
         for k, v in positive.items():
             if v < 1:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")
+        if self.limit_batches is not None and self.limit_batches < 1:
+            raise SSLBenchError(f"recipe key train.limit_batches must be ≥ 1 (or null: every batch), got {self.limit_batches}")
         if self.knn_every < 0:
             raise SSLBenchError(f"recipe key train.knn_every must be ≥ 0 (0 = never), got {self.knn_every}")
-        for k in ("lr", "weight_decay", "warmup_epochs", "min_lr", "momentum"):
+        for k in ("lr", "weight_decay", "warmup_epochs", "min_lr", "momentum", "lars_trust_coefficient"):
             if getattr(self, k) < 0:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
         if self.batch_size < 2:
@@ -284,6 +293,8 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = Tr
         files += pfiles
     plugins = list(dict.fromkeys((merged.get("plugins") or []) + (raw.get("plugins") or [])))
     out = _merge(merged, raw)
+    if not seen and "name" not in raw:  # a derived recipe's runs go under its own file's name, not its parent's
+        out["name"] = None
     if plugins:
         out["plugins"] = plugins
     return out, files + [path]
@@ -298,6 +309,8 @@ def _parse_overrides(overrides: list[str]) -> dict:
             raise SSLBenchError(f"--set expects key=value with a key, got '{o}'")
         if "\n" in o or "\r" in o:
             raise SSLBenchError(f"--set {key.strip()}: the value contains a line break; give one key=value per --set")
+        if key.count(".") >= safeyaml.MAX_DEPTH:
+            raise SSLBenchError(f"--set {key.strip()[:60]}…: nested more than {safeyaml.MAX_DEPTH} levels deep; refused")
         digits = [p for p in key.strip().split(".") if p.strip().isdigit()]
         if digits:
             head = key.strip().split(".")[0]
@@ -372,6 +385,7 @@ def load_recipe(
         raise SSLBenchError(f"recipe interpolation failed: {_omegaconf_msg(e)}") from e
     if not merged.get("name"):
         merged["name"] = Path(path).stem if path is not None else "recipe"
+    merged["evaluate"] = named_blocks(merged.get("evaluate"), "evaluate")
     unchecked = [] if load_plugins else unregistered_components(merged)
     validate(merged, skip=unchecked)
     fill_defaults(merged, skip=unchecked)
@@ -383,6 +397,20 @@ def load_recipe(
 
 _INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
 ENV_PREFIX = "SSL_BENCH_"
+
+
+def named_blocks(value: Any, key: str) -> Any:
+    """A list of component blocks in which a bare name stands for ``{name: NAME}`` (``evaluate: [linear,
+    knn]``, as ``log: [csv]``); anything else in it is one line naming its place."""
+    if not isinstance(value, list):
+        return value  # validate() names the type the key needs
+    out = []
+    for i, entry in enumerate(value):
+        block = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(block, dict) or not isinstance(block.get("name"), str):
+            raise SSLBenchError(f"recipe key {key}[{i}] must be a name or {{name: …, options}}, got {entry!r}")
+        out.append(block)
+    return out
 
 
 def check_interpolations(cfg: Any, key: str = "") -> None:
@@ -439,7 +467,10 @@ def _plugin_files(plugins: Any, base_dir: Optional[Path], load: bool) -> list[st
 
 
 def unregistered_components(cfg: dict) -> list[str]:
-    """``block 'name'`` of every component no registry knows (a plug-in's, not imported)."""
+    """``block 'name'`` of every component no registry knows (a plug-in's, not imported).  A recipe
+    that names no plug-in file has none: an unknown name is then an error, as in ``run``."""
+    if not cfg.get("plugins"):
+        return []
     regs = component_registries()
     out = [f"{k} '{cfg[k].get('name')}'" for k in regs if isinstance(cfg.get(k), dict) and cfg[k].get("name") not in regs[k]]
     from ssl_bench.evaluate import EVALUATIONS

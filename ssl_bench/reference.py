@@ -27,7 +27,7 @@ def plain(text: str) -> str:
 
 def _first_sentence(text: str) -> str:
     text = " ".join(text.split())
-    m = re.match(r"(.+?(?<!e\.g)(?<!i\.e)(?<!etc)\.)(\s+[A-Z(`]|$)", text)
+    m = re.match(r"(.+?(?<!e\.g)(?<!i\.e)(?<!etc)(?<!et al)(?<!\bvs)(?<!\bcf)\.)(\s+[A-Z(`]|$)", text)
     return (m.group(1) if m else text).strip()
 
 
@@ -41,8 +41,20 @@ def _doc_help(obj: Any) -> dict[str, str]:
             if not doc or src is object.__init__:
                 continue
             for m in re.finditer(r"``(\w+)``\s*(?:\([^)]*\))?\s*:\s*(.+?)(?=(?:;\s*``\w+``\s*(?:\([^)]*\))?\s*:)|\n\n|$)", doc, flags=re.S):
-                out.setdefault(m.group(1), _first_sentence(plain(m.group(2))))
+                text = m.group(2)
+                if doc[:m.start()].rstrip().endswith("("):  # "(``root``: a folder or a .zip)": the parenthesis only
+                    text = _until_unbalanced_paren(text)
+                out.setdefault(m.group(1), _first_sentence(plain(text)))
     return out
+
+
+def _until_unbalanced_paren(text: str) -> str:
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return text[:i]
+    return text
 
 
 def _source_help(obj: Any) -> dict[str, str]:
@@ -94,7 +106,10 @@ def _default(value: Any) -> str:
 def option_rows(factory: Callable[..., Any]) -> list[tuple[str, str, str, str]]:
     """``(option, type, default, help)`` for each option a component takes (positional arguments the
     framework passes, such as the backbone of an objective, are left out)."""
-    helps = {**_source_help(factory), **_doc_help(factory)}
+    import functools
+
+    documented = factory.func if isinstance(factory, functools.partial) else factory  # timm models: TimmBackbone
+    helps = {**_source_help(documented), **_doc_help(documented)}
     rows = []
     for name, p in factory_params(factory).items():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -194,7 +209,7 @@ COMMON_HELP = {
     "lr": "learning rate",
     "weight_decay": "weight decay",
     "momentum": "SGD momentum",
-    "optimizer": "sgd or adamw",
+    "optimizer": "sgd, adamw or lars",
     "schedule": "learning-rate schedule after the warm-up",
     "warmup_epochs": "epochs of warm-up (fractions allowed)",
     "min_lr": "learning rate at the end of the cosine decay",
@@ -312,6 +327,18 @@ def markdown_reference() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def _method_of(cfg: dict) -> str:
+    """The method name a run of ``cfg`` reports (``BYOL-TracIn-pretrained``): the recipe's ``method``, or
+    the objective's and selector's display names, as ``ssl-bench run`` makes it (nothing trained)."""
+    from ssl_bench.components import method_name
+    from ssl_bench.objectives import OBJECTIVES
+    from ssl_bench.selectors import SELECTORS
+
+    if cfg.get("method"):
+        return cfg["method"]
+    return method_name(cfg, SELECTORS.build(cfg["selector"], key="selector"), OBJECTIVES.get(cfg["objective"]["name"]))
+
+
 def recipe_rows(root: Path) -> list[tuple[str, str, str, str]]:
     """``(path, method, dataset, summary)`` of every recipe under ``root`` (read as data; nothing imported)."""
     from ssl_bench.recipe import load_recipe
@@ -333,7 +360,7 @@ def recipe_rows(root: Path) -> list[tuple[str, str, str, str]]:
             cfg = load_recipe(p, load_plugins=False).cfg
             data = cfg["data"]
             dataset = data.get("flag") or data.get("name")
-            method = cfg.get("method") or ""
+            method = _method_of(cfg)
         except Exception as e:  # a recipe that does not load here (e.g. needs a plug-in) is still listed
             dataset, method = "?", f"({type(e).__name__})"
         rows.append((str(p.relative_to(root.parent)) if root.parent in p.parents else str(p), method, str(dataset), summary))

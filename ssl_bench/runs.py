@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -68,7 +68,7 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
     """Make the run directory: ``out`` if given (must be new or empty), else
     ``out_dir/name/seed<seed>-<timestamp>`` with a numeric suffix if that exists."""
     if out is not None:
-        path = Path(out)
+        path = Path(out).expanduser()  # "~/runs" from a recipe or a quoted --out: the home folder, not a folder named ~
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirBusy(f"run directory {path} already exists and is not empty; choose another --out")
         try:
@@ -77,7 +77,7 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
         except OSError as e:
             raise SSLBenchError(f"cannot create run directory {path} (--out): {e.strerror or e}") from e
         return path
-    parent = Path(out_dir) / name
+    parent = Path(out_dir).expanduser() / name
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -119,23 +119,71 @@ def write_failed(path: Path, e: BaseException) -> SSLBenchError:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write` of a text file."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` through a temporary file beside it: ``write(tmp)`` fills ``.<name>.<random>.tmp``,
+    which is fsync'ed and renamed over ``path``, so a crash or a full disk never leaves a half-written
+    file.  A failed write is one line naming ``path``, the previous file (if any) left as it was.  The
+    temporary name ends in ``.tmp``: a writer that picks its format from the suffix must be told it."""
     path = Path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise write_failed(path, e) from e
-    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; runs are meant to be shared
+    os.close(fd)
+    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; outputs are meant to be shared
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the rename must never publish a file the disk has not got yet
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if _os_error(e) is not None:
             raise write_failed(path, e) from e
         raise
+    return path
+
+
+# what a run directory owns (``ssl-bench run`` / ``evaluate`` write them): no output command writes
+# these names in a run directory, not even with --force
+RUN_OWNED = (RECIPE_FILE, METRICS_FILE, "steps.jsonl", STATUS_FILE, "loss.png", "results*.json", CHECKPOINT_DIR, "logs")
+RUN_MARKERS = (RECIPE_FILE, RESULTS_FILE, METRICS_FILE, STATUS_FILE, CHECKPOINT_DIR)  # a folder holding one is a run
+
+
+def run_owner(path: str | Path) -> Optional[tuple[Path, str]]:
+    """(run directory, its own file or folder) when ``path`` is, or lies in, a file a run directory
+    owns (:data:`RUN_OWNED`; symbolic links followed), else None."""
+    import fnmatch
+
+    absolute = Path(os.path.abspath(path))
+    for p in dict.fromkeys([absolute, absolute.resolve()]):
+        for folder in p.parents:
+            first = p.relative_to(folder).parts[0]
+            owned = any(fnmatch.fnmatch(first, name) for name in RUN_OWNED)
+            if owned and any((folder / m).exists() for m in RUN_MARKERS):
+                return folder, first
+    return None
+
+
+def check_output(path: str | Path, option: str, force: bool = False) -> Path:
+    """An output file a command is about to write: refused (one line naming ``option``) when it is a
+    run directory's own file (even with ``force``), a folder, or exists and ``force`` is not given."""
+    p = Path(path)
+    owner = run_owner(p)
+    if owner is not None:
+        state = "already exists and is" if p.exists() else "would be"
+        raise SSLBenchError(f"{option} {path} {state} a file of run {owner[0]} ({owner[1]}); choose a file outside "
+                            "the run's own files (--force never replaces them)")
+    if p.is_dir():
+        raise SSLBenchError(f"{option} {path} is a folder; give a file name")
+    if (p.exists() or p.is_symlink()) and not force:
+        raise SSLBenchError(f"{option} {path} already exists; choose another file or pass --force to overwrite it")
+    return p
 
 
 def torch_save_to_temp(obj: Any, path: Path) -> str:
@@ -168,6 +216,17 @@ def remove_stale_temps(run_dir: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def finite_float(value: Any) -> Optional[float]:
+    """``value`` as a float when it is a finite number (not a bool, not an integer beyond a float), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,6 +16,9 @@ import yaml
 from ssl_bench.errors import SSLBenchError
 
 MAX_VALUES = 200_000  # a resolved recipe has a few hundred; a generous bound on legitimate anchors
+MAX_DEPTH = 32  # nesting: a recipe has 4 levels (evaluate → transfer → protocol → augment); Python's parsers recurse
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
 def load(text: str | bytes, where: str) -> Any:
@@ -26,8 +29,11 @@ def load(text: str | bytes, where: str) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
             raise SSLBenchError(f"{where} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from e
+    _check_depth(text, where)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError as e:  # not reached with the depth check; kept as the last guard
+        raise SSLBenchError(f"{where} is nested too deeply to read") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -48,6 +54,36 @@ def load(text: str | bytes, where: str) -> Any:
         raise SSLBenchError(f"{where}{line}: {getattr(e, 'problem', None) or e}") from e
     finally:
         loader.dispose()
+
+
+def _check_depth(text: str, where: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` from the token stream (the scanner does not recurse;
+    the composer, OmegaConf and JSON would, into a RecursionError)."""
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line = token.start_mark.line + 1
+                    raise SSLBenchError(f"{where} line {line}: nested more than {MAX_DEPTH} levels deep; refused")
+            elif isinstance(token, _CLOSE):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # not YAML: the composer reports it with its line
+
+
+def load_json(text: str | bytes, where: str) -> Any:
+    """``json.loads`` for files a user may have edited (run files): invalid JSON and nesting too deep
+    for Python's parser are one line naming ``where``."""
+    import json
+
+    try:
+        return json.loads(text)
+    except RecursionError as e:
+        raise SSLBenchError(f"{where} is nested too deeply to read") from e
+    except ValueError as e:  # JSONDecodeError, and bytes that are not UTF-8
+        raise SSLBenchError(f"{where} is not valid JSON: {str(e).splitlines()[0][:160]}") from e
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int], where: str) -> int:

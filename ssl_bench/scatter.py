@@ -9,8 +9,6 @@ positions (k-means centres of the map, scikit-learn), each showing the image nea
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -56,6 +54,8 @@ def scatter_embedding(
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
+    from ssl_bench.plots import save_figure
+
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"scatter_embedding needs [N, 2] coordinates, got {xy.shape}")
@@ -97,20 +97,7 @@ def scatter_embedding(
         ax.spines[side].set_visible(False)
     ax.set_title(title or f"{n} points", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=150, bbox_inches="tight")  # atomically; a failed write is one line naming it
 
 
 def _add_thumbnails(ax, xy: np.ndarray, images: torch.Tensor, k: int, seed: int) -> None:

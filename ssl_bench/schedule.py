@@ -58,7 +58,36 @@ def staged_lr(stage, step: int, total: int, cfg: TrainConfig, steps_per_epoch: i
     return lr_at(step - start, stage.epochs * steps_per_epoch, scaled, steps_per_epoch)
 
 
-def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The trainable parameters of ``model``; with ``train.exclude_bn_bias_wd`` the normalisation
+    layers' parameters and every bias in a group without weight decay (lightly's
+    ``get_weight_decay_parameters``: the split of SimCLR's and BYOL's LARS recipes, which LARS also
+    leaves out of its layer-wise scaling)."""
+    if not cfg.exclude_bn_bias_wd:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    from lightly.models.utils import get_weight_decay_parameters
+
+    decay, no_decay = get_weight_decay_parameters([model])
+    seen: set[int] = set()
+
+    def trainable(ps):  # a module reachable twice (shared) lists its parameters twice
+        out = [p for p in ps if p.requires_grad and id(p) not in seen]
+        seen.update(id(p) for p in out)
+        return out
+
+    return [{"params": trainable(decay)}, {"params": trainable(no_decay), "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer``: SGD with momentum, AdamW, or LARS (lightly's: SGD with layer-wise trust
+    ratios, You et al. 2017, arXiv 1708.03888 — what BYOL and SimCLR train with at large batches and
+    what solo-learn's and lightly's BYOL benchmarks use)."""
+    groups = param_groups(model, cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "lars":
+        from lightly.utils.lars import LARS
+
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    trust_coefficient=cfg.lars_trust_coefficient)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -11,6 +11,7 @@ run each entry as one ``ssl-bench run RECIPE --set … --out DIR`` job.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import time
@@ -43,7 +44,7 @@ def parse_grid(grid: list[str]) -> list[tuple[str, list[str]]]:
         if "=" not in g:
             raise SSLBenchError(f"--grid expects key=v1,v2,…, got '{g}'")
         key, values = g.split("=", 1)
-        vals = [v.strip() for v in values.split(",") if v.strip()]
+        vals = list(dict.fromkeys(v.strip() for v in values.split(",") if v.strip()))  # a value given twice runs once
         if not key.strip() or not vals:
             raise SSLBenchError(f"--grid expects key=v1,v2,…, got '{g}'")
         axes.append((key.strip(), vals))
@@ -60,11 +61,22 @@ def parse_seeds(seeds: str) -> list[int]:
         raise SSLBenchError(f"--seeds expects e.g. 0,1,2 or 0-4, got '{seeds}'") from e
 
 
+SLUG_MAX = 120  # characters of a combination's folder name (file systems allow 255 bytes)
+
+
 def _slug(assignments: list[tuple[str, str]]) -> str:
+    """The folder name of one combination: ``key=value+…`` where that is a safe file name, else the
+    safe characters and a short hash of the exact text — so two combinations never share a folder
+    (``method=BYOL-α`` and ``method=BYOL-β``; ``a/b`` and ``a_b``).  The hash follows ``~``, a
+    character no plain slug has."""
     if not assignments:
         return "default"
     text = "+".join(f"{k}={v}" for k, v in assignments)
-    return re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+    slug = re.sub(r"[^A-Za-z0-9._=+-]", "_", text)
+    if slug == text and len(slug) <= SLUG_MAX:
+        return slug
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    return f"{slug[:SLUG_MAX - 11]}~{digest}"
 
 
 def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[str], out_root: str) -> list[SweepJob]:
@@ -79,6 +91,12 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
             load_recipe(recipe, sets)  # a bad combination is reported before anything runs
             out = Path(out_root) / base.name / _slug(combo) / f"seed{seed}"
             jobs.append(SweepJob(sets, out))
+    folders: dict[str, SweepJob] = {}
+    for job in jobs:  # case-insensitive file systems (macOS, Windows) fold BYOL and byol into one folder
+        other = folders.setdefault(str(job.out).casefold(), job)
+        if other is not job:
+            raise SSLBenchError(f"--grid: {' '.join(other.overrides)} and {' '.join(job.overrides)} would share the run "
+                                f"folder {job.out} on a case-insensitive file system; rename one value")
     return jobs
 
 

@@ -16,9 +16,10 @@ memory, ``train.data_on``) and are augmented there in batches: no loader workers
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -28,6 +29,7 @@ from ssl_bench import checkpoint as ckpt
 from ssl_bench import distributed, runs
 from ssl_bench.components import Components, build_components, method_name
 from ssl_bench.data import batches, num_batches
+from ssl_bench.data.base import check_classes
 from ssl_bench.data.feed import BatchFeed
 from ssl_bench.data.normalize import Normalize
 from ssl_bench.device import resolve_precision, reuse_freed_memory, select_device, trim_heap
@@ -163,31 +165,47 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
     torch.manual_seed(seed)
     dev = select_device(tcfg.device)
     comp = build_components(recipe)
+    check_classes(comp.data, comp.evaluations)  # a one-class training split: refused before any training
     check_stages(comp.objective, tcfg)
     n = len(comp.data.train)
     steps_per_epoch = num_batches(n, tcfg.batch_size, tcfg.drop_last)
-    fabric, rank, world = start_processes(dev, tcfg, find_unused=bool(comp.objective.stages()))
+    if tcfg.limit_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, tcfg.limit_batches)
+    fabric, rank, world = start_processes(dev, tcfg, find_unused=bool(comp.objective.stages()), log=log)
     cfg["train"]["devices"], cfg["train"]["nodes"] = distributed.resolve_world(tcfg.devices, tcfg.nodes)  # as launched
     if rank != 0:  # only rank 0 speaks
         progress, log = False, _silent
     step_fn, normalize = make_step(comp, tcfg, fabric, seed, rank, world, steps_per_epoch * tcfg.epochs)
     data, dev = comp.data, fabric.device
     feed = BatchFeed(data.train.images, dev, tcfg.data_on)  # the uint8 split: on the device or in host memory
+    if rank == 0 and cfg.get("log"):
+        from ssl_bench.loggers import check_reachable, parse_log
+
+        check_reachable(parse_log(cfg["log"]))  # an MLflow server that does not answer: one line, nothing written
     # ---- only now, with everything built and checked, is anything written (by rank 0 only) ----
-    run_dir, start = make_run_dir(recipe, out, rank, resume, cleanup)
+    run_dir, start = make_run_dir(recipe, out, rank, resume, cleanup, check=lambda st: check_resumable(st, step_fn))
     log(f"run directory: {run_dir}" + (f"  (resumed after epoch {start.epoch} from {start.path.name})" if start else ""))
     log(
         f"{method_name(cfg, comp.selector, comp.objective)} on {data.name} ({n} train images, "
         f"{data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} · selector {cfg['selector']['name']} "
-        f"· {tcfg.epochs} epochs × {steps_per_epoch} steps · device {dev} · precision {resolve_precision(tcfg.precision, dev)}"
+        f"· {_count(tcfg.epochs, 'epoch')} × {_count(steps_per_epoch, 'step')} · device {dev} · precision {resolve_precision(tcfg.precision, dev)}"
         + (f" · {world} processes (DDP), global batch {tcfg.batch_size}" if world > 1 else "")
     )
+    if tcfg.batch_size > n:  # num_batches makes the whole split one batch: said, not silent
+        log(f"note: train.batch_size {tcfg.batch_size} is larger than the training split ({n} images); "
+            f"each step trains on all {n}")
+    if tcfg.epochs == 0:
+        log("train.epochs is 0: no pre-training; the untrained network is evaluated (the Random baseline)")
     groups = data.train.groups.to(dev) if data.train.groups is not None else None
     loggers = None
     if rank == 0 and cfg.get("log"):
         from ssl_bench.loggers import RunLoggers, parse_log
 
-        loggers = RunLoggers(parse_log(cfg["log"]), run_dir, cfg)
+        try:
+            loggers = RunLoggers(parse_log(cfg["log"]), run_dir, cfg)
+        except SSLBenchError as e:  # the directory is claimed: say in it why the run did not start
+            runs.mark_failed(run_dir, str(e), resumable=True)
+            raise
         log("logging to: " + ", ".join(loggers.files()))
     return Session(
         recipe, comp, fabric, rank, world, run_dir, start, step_fn, normalize, feed, labels=data.train.labels.to(dev),
@@ -204,7 +222,7 @@ def make_step(comp: Components, tcfg: TrainConfig, fabric, seed: int, rank: int 
     objective = distributed.convert_sync_batchnorm(comp.objective, tcfg.sync_batchnorm, world)
     if tcfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer([p for p in objective.parameters() if p.requires_grad], tcfg)
+    optimizer = build_optimizer(objective, tcfg)
     model, optimizer = fabric.setup(objective, optimizer)
     normalize = Normalize.fit(comp.data.train.images, seed=seed).to(fabric.device)
     memory_format = torch.channels_last if tcfg.channels_last else torch.contiguous_format
@@ -284,7 +302,7 @@ def train(s: Session) -> None:
     """The epochs: each one trained, logged, checkpointed (every ``train.checkpoint_every``)."""
     tcfg = s.tcfg
     s.t_start = time.perf_counter()
-    with _progress(s.progress) as prog:
+    with _progress(s.progress and tcfg.epochs > s.first_epoch - 1) as prog:  # no bar for 0 epochs (or none left)
         task = prog.add_task(f"epoch {s.first_epoch}", total=s.steps_per_epoch * tcfg.epochs, completed=s.step, loss="-", lr="-", ips="-") if prog else None
         for epoch in range(s.first_epoch, tcfg.epochs + 1):
             s.record = train_one_epoch(s, epoch, lambda **kw: prog.update(task, **kw) if prog else None)
@@ -324,7 +342,10 @@ def train(s: Session) -> None:
     if s.rank == 0 and tcfg.epochs:
         from ssl_bench.loggers import plot_loss
 
-        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · {s.comp.data.name} · seed {s.recipe.cfg['seed']}")
+        stages = s.comp.objective.stages() or []
+        boundaries = tuple(((st.first_epoch - 1) * s.steps_per_epoch, f"stage {st.index + 1}") for st in stages if st.index > 0 and st.epochs)
+        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · {s.comp.data.name} · seed {s.recipe.cfg['seed']}",
+                  boundaries=boundaries, log=s.log)
 
 
 def knn_monitor(s: Session) -> dict:
@@ -357,7 +378,8 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
     seen, done, lr, momentum = 0, 0, None, None
     step_loss, step_lr = [], []  # every step's loss stays on the device until the epoch ends
     stage = enter_epoch(step_fn.objective, step_fn.optimizer, epoch)
-    planned = plan_epoch(step_fn.selector, batches(len(s.comp.data.train), tcfg.batch_size, s.data_gen, drop_last=tcfg.drop_last), s.rank, s.world)
+    index_batches = batches(len(s.comp.data.train), tcfg.batch_size, s.data_gen, drop_last=tcfg.drop_last)
+    planned = plan_epoch(step_fn.selector, itertools.islice(index_batches, s.steps_per_epoch), s.rank, s.world)
     for (global_plan, plan, shard), (x1, x2) in s.feed.stream(planned, plan_indices):
         batch = make_batch(s, plan, shard, global_plan, x1, x2)
         lr = staged_lr(stage, s.step, step_fn.total_steps, tcfg, s.steps_per_epoch)
@@ -481,6 +503,8 @@ def report(s: Session, eval_results: dict) -> None:
         "data_skipped": list(comp.data.skipped),
     }
     runs.write_results(s.run_dir, results)
+    if s.loggers is not None:
+        s.loggers.log_results(eval_results, headline, s.step)
     shown = [f"{k} {m[headline]:.4f}" for k, m in eval_results.items() if isinstance(m.get(headline), float)]
     if eval_results and not shown:
         s.log(f"warning: no evaluation reported the recipe's headline_metric '{headline}'")
@@ -497,7 +521,7 @@ def report(s: Session, eval_results: dict) -> None:
 # -------------------------------------------------------------------------------------------------
 # Processes, run directory, failures
 # -------------------------------------------------------------------------------------------------
-def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = False):
+def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = False, log: Callable[[str], None] = print):
     """Fabric for one process or DDP over ``train.devices`` × ``train.nodes`` (started here: the
     other local processes re-run this command); returns ``(fabric, rank, world_size)``."""
     devices, nodes = distributed.resolve_world(tcfg.devices, tcfg.nodes)
@@ -508,13 +532,27 @@ def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = Fa
             f"it must be ≥ {2 * world} (2 images per process)"
         )
     fabric = distributed.build_fabric(dev, tcfg.devices, tcfg.nodes, tcfg.precision, tcfg.sync_batchnorm, find_unused)
+    if nodes > 1 and not distributed.launched_by_torchrun():
+        import os
+
+        log(f"node {os.environ['NODE_RANK']} of {nodes}: waiting for the other nodes at "
+            f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']} ({world} processes in all)")
     distributed.launch(fabric)
     return fabric, fabric.global_rank, fabric.world_size
 
 
-def make_run_dir(recipe: Recipe, out, rank: int, resume, cleanup: contextlib.ExitStack) -> tuple[Path, Optional[ckpt.ResumePoint]]:
+def check_resumable(start: ckpt.ResumePoint, step_fn: TrainStep) -> None:
+    """What :func:`restore` will load, tried now: the networks, optimiser and selector states, and the
+    random-number states (a damaged checkpoint is one line before the run directory is touched)."""
+    ckpt.restore_modules(start, step_fn.objective, step_fn.optimizer, step_fn.selector)
+    ckpt.check_rng_state(start, {"data": torch.Generator(), "augment": step_fn.aug_gen, "selector": step_fn.sel_gen})
+
+
+def make_run_dir(
+    recipe: Recipe, out, rank: int, resume, cleanup: contextlib.ExitStack, check: Optional[Callable] = None
+) -> tuple[Path, Optional[ckpt.ResumePoint]]:
     """Rank 0 claims (locks) the run directory — a new one, or with ``resume`` the interrupted run,
-    whose checkpoint is checked before anything is written — and writes the resolved recipe; every
+    whose checkpoint is checked (``open_run``, then ``check(start)``) before anything is written — and writes the resolved recipe; every
     rank gets its path and resume point (or rank 0's error, so that no rank waits for a run that
     will not start).  Returns ``(run_dir, resume point or None)``."""
     cfg = recipe.cfg
@@ -529,7 +567,9 @@ def make_run_dir(recipe: Recipe, out, rank: int, resume, cleanup: contextlib.Exi
                 run_dir, named = ckpt.find_run_dir(str(resume), out, cfg["out_dir"], cfg["name"])
                 cleanup.callback(runs.lock_run_dir(run_dir).release)
                 runs.remove_stale_temps(run_dir)  # half-written files of the process that was killed
-                start = ckpt.open_run(run_dir, cfg, named)
+                start = ckpt.open_run(run_dir, cfg, named, train_defaults=asdict(TrainConfig()))
+                if check is not None:
+                    check(start)
                 ckpt_path = start.path
                 runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
             try:
@@ -556,6 +596,10 @@ def stop_on_bad_loss(run_dir: Path, epoch: int, first_bad: int, steps_per_epoch:
     if write:  # rank 0 (the loss sum is all-reduced, so every rank stops at the same epoch)
         runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None, resumable=False)
     raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check the data")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _progress(enabled: bool):

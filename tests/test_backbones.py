@@ -51,3 +51,30 @@ def test_weights_from_local_file_and_run_checkpoint(tmp_path):
         build_backbone({"name": "resnet18", "weights": str(tmp_path / "none.pt")}, in_chans=1)
     with pytest.raises(SSLBenchError, match="do not fit"):
         build_backbone({"name": "resnet50", "weights": str(tmp_path / "plain.pt")}, in_chans=1)
+
+
+def test_weights_from_timm_safetensors_and_pth_with_another_channel_count(tmp_path):
+    """A timm ResNet-18 state dict saved for RGB (as the hub ships it, with its classifier) loads into
+    a 1-channel backbone: the first convolution summed over its channels (timm's adapt_input_conv),
+    every other tensor unchanged; and the other way round."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    rgb = timm.create_model("resnet18", pretrained=False, num_classes=1000, in_chans=3)
+    sd = {k: v.contiguous() for k, v in rgb.state_dict().items()}
+    save_file(sd, str(tmp_path / "model.safetensors"))
+    torch.save(sd, tmp_path / "model.pth")
+    for f in ("model.safetensors", "model.pth"):
+        gray = build_backbone({"name": "resnet18", "weights": str(tmp_path / f)}, in_chans=1)
+        got = gray.model.state_dict()
+        assert torch.allclose(got["conv1.weight"], sd["conv1.weight"].sum(dim=1, keepdim=True))
+        assert torch.equal(got["layer4.1.bn2.weight"], sd["layer4.1.bn2.weight"])
+    one = timm.create_model("resnet18", pretrained=False, num_classes=0, in_chans=1).state_dict()
+    torch.save(one, tmp_path / "gray.pth")
+    back = build_backbone({"name": "resnet18", "weights": str(tmp_path / "gray.pth")}, in_chans=3).model.state_dict()
+    assert back["conv1.weight"].shape[1] == 3
+    assert torch.allclose(back["conv1.weight"], one["conv1.weight"].repeat(1, 3, 1, 1) / 3)  # timm: repeated, × 1/3
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 32)
+    with pytest.raises(SSLBenchError, match="broken.safetensors could not be read"):
+        build_backbone({"name": "resnet18", "weights": str(tmp_path / "broken.safetensors")}, in_chans=3)

@@ -109,12 +109,48 @@ def test_timm_stem_export_loads_into_plain_timm(trained_run, tmp_path):
         torch.testing.assert_close(model.eval()((x - mean) / std), net(x), rtol=1e-5, atol=1e-5)
 
 
+def test_safetensors_export_carries_the_runs_pretrained_cfg_and_loads_into_timm(trained_run, tmp_path):
+    """``--out X.safetensors``: timm's keys in safetensors, and beside it X.json with timm's config
+    fields; ``pretrained_cfg`` is the run's mean/std and input size with an ssl-bench tag, so timm's own
+    data config makes the run's view.  timm's stem: plain ``timm.create_model(…, pretrained=True,
+    pretrained_cfg_overlay={file: …})`` reads it; either stem: ``load_backbone(X).model`` is the timm model."""
+    import timm
+    from safetensors.torch import load_file
+
+    out = tmp_path / "backbone.safetensors"
+    info = trained_run.export(out)
+    cfg = json.loads((tmp_path / "backbone.json").read_text())
+    assert cfg["architecture"] == "resnet18" and cfg["num_classes"] == 0 and cfg["in_chans"] == 1
+    pcfg = cfg["pretrained_cfg"]
+    assert pcfg["mean"] == pytest.approx(info["mean"]) and pcfg["std"] == pytest.approx(info["std"])
+    assert pcfg["input_size"] == [1, 28, 28] and pcfg["tag"].startswith("ssl-bench.") and "url" not in pcfg
+    weights = load_file(str(out))
+    assert "conv1.weight" in weights and not any(k.startswith("model.") for k in weights)  # timm's own keys
+    ours = ssl_bench.load_backbone(out)
+    data_cfg = timm.data.resolve_data_config({}, model=ours.model)
+    assert data_cfg["input_size"] == (1, 28, 28) and data_cfg["mean"] == pytest.approx(tuple(info["mean"]))
+    x = torch.rand(3, 1, 28, 28)
+    mean, std = torch.tensor(pcfg["mean"]).view(1, -1, 1, 1), torch.tensor(pcfg["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.model((x - mean) / std), ours(x), rtol=1e-5, atol=1e-5)
+        from_dir = ssl_bench.load_backbone(trained_run.dir)
+        torch.testing.assert_close(from_dir(x), ours(x), rtol=1e-5, atol=1e-5)
+        assert timm.data.resolve_data_config({}, model=from_dir.model)["std"] == pytest.approx(tuple(info["std"]))
+        if not cfg["ssl_bench"]["small_image_stem"]:
+            model = timm.create_model("resnet18", pretrained=True, num_classes=0, in_chans=1,
+                                      pretrained_cfg_overlay={"file": str(out), **pcfg}).eval()
+            torch.testing.assert_close(model((x - mean) / std), ours(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ssl_bench.errors.SSLBenchError, match="already exists"):
+        trained_run.export(out)  # the weights and their .json: neither is replaced without force
+
+
 def test_the_how_to_snippets_run_on_a_real_export(trained_run, tmp_path, monkeypatch):
     trained_run.export(tmp_path / "backbone.pt")
+    trained_run.export(tmp_path / "backbone.safetensors")
     monkeypatch.chdir(tmp_path)
     text = (REPO / "docs" / "use_your_backbone.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for code in blocks:
         exec(compile(code, "use_your_backbone.md", "exec"), {})
 

@@ -58,7 +58,31 @@ def test_every_step_reaches_csv_and_tensorboard(logged_run):
     loss = [e.value for e in ea.Scalars("train/loss_step")]
     assert loss == pytest.approx(steps[0]["loss"] + steps[1]["loss"], rel=1e-5)
     assert [e.step for e in ea.Scalars("train/loss_epoch")] == [n, 2 * n]
+    # steps count from 1: an epoch's scalars sit on its own last step, not on the next epoch's first
+    assert [e.step for e in ea.Scalars("train/loss_step")] == list(range(1, 2 * n + 1))
     assert "logging to:" in stdout
+
+
+def test_final_evaluation_metrics_reach_every_logger(logged_run, monkeypatch):
+    out, _ = logged_run
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    res = json.loads((out / "results.json").read_text())
+    acc, auc = res["eval"]["knn"]["accuracy"], res["eval"]["knn"]["auc"]
+    rows = list(csv.DictReader((out / "logs" / "csv" / "metrics.csv").open()))
+    final = [r for r in rows if r.get("eval/knn/accuracy")]
+    assert len(final) == 1 and float(final[0]["eval/knn/accuracy"]) == pytest.approx(acc)
+    assert int(final[0]["step"]) == res["train"]["steps"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(out / "logs" / "tensorboard"))
+    ea.Reload()
+    assert [e.value for e in ea.Scalars("hp_metric")] == pytest.approx([auc])  # the headline metric, not -1
+    assert ea.Scalars("eval/knn/balanced_accuracy")[0].value == pytest.approx(res["eval"]["knn"]["balanced_accuracy"])
+    import mlflow
+
+    mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
+    run_id = mlflow.search_runs([mlflow.get_experiment_by_name("ssl-bench").experiment_id])["run_id"].iloc[0]
+    assert mlflow.tracking.MlflowClient().get_run(run_id).data.metrics["eval/knn/accuracy"] == pytest.approx(acc)
 
 
 def test_knn_monitor_and_loss_png(logged_run):
@@ -112,3 +136,43 @@ def test_bad_log_entries_are_one_line():
         load_recipe(data=breast_recipe(log=[{"name": "csv", "project": "x"}]))
     with pytest.raises(SSLBenchError, match="recipe key log must be a list"):
         load_recipe(data=breast_recipe(log="csv"))
+
+
+def _steps_file(run_dir: Path, epochs: int = 4, n: int = 5) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from ssl_bench.loggers import append_steps
+
+    for e in range(1, epochs + 1):
+        append_steps(run_dir, e, (e - 1) * n, [1.0 / e] * n, [0.1] * n)
+
+
+def test_loss_png_on_a_full_disk_is_a_warning_and_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+
+    import matplotlib.figure
+
+    from ssl_bench.loggers import plot_loss
+
+    _steps_file(tmp_path)
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    said = []
+    assert plot_loss(tmp_path, log=said.append) is None
+    assert said == [f"warning: {tmp_path / 'loss.png'} was not written (No space left on device); the run's results are unaffected"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.jsonl"]
+
+
+def test_loss_png_marks_the_stage_boundaries(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from ssl_bench.loggers import plot_loss
+
+    _steps_file(tmp_path)
+    lines = []
+    real = matplotlib.axes.Axes.axvline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, *a, **k: lines.append(x) or real(self, x, *a, **k))
+    assert plot_loss(tmp_path, boundaries=((10, "stage 2"), (15, "stage 3"))) == tmp_path / "loss.png"
+    assert lines == [10.5, 15.5]

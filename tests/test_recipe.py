@@ -56,7 +56,7 @@ def test_changing_a_component_drops_options_it_does_not_take(base):
         ("train.epocs=2", r"unknown recipe key train\.epocs for train — did you mean 'epochs'\?"),
         ("train.epochs=two", r"recipe key train\.epochs must be int, got str 'two'"),
         ("train.epochs=-1", r"recipe key train\.epochs must be ≥ 0"),
-        ("train.optimizer=lamb", r"recipe key train\.optimizer must be Literal\['sgd', 'adamw'\]"),
+        ("train.optimizer=lamb", r"recipe key train\.optimizer must be Literal\['sgd', 'adamw', 'lars'\]"),
         ("selector.name=tracn", r"unknown selector 'tracn' \(recipe key selector\.name\)"),
         ("objective.temperature=0.1", r"unknown recipe key objective\.temperature for objective 'byol'"),
         ("backbone.name=resnt18", r"unknown backbone 'resnt18'.*did you mean 'resnet18'"),

@@ -34,12 +34,12 @@ BUGS = {
         "ssl_bench/selectors/similarity.py", "scores = F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T",
         "scores = -(F.normalize(f1.float(), dim=1) @ pool(ctx, F.normalize(f2.float(), dim=1)).T)", ["tests/selectors/test_semantics.py"]),
     "compare-std-ddof0": (
-        "ssl_bench/compare.py", 'stats = g["value"].agg(["mean", "std", "count"]).reset_index()',
-        'stats = g["value"].agg(mean="mean", std=lambda v: v.std(ddof=0), count="count").reset_index()',
+        "ssl_bench/compare.py", 'stats = g["value"].agg(mean=_mean, std=lambda v: v.std(skipna=False), count="size").reset_index()',
+        'stats = g["value"].agg(mean=_mean, std=lambda v: v.std(skipna=False, ddof=0), count="size").reset_index()',
         ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "compare-median-as-mean": (
-        "ssl_bench/compare.py", 'stats = g["value"].agg(["mean", "std", "count"]).reset_index()',
-        'stats = g["value"].agg(mean="median", std="std", count="count").reset_index()',
+        "ssl_bench/compare.py", 'stats = g["value"].agg(mean=_mean, std=lambda v: v.std(skipna=False), count="size").reset_index()',
+        'stats = g["value"].agg(mean="median", std=lambda v: v.std(skipna=False), count="size").reset_index()',
         ["tests/test_compare_semantics.py", "tests/test_compare_tables.py"]),
     "self-mask-dropped": (
         "ssl_bench/selectors/base.py", "mask = rows == torch.arange(n, device=scores.device)[None, :]",

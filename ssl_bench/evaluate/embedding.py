@@ -150,7 +150,7 @@ class EmbeddingQuality(Evaluation):
             parts = {s: ctx.projections(s) for s in splits}
             self.files["csv"] = write_embedding_csv(Path(ctx.out_dir) / "embedding.csv", parts)
             if self.plot and z.shape[1] == 2:
-                self.files["png"] = self._plot(ctx, z[tr], y[tr], z[te], y[te], out, names=("90 %", "10 %"))
+                self.files["png"] = self._plot(ctx, z[tr], y[tr], z[te], y[te], out, names=("kNN reference", "kNN query"))
         return out
 
     def _plot(self, ctx: EvalContext, z_tr, y_tr, z_te, y_te, m: dict, names=None) -> Optional[Path]:
@@ -163,7 +163,7 @@ class EmbeddingQuality(Evaluation):
             images = torch.cat([ctx.data.split(self.train_split).images, ctx.data.split(self.test_split).images])
         names = names or (self.train_split, self.test_split)
         title = (
-            f"{ctx.data.name}: {len(z_tr)} {names[0]} + {len(z_te)} {names[1]} images · "
+            f"{ctx.data.name}: {len(z_tr) + len(z_te)} images ({len(z_tr)} {names[0]}, {len(z_te)} {names[1]}) · "
             f"kNN acc {m['accuracy']:.3f} · silhouette {m['silhouette']:.3f}"
         )
         return scatter_embedding(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Optional
 
@@ -64,9 +65,13 @@ class LinearProbe(Evaluation):
                 x_va, y_va = ctx.features(self.select_split)
                 fits, scores = [], []
                 for c in C_GRID:
+                    t0 = time.perf_counter()
                     fits.append(self._fit(ctx, c, x_tr, y_tr))
                     m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task, ctx.data.positive_class)
                     scores.append(np.nan_to_num(m["auc"], nan=-1.0) + 1e-3 * m["balanced_accuracy"])
+                    if ctx.log is not None:  # a line per fit: a large split takes minutes
+                        ctx.log(f"  linear probe C={c:g}: {self.select_split} AUC {m['auc']:.4f}  "
+                                f"BMA {m['balanced_accuracy']:.4f}  ({time.perf_counter() - t0:.1f} s)")
                 best = int(np.argmax(scores))
                 C, model = C_GRID[best], fits[best]  # the chosen fit is the final one: no refit
         self.chosen_C = C

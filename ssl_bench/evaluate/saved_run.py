@@ -100,6 +100,9 @@ def evaluate_run(
     data = DATASETS.build(cfg["data"], key="data")
     for ev in evaluations:  # refused before the (long) evaluations start
         ev.check_data(data)
+    from ssl_bench.data.base import check_classes
+
+    check_classes(data, evaluations)  # a one-class training split: one line now, not a crash in the probe
     view_size = cfg["augment"].get("size") or data.image_size
     augment = AUGMENTATIONS.build(cfg["augment"], key="augment")
     ctx = EvalContext.of_objective(

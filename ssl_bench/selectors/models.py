@@ -35,6 +35,18 @@ def batchnorm_stats_frozen(model: nn.Module):
             m.num_batches_tracked.copy_(nbt)
 
 
+def load_frozen(path, data, key: str):
+    """A trained run to score with (:func:`ssl_bench.trained.load_run`), checked against the data it
+    will see: another channel count is one line now, not a failure at the first step."""
+    from ssl_bench.trained import load_run
+
+    run = load_run(path, in_chans=data.channels, key=key)
+    if run.normalize is not None and run.in_chans != data.channels:  # (without its statistics it was built for the data)
+        raise SSLBenchError(f"recipe key {key}: {run.path} was trained on {run.in_chans}-channel images and this recipe's "
+                            f"data has {data.channels}; score with a run of the same data")
+    return run
+
+
 @dataclass(eq=False)
 class ModelSelector(Selector):
     """Base of batch selectors that need network outputs on (light or training) views.
@@ -69,9 +81,7 @@ class ModelSelector(Selector):
 
     def setup(self, objective: nn.Module, data) -> None:
         if self.model == "pretrained":
-            from ssl_bench.trained import load_run
-
-            self.use_frozen(load_run(self.checkpoint, in_chans=data.channels, key="selector.checkpoint").objective)
+            self.use_frozen(load_frozen(self.checkpoint, data, "selector.checkpoint").objective)
 
     def use_frozen(self, net: nn.Module) -> None:
         """Select with an already loaded frozen network (shared between selectors)."""

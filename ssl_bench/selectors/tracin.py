@@ -189,7 +189,8 @@ class TracInSelector(ModelSelector):
         if not self.checkpoints:
             return super().setup(objective, data)
         from ssl_bench.checkpoint import epoch_path
-        from ssl_bench.trained import checkpoint_path, load_run
+        from ssl_bench.selectors.models import load_frozen
+        from ssl_bench.trained import checkpoint_path
 
         run_dir = checkpoint_path(self.checkpoint, key="selector.checkpoint").parent.parent
         self.frozen_cp = []
@@ -200,7 +201,7 @@ class TracInSelector(ModelSelector):
                     f"recipe key selector.checkpoints: the run {run_dir} kept no checkpoint of epoch {e} ({path.name}); "
                     f"train it with train.save_epochs={sorted(self.checkpoints)}"
                 )
-            trained = load_run(path, in_chans=data.channels, key="selector.checkpoints")
+            trained = load_frozen(path, data, "selector.checkpoints")
             if trained.lr is None:
                 raise SSLBenchError(f"recipe key selector.checkpoints: {path} records no learning rate")
             self.use_frozen(trained.objective)

@@ -113,7 +113,7 @@ def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
     EVALUATIONS.build({"name": "embedding", "thumbnails": 4}).run(ctx)
     [c] = calls
     assert torch.equal(c["images"], torch.cat([breast.train.images, breast.test.images]))
-    assert c["splits"] == ["train"] * 546 + ["test"] * 156 and "546 train + 156 test images" in c["title"]
+    assert c["splits"] == ["train"] * 546 + ["test"] * 156 and "702 images (546 train, 156 test)" in c["title"]
     EVALUATIONS.build({"name": "embedding"}).run(ctx)
     assert calls[1]["images"] is None  # no thumbnails: no copy of the images
 
@@ -122,8 +122,8 @@ def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
     (tmp_path / "poster").mkdir()
     EVALUATIONS.build({"name": "embedding", "protocol": "poster", "thumbnails": 4}).run(poster)
     [c] = calls
-    assert c["images"] is None and c["splits"] == ["90 %"] * 702 + ["10 %"] * 78
-    assert "702 90 % + 78 10 % images" in c["title"] and (tmp_path / "poster" / "embedding.png").is_file()
+    assert c["images"] is None and c["splits"] == ["kNN reference"] * 702 + ["kNN query"] * 78
+    assert "780 images (702 kNN reference, 78 kNN query)" in c["title"] and (tmp_path / "poster" / "embedding.png").is_file()
     csv = pd.read_csv(tmp_path / "poster" / "embedding.csv")
     assert csv.groupby("split").size().to_dict() == {"test": 156, "train": 546, "val": 78}
 
