@@ -114,15 +114,22 @@ def test_embed_of_a_non_run_and_stage_mismatch_are_refused(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_untrained_run_embeds_its_128d_output_and_refuses_a_png(tsimcne_run, tmp_path):
+def test_untrained_run_embeds_its_128d_output_and_refuses_a_png(tsimcne_run, tmp_path, monkeypatch):
     """train.epochs: 0 (the Random baseline) ends before stage 2: the head is the 128-D projector."""
     subset = tsimcne_run.parent / "breast_subset.npz"
     res = _cli("run", RANDROT, *TINY, "--set", "train.epochs=0", *_subset_args(subset), "--out", tmp_path / "r0", "--quiet")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r0" / "results.json").read_text())["eval"]["embedding@poster"]["dim"] == 128
     res = _cli("embed", tmp_path / "r0", "--out", tmp_path / "z.csv", "--png", tmp_path / "z.png")
-    assert res.exit_code == 2 and "needs a 2-D embedding" in res.output
+    assert res.exit_code == 2 and "needs a 2-D embedding; the head outputs of run" in res.output and "128-D" in res.output
     assert not (tmp_path / "z.csv").exists() and not (tmp_path / "z.png").exists()
+    # backbone features are named as such, and refused from two images, before the whole feature pass
+    from ssl_bench import evaluate
+
+    passes, real = [], evaluate.extract_features
+    monkeypatch.setattr(evaluate, "extract_features", lambda net, images, *a, **k: passes.append(len(images)) or real(net, images, *a, **k))
+    res = _cli("embed", tmp_path / "r0", "--features", "backbone", "--out", tmp_path / "b.csv", "--png", tmp_path / "b.png")
+    assert res.exit_code == 2 and "the backbone features of run" in res.output and passes == [2]
     res = _cli("embed", tmp_path / "r0", "--split", "test", "--out", tmp_path / "z.csv")
     assert res.exit_code == 0 and pd.read_csv(tmp_path / "z.csv").shape == (N_TEST, 3 + 128)
 

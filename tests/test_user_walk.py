@@ -85,3 +85,15 @@ def test_selector_precision_plot_counts_epochs_in_whole_numbers(tmp_path, monkey
     assert plots.plot_selector_precision({str(run): "FS"}, tmp_path / "p.png") == tmp_path / "p.png"
     ticks = figures[0].axes[0].get_xticks()
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_list_recipes_names_every_method_and_keeps_whole_sentences():
+    from pathlib import Path
+
+    from ssl_bench.reference import _first_sentence, recipe_rows
+
+    rows = recipe_rows(Path(__file__).resolve().parents[1] / "recipes")
+    assert len(rows) > 50 and all(method for _, method, _, _ in rows), [r[0] for r in rows if not r[1]]
+    byol_tracin = {path: method for path, method, _, _ in rows}
+    assert byol_tracin["recipes/isic/tracin_isic.yaml"] == "BYOL-TracIn"  # as a run of it reports, with no method key
+    assert _first_sentence("MICLe of Azizi et al. (2021) pairs two images. Then more.") == "MICLe of Azizi et al. (2021) pairs two images."
