@@ -126,6 +126,7 @@ class RunLoggers:
 
     def __init__(self, blocks: list[dict], run_dir: Path, cfg: dict):
         self.run_dir = Path(run_dir)
+        self._params = _flat_params(cfg)  # the recipe as TensorBoard's hyper-parameters (start and final metrics)
         self.backends: list[tuple[str, Any]] = []
         for i, b in enumerate(blocks):
             try:
@@ -147,8 +148,7 @@ class RunLoggers:
                 return CSVLogger(root_dir=str(logs), name="", version=name)
             # no placeholder hp_metric of -1: log_results writes the run's headline figure there
             lg = TensorBoardLogger(root_dir=str(logs), name="", version=name, default_hp_metric=False)
-            lg.log_hyperparams(_flat_params(cfg))  # Fabric's CSVLogger keeps no hyper-parameters (recipe.yaml has them)
-            self._params = _flat_params(cfg)
+            lg.log_hyperparams(self._params)  # Fabric's CSVLogger keeps no hyper-parameters (recipe.yaml has them)
             return lg
         if name == "wandb":
             try:
@@ -170,8 +170,7 @@ class RunLoggers:
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(b.get("experiment", "ssl-bench"))
         run = mlflow.start_run(run_name=f"{cfg['name']}-seed{cfg['seed']}")
-        params = _flat_params(cfg)
-        mlflow.log_params({k: str(v)[:250] for k, v in params.items()})
+        mlflow.log_params({k: str(v)[:250] for k, v in self._params.items()})
         return run
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -206,7 +205,7 @@ class RunLoggers:
                      and isinstance(m.get(headline), (int, float)) and not isinstance(m.get(headline), bool)), None)
         for name, lg in self.backends:
             if name == "tensorboard" and head is not None:
-                lg.log_hyperparams(getattr(self, "_params", {}), metrics={"hp_metric": head})
+                lg.log_hyperparams(self._params, metrics={"hp_metric": head})
             elif name == "wandb":
                 lg.summary.update(flat)
 
