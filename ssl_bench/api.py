@@ -26,6 +26,8 @@ import torch
 
 from ssl_bench.recipe import Recipe, load_recipe
 
+__all__ = ["Run", "run", "open_run", "compare"]
+
 
 @dataclass
 class Run:

@@ -17,7 +17,6 @@ resolution, 4× fewer FLOPs — the CPU-friendly middle ground the 28 px recipes
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 from pathlib import Path
 from typing import Any, Optional
@@ -26,33 +25,18 @@ import torch
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
+from ssl_bench.timm_names import NO_DOWNLOAD, check_hub, is_timm_model
 
-@functools.lru_cache(maxsize=1)
-def timm_models() -> tuple[str, ...]:
-    import timm
+__all__ = ["timm_fallback", "BACKBONES", "TimmBackbone", "build_backbone"]
 
-    return tuple(timm.list_models())
-
-
-HUB_PREFIXES = ("hf-hub:", "hf_hub:", "timm/", "local-dir:")
-NO_DOWNLOAD = ("ssl-bench never downloads weights: name the architecture (e.g. resnet18) and give a local file "
-               "with backbone.weights: PATH (a timm .pth/.safetensors state dict or an ssl-bench run)")
-
-
-def _timm_fallback(name: str):
+def timm_fallback(name: str):
     """Any timm architecture not registered here: :class:`TimmBackbone` of that name."""
-    if isinstance(name, str) and name.startswith(HUB_PREFIXES):
-        raise SSLBenchError(f"recipe key backbone.name '{name}' names a model hub entry; {NO_DOWNLOAD}")
-    return functools.partial(TimmBackbone, name) if name in timm_models() else None
+    check_hub(name)
+    return functools.partial(TimmBackbone, name) if is_timm_model(name) else None
 
 
-BACKBONES = Registry("backbone", fallback=_timm_fallback, fallback_names=timm_models)
-
-
-def backbone_names(pattern: Optional[str] = None) -> list[str]:
-    names = list(BACKBONES.names()) + list(timm_models())
-    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+BACKBONES = catalog.BACKBONES
 
 
 class TimmBackbone(nn.Module):

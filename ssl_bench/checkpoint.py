@@ -32,6 +32,11 @@ import torch
 from ssl_bench import runs
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "PREVIOUS_CHECKPOINT", "rng_state", "set_rng_state", "save", "epoch_path", "save_epoch", "read", "load",
+    "check_rng_state", "ResumePoint", "find_run_dir", "open_run", "restore_modules", "truncate_metrics",
+]
+
 PREVIOUS_CHECKPOINT = "previous.pt"
 FORMAT_VERSION = 1
 # recipe keys that may change when a run is resumed: they do not change what is computed

@@ -9,6 +9,8 @@ import click
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["main", "run", "sweep", "compare_cmd", "show", "positives", "embed", "export"]
+
 
 class _Group(click.Group):
     """Turn user errors into one red line and a non-zero exit, never a traceback."""
@@ -74,7 +76,7 @@ def run(recipe: Optional[str], assignments: tuple[str, ...], overrides: tuple[st
     r = load_recipe(recipe, list(overrides), load_plugins=own_recipe)
     if r.unchecked:
         raise SSLBenchError(
-            f"{recipe} uses {', '.join(r.unchecked)} from plug-ins ({', '.join(r.cfg.get('plugins') or []) or 'none named'}) that "
+            f"{recipe} uses {', '.join(map(str, r.unchecked))} from plug-ins ({', '.join(r.cfg.get('plugins') or []) or 'none named'}) that "
             "were not imported: pass --plugin FILE, or --load-plugins to import the files the run names"
         )
     if plugins or load_plugins:  # code named by a run directory or a --plugin option
@@ -253,7 +255,7 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
         except SSLBenchError:
             pass
     if r.unchecked:
-        click.secho(f"note: not checked (from plug-ins, which show does not import): {', '.join(r.unchecked)}", fg="yellow", err=True)
+        click.secho(f"note: not checked (from plug-ins, which show does not import): {', '.join(map(str, r.unchecked))}", fg="yellow", err=True)
 
 
 @main.command()

@@ -29,6 +29,11 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import (PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, eval_results_files, finite_float, flatten_recipe,
                             read_status)
 
+__all__ = [
+    "load_runs", "fmt_cell", "METRIC_ALIASES", "headline_metric", "FINETUNE_MARK", "summarize", "pivot",
+    "compare", "table",
+]
+
 # keys that may differ between the seeds of one cell without making them different experiments
 # (a pretrained row's checkpoint: each seed scores with the producer run of its own seed)
 IGNORED_KEYS = {"seed", "name", "out_dir", "selector.checkpoint"} | PLACEMENT_KEYS

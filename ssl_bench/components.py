@@ -18,6 +18,8 @@ from ssl_bench.recipe import Recipe
 from ssl_bench.selectors import SELECTORS, Selector
 from ssl_bench.selectors.base import check_compatible
 
+__all__ = ["method_name", "Components", "build_components"]
+
 
 def method_name(recipe: dict, selector: Selector, objective: Objective) -> str:
     """The name in results and tables: the recipe's ``method``, else objective-selector display names

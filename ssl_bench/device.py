@@ -8,6 +8,11 @@ import torch
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "select_device", "reuse_freed_memory", "default_malloc", "trim_heap", "has_bf16", "resolve_precision",
+    "autocast",
+]
+
 
 def select_device(name: str) -> torch.device:
     if name == "auto":

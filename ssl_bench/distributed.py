@@ -29,6 +29,12 @@ from torch import nn
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "Shard", "shard_plan", "globalize", "localize", "sum_epoch_stats", "gather_with_grad",
+    "launched_by_torchrun", "resolve_world", "build_fabric", "launch", "convert_sync_batchnorm",
+    "revert_sync_batchnorm", "broadcast_object",
+]
+
 
 # -------------------------------------------------------------------------------------------------
 # The global batch and this rank's slice of it

@@ -17,6 +17,8 @@ import torch
 from ssl_bench import runs, safeyaml
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["select_option_device", "embed_outputs", "embed_run"]
+
 SPLITS = ("train", "val", "test")
 
 

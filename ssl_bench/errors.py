@@ -5,6 +5,8 @@ Every problem caused by the user's input (a recipe key, a file, a registry name)
 without a traceback; any other exception is a bug and keeps its traceback.
 """
 
+__all__ = ["SSLBenchError", "RunDirBusy"]
+
 
 class SSLBenchError(Exception):
     """An error in the user's input, reported as one line without a traceback."""

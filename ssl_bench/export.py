@@ -25,6 +25,8 @@ from torch import nn
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["PretrainedBackbone", "export_backbone", "load_backbone"]
+
 FORMAT = "ssl-bench-backbone/1"
 
 # the ``timm.create_model`` keyword arguments an export may carry (a recipe's backbone.kwargs): they shape

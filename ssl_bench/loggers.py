@@ -24,6 +24,8 @@ from typing import Any, Callable, Optional
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["parse_log", "check_reachable", "RunLoggers", "append_steps", "plot_loss"]
+
 LOGGERS = {
     "csv": "Lightning Fabric CSVLogger → logs/csv/metrics.csv",
     "tensorboard": "Lightning Fabric TensorBoardLogger → logs/tensorboard/ (tensorboard --logdir RUN/logs)",

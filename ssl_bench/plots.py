@@ -11,6 +11,11 @@ import pandas as pd
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import finite_float
 
+__all__ = [
+    "check_figure_path", "save_figure", "label_fraction_table", "plot_label_fractions",
+    "plot_selector_precision",
+]
+
 
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")  # what the figure options accept (matplotlib's format from the suffix)
 

@@ -26,6 +26,8 @@ from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.models import ModelSelector
 from ssl_bench.trained import load_run
 
+__all__ = ["positives_outputs", "check_positives_options", "analyse_positives"]
+
 
 PRECISION_AT = (1, 3, 10)  # top-j same-label precision reported for each j ≤ k
 

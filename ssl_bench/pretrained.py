@@ -26,6 +26,8 @@ from ssl_bench.checkpoint import epoch_path
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.runs import is_recipe_ref
 
+__all__ = ["producer_overrides", "finished_runs", "resolve_pretrained", "checkpoint_of_recipe"]
+
 # keys that never change what a run produces (where and how fast it ran)
 IGNORED_TRAIN_KEYS = tuple(k.split(".", 1)[1] for k in runs.PLACEMENT_KEYS if k.startswith("train."))
 CONSUMER_ONLY = ("selector", "name", "method")

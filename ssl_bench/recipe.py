@@ -30,15 +30,21 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Collection, Literal, Optional
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_bench import safeyaml
+from ssl_bench.catalog import EVALUATIONS, REGISTRIES
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.registry import accepted_options, check_kwargs, load_plugin_file, option_defaults
+
+__all__ = [
+    "TrainConfig", "DEFAULTS", "TOP_LEVEL_TYPES", "Recipe", "Unchecked", "load_recipe", "check_structure", "validate",
+    "unregistered_components", "component_registries",
+]
 
 
 @dataclass
@@ -163,21 +169,8 @@ TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def component_registries():
-    """Recipe key → registry for every component block (imported lazily: no import cycles)."""
-    from ssl_bench.augment import AUGMENTATIONS
-    from ssl_bench.backbones import BACKBONES
-    from ssl_bench.data import DATASETS
-    from ssl_bench.objectives import OBJECTIVES
-    from ssl_bench.selectors import SELECTORS
-
-    return {
-        "data": DATASETS,
-        "augment": AUGMENTATIONS,
-        "selection_augment": AUGMENTATIONS,
-        "backbone": BACKBONES,
-        "objective": OBJECTIVES,
-        "selector": SELECTORS,
-    }
+    """Recipe key → registry for every component block (their members are imported on first use)."""
+    return REGISTRIES
 
 # options ssl-bench fills in itself when a block leaves them null (the backbone's input channels: the data's)
 FILLED_AT_BUILD = {"backbone": ("in_chans",)}
@@ -209,12 +202,13 @@ def _factory_accepts(block_key: str, name: str) -> Optional[set[str]]:
     return accepted_options(reg.get(name))
 
 
-def _merge(parent: dict, child: dict) -> dict:
+def _merge(parent: dict, child: dict, components: bool = True) -> dict:
     """OmegaConf merge, dropping parent options that a renamed component no longer accepts, and
     options of another mode when the child switches a component's mode (a selector's ``model:
-    online`` drops the parent's ``checkpoint``)."""
+    online`` drops the parent's ``checkpoint``).  ``components=False``: a plain merge, which imports
+    no component (what :func:`check_structure` reads: it looks at no component's options)."""
     parent = dict(parent)
-    for key in list(COMPONENT_KEYS):
+    for key in list(COMPONENT_KEYS) if components else ():
         p, c = parent.get(key), child.get(key)
         if isinstance(p, dict) and isinstance(c, dict) and "name" in c and c["name"] != p.get("name"):
             accepts = _factory_accepts(key, c["name"])
@@ -263,7 +257,7 @@ def _omegaconf_msg(e: Exception) -> str:
     return f"{msg} (recipe key {full_key})" if full_key else msg
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = True) -> tuple[dict, list[Path]]:
+def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = True, components: bool = True) -> tuple[dict, list[Path]]:
     """Read ``path`` and, recursively, what it ``extends:``; return the merged mapping.  Each file's
     ``plugins`` are resolved relative to that file (and imported as it is read, when
     ``load_plugins``: merging may need their components); the merged recipe lists every plug-in of
@@ -288,11 +282,11 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = Tr
         ppath = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
         if not ppath.is_file():
             raise SSLBenchError(f"recipe key extends in {path.name}: file not found: {ppath}")
-        pdata, pfiles = _load_chain(ppath, seen + (path,), load_plugins)
-        merged = _merge(merged, pdata) if merged else pdata
+        pdata, pfiles = _load_chain(ppath, seen + (path,), load_plugins, components)
+        merged = _merge(merged, pdata, components) if merged else pdata
         files += pfiles
     plugins = list(dict.fromkeys((merged.get("plugins") or []) + (raw.get("plugins") or [])))
-    out = _merge(merged, raw)
+    out = _merge(merged, raw, components)
     if not seen and "name" not in raw:  # a derived recipe's runs go under its own file's name, not its parent's
         out["name"] = None
     if plugins:
@@ -340,7 +334,7 @@ class Recipe:
     path: Optional[Path] = None
     files: list[Path] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)  # the --set list (a pretrained recipe inherits them)
-    unchecked: list[str] = field(default_factory=list)  # components of plug-ins that were not imported
+    unchecked: list["Unchecked"] = field(default_factory=list)  # components of plug-ins that were not imported
 
     def __getitem__(self, key: str) -> Any:
         return self.cfg[key]
@@ -365,19 +359,39 @@ def load_recipe(
     ``load_plugins``: import the plug-in files the recipe names (a file's relative to that file, a
     mapping's and ``--set``'s relative to the working directory).  False: import nothing (``ssl-bench
     show``, a run directory someone sent you); components only a plug-in would register are then left
-    unchecked and listed in ``Recipe.unchecked``."""
+    unchecked and listed in ``Recipe.unchecked``.
+
+    Two passes: the recipe's structure (top-level keys, ``train``, ``log``, every component's name)
+    is checked first from a plain merge, which imports no component (no torch: a typo costs
+    ~0.1 s); then the components named are imported and the recipe merged and checked in full."""
+    structure, _ = _assemble(path, overrides, data, load_plugins=False, components=False)
+    check_structure(structure)
+    merged, files = _assemble(path, overrides, data, load_plugins=load_plugins, components=True)
+    unchecked = [] if load_plugins else unregistered_components(merged)
+    validate(merged, skip=unchecked)
+    fill_defaults(merged, skip=unchecked)
+    return Recipe(
+        cfg=merged, path=Path(path).resolve() if path is not None else None, files=files, overrides=list(overrides),
+        unchecked=unchecked,
+    )
+
+
+def _assemble(
+    path: str | Path | None, overrides: list[str], data: Optional[dict], load_plugins: bool, components: bool
+) -> tuple[dict, list[Path]]:
+    """The merged recipe (``extends``, defaults, ``--set``, interpolations; ``evaluate`` names as blocks)."""
     if path is not None:
-        merged, files = _load_chain(Path(path), load_plugins=load_plugins)
+        merged, files = _load_chain(Path(path), load_plugins=load_plugins, components=components)
     else:
         merged, files = dict(data or {}), []
         if "plugins" in merged:
             merged["plugins"] = _plugin_files(merged["plugins"], None, load_plugins)
-    merged = _merge(DEFAULTS, merged)
+    merged = _merge(DEFAULTS, merged, components)
     if overrides:
         ov = _parse_overrides(list(overrides))
         if "plugins" in ov:
             ov["plugins"] = list(dict.fromkeys((merged.get("plugins") or []) + _plugin_files(ov["plugins"], None, load_plugins)))
-        merged = _merge(merged, ov)
+        merged = _merge(merged, ov, components)
     try:
         check_interpolations(merged)
         merged = OmegaConf.to_container(OmegaConf.create(merged), resolve=True)  # ${...} interpolation
@@ -386,13 +400,7 @@ def load_recipe(
     if not merged.get("name"):
         merged["name"] = Path(path).stem if path is not None else "recipe"
     merged["evaluate"] = named_blocks(merged.get("evaluate"), "evaluate")
-    unchecked = [] if load_plugins else unregistered_components(merged)
-    validate(merged, skip=unchecked)
-    fill_defaults(merged, skip=unchecked)
-    return Recipe(
-        cfg=merged, path=Path(path).resolve() if path is not None else None, files=files, overrides=list(overrides),
-        unchecked=unchecked,
-    )
+    return merged, files
 
 
 _INTERPOLATION = re.compile(r"\$\{([^{}]*)\}")
@@ -466,18 +474,27 @@ def _plugin_files(plugins: Any, base_dir: Optional[Path], load: bool) -> list[st
     return out
 
 
-def unregistered_components(cfg: dict) -> list[str]:
-    """``block 'name'`` of every component no registry knows (a plug-in's, not imported).  A recipe
-    that names no plug-in file has none: an unknown name is then an error, as in ``run``."""
+@dataclass(frozen=True)
+class Unchecked:
+    """A component no registry knows, in a recipe whose plug-in files were not imported (``show``): the
+    recipe block (``selector``, ``evaluate[1]``) and the name it gives."""
+
+    key: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.key} '{self.name}'"
+
+
+def unregistered_components(cfg: dict) -> list[Unchecked]:
+    """Every component no registry knows (a plug-in's, not imported).  A recipe that names no plug-in
+    file has none: an unknown name is then an error, as in ``run``."""
     if not cfg.get("plugins"):
         return []
-    regs = component_registries()
-    out = [f"{k} '{cfg[k].get('name')}'" for k in regs if isinstance(cfg.get(k), dict) and cfg[k].get("name") not in regs[k]]
-    from ssl_bench.evaluate import EVALUATIONS
-
-    out += [f"evaluate[{i}] '{ev.get('name')}'" for i, ev in enumerate(cfg.get("evaluate") or [])
-            if isinstance(ev, dict) and ev.get("name") not in EVALUATIONS]
-    return out
+    blocks = [(k, cfg.get(k), reg) for k, reg in component_registries().items()]
+    blocks += [(f"evaluate[{i}]", ev, EVALUATIONS) for i, ev in enumerate(cfg.get("evaluate") or [])]
+    return [Unchecked(k, block.get("name")) for k, block, reg in blocks
+            if isinstance(block, dict) and block.get("name") not in reg]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -486,9 +503,12 @@ def unregistered_components(cfg: dict) -> list[str]:
 RECIPE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 
 
-def validate(cfg: dict, skip: list[str] = ()) -> None:
-    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem.
-    ``skip``: components left unchecked (``block 'name'`` of plug-ins that were not imported)."""
+def check_structure(cfg: dict) -> None:
+    """What can be checked without importing any component (torch, timm, scikit-learn): top-level keys
+    and types, ``name``, ``seed``, ``log``, the ``train`` block, and that every component block names
+    a member of its registry (a built-in's name is known without importing it, ssl_bench/catalog.py).
+    A name no registry knows, in a recipe that names plug-in files, is left to :func:`validate` (the
+    plug-in registers it when imported)."""
     for key, value in cfg.items():
         if key not in DEFAULTS:
             close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
@@ -511,21 +531,32 @@ def validate(cfg: dict, skip: list[str] = ()) -> None:
     parse_log(cfg["log"])
     check_kwargs(TrainConfig, cfg["train"], key="train", what="train")
     TrainConfig(**cfg["train"]).validate()
+    plugins = bool(cfg.get("plugins"))
+    blocks = [(key, reg, cfg[key]) for key, reg in component_registries().items()]
+    blocks += [(f"evaluate[{i}]", EVALUATIONS, ev) for i, ev in enumerate(cfg["evaluate"])]
+    for key, reg, block in blocks:
+        if plugins and isinstance(block, dict) and isinstance(block.get("name"), str) and block["name"] not in reg:
+            continue  # perhaps a plug-in's: checked once the plug-ins are imported (or listed as unchecked)
+        reg.check_name(block, key)
 
+
+def validate(cfg: dict, skip: Collection[Unchecked] = ()) -> None:
+    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem.
+    ``skip``: components left unchecked (of plug-ins that were not imported)."""
+    check_structure(cfg)
+    skipped = {u.key for u in skip}
     regs = component_registries()
     for key, reg in regs.items():
         block = cfg[key]
-        if f"{key} '{block.get('name')}'" in skip:
+        if key in skipped:
             continue
         unset = {k for k in FILLED_AT_BUILD.get(key, ()) if isinstance(block, dict) and block.get(k) is None}
         reg.check({k: v for k, v in block.items() if k not in unset} if unset else block, key=key)
-    if not any(s.startswith(("selector ", "objective ")) for s in skip):
+    if not skipped & {"selector", "objective"}:
         check_selector_fits_objective(cfg)
 
-    from ssl_bench.evaluate import EVALUATIONS
-
     for i, ev in enumerate(cfg["evaluate"]):
-        if f"evaluate[{i}] '{ev.get('name')}'" not in skip:
+        if f"evaluate[{i}]" not in skipped:
             EVALUATIONS.check(ev, key=f"evaluate[{i}]")
 
     sel_k = cfg["selector"].get("k", 1)
@@ -548,25 +579,24 @@ def check_selector_fits_objective(cfg: dict) -> None:
     check_compatible(selector, objective, cfg["selector"]["name"], cfg["objective"]["name"])
 
 
-def fill_defaults(cfg: dict, skip: list[str] = ()) -> None:
+def fill_defaults(cfg: dict, skip: Collection[Unchecked] = ()) -> None:
     """Write every default into ``cfg`` so that the saved recipe is fully resolved (components in
     ``skip`` — plug-ins not imported — are written as given)."""
     cfg["train"] = dataclasses.asdict(TrainConfig(**cfg["train"]))
+    skipped = {u.key for u in skip}
     regs = component_registries()
     for key, reg in regs.items():
         block = cfg[key]
-        if f"{key} '{block.get('name')}'" in skip:
+        if key in skipped:
             continue
         defaults = option_defaults(reg.get(block["name"]))
         defaults.update({k: None for k in FILLED_AT_BUILD.get(key, ()) if k in defaults})  # null: filled in at build
         cfg[key] = {"name": block["name"], **defaults, **block}
-    from ssl_bench.evaluate import EVALUATIONS
-
     from ssl_bench.evaluate import Evaluation
 
     resolved = []
     for i, ev in enumerate(cfg["evaluate"]):
-        if f"evaluate[{i}] '{ev.get('name')}'" in skip:
+        if f"evaluate[{i}]" in skipped:
             resolved.append(ev)
             continue
         factory = EVALUATIONS.get(ev["name"])

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from ssl_bench.registry import factory_params
 
+__all__ = ["plain", "option_rows", "is_built_in", "markdown_reference", "recipe_rows"]
+
 _ROLE = re.compile(r":\w+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
 
 

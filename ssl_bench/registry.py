@@ -29,6 +29,11 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "ALL_REGISTRIES", "Registry", "factory_params", "accepted_options", "option_defaults", "check_kwargs",
+    "plugin_path", "LOADED_FILES", "registrations", "undo_registrations", "load_plugin_file",
+]
+
 ALL_REGISTRIES: dict[str, "Registry"] = {}
 
 
@@ -63,26 +68,43 @@ class Registry:
         kind: str,
         plural: str | None = None,
         provided: tuple[str, ...] = (),
-        base: Optional[type] = None,
-        fallback: Optional[Callable[[str], Optional[Callable[..., Any]]]] = None,
-        fallback_names: Optional[Callable[[], Iterable[str]]] = None,
-        finish: Optional[Callable[[Any], Any]] = None,
+        base: Optional[type | str] = None,
+        fallback: Optional[Callable[[str], Optional[Callable[..., Any]]] | str] = None,
+        fallback_names: Optional[Callable[[], Iterable[str]] | str] = None,
+        finish: Optional[Callable[[Any], Any] | str] = None,
+        locations: Optional[Mapping[str, str]] = None,
+        contains: Optional[Callable[[str], bool] | str] = None,
     ):
         """``provided``: leading factory arguments that ssl-bench passes itself (not recipe keys),
         e.g. the backbone an objective wraps.  ``base``: what every built object must be an instance
         of (checked by :meth:`build`, so that plug-ins honour the interface).  ``fallback(name)``: a
         factory for names not registered (e.g. any timm model), or None; ``fallback_names()`` lists
         them (for "did you mean" and ``ssl-bench list``).  ``finish(obj)``: what :meth:`build` returns
-        for a built object (e.g. a dataset's options → its loaded splits)."""
+        for a built object (e.g. a dataset's options → its loaded splits).  ``contains(name)``: whether
+        ``fallback`` has ``name``, answered without building anything (and raising a one-line error for a
+        name refused with a reason); default ``fallback(name) is not None``.  Each of these five may be
+        given as ``"module:attribute"``, imported on first use.
+
+        ``locations``: name → the module that registers it (mmengine's lazy ``locations``).  The
+        registry knows these names without importing anything and imports a member's module the
+        first time the member itself is needed, so that checking a recipe's names costs no import
+        of torch (ssl_bench/catalog.py)."""
         self.kind = kind
         self.provided = tuple(provided)
-        self.base = base
-        self.fallback = fallback
-        self.fallback_names = fallback_names
-        self.finish = finish
+        self._base, self._fallback, self._fallback_names, self._finish = base, fallback, fallback_names, finish
+        self._contains = contains
         self.plural = plural or kind + "s"
+        self.locations: dict[str, str] = dict(locations or {})
         self._entries: dict[str, Entry] = {}
+        self._builtin: dict[str, Entry] = {}  # what each location registered (put back after a plug-in's override is undone)
         ALL_REGISTRIES[self.plural] = self
+
+    # "module:attribute" references, resolved when first used
+    base = property(lambda self: _resolve(self._base))
+    fallback = property(lambda self: _resolve(self._fallback))
+    fallback_names = property(lambda self: _resolve(self._fallback_names))
+    finish = property(lambda self: _resolve(self._finish))
+    contains = property(lambda self: _resolve(self._contains))
 
     # -- registration -------------------------------------------------------------------------
     def register(self, name: str | None = None, *, force: bool = False):
@@ -90,13 +112,24 @@ class Registry:
 
         def deco(factory):
             key = name or factory.__name__
+            entry = Entry(key, factory)
+            builtin = self.locations.get(key) == getattr(factory, "__module__", None)
+            if builtin:
+                self._builtin[key] = entry
+                if key in self._entries and self._entries[key].factory is not factory:
+                    return factory  # a plug-in replaced it (force=True) before its module was imported: keep that
+            elif not force and key in self.locations and key not in self._entries:
+                raise SSLBenchError(
+                    f"{self.kind} '{key}' is already registered (by {self.locations[key]}); "
+                    "pick another name or pass force=True"
+                )
             if key in self._entries and not force and self._entries[key].factory is not factory:
                 old = self._entries[key]
                 raise SSLBenchError(
                     f"{self.kind} '{key}' is already registered (by {old.module}); "
                     "pick another name or pass force=True"
                 )
-            self._entries[key] = Entry(key, factory)
+            self._entries[key] = entry
             if inspect.isclass(factory) and "registered_name" not in vars(factory):
                 factory.registered_name = key  # e.g. an evaluation's default result key
             return factory
@@ -105,35 +138,65 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
+        """Whether ``name`` is a member; imports nothing for a registered or located name."""
         load_entry_point_plugins()
-        return name in self._entries or (self.fallback is not None and self.fallback(name) is not None)
+        if not isinstance(name, str):
+            return False
+        if name in self._entries or name in self.locations:
+            return True
+        if self._contains is not None:
+            return bool(self.contains(name))
+        return self._fallback is not None and self.fallback(name) is not None
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self.names())
 
     def names(self, pattern: str | None = None) -> list[str]:
+        """Every member's name (imports nothing)."""
         load_entry_point_plugins()
-        names = sorted(self._entries)
+        names = sorted(set(self._entries) | set(self.locations))
         return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
     def entries(self, pattern: str | None = None) -> list[Entry]:
-        return [self._entries[n] for n in self.names(pattern)]
+        """Every member (imports the modules of those not imported yet)."""
+        return [self._entry(n) for n in self.names(pattern)]
+
+    def _entry(self, name: str) -> Entry:
+        """The registered entry of ``name``, importing the module that registers it if need be."""
+        if name not in self._entries and name in self.locations:
+            if name in self._builtin:  # imported before; its entry was taken out (a plug-in's override undone)
+                self._entries[name] = self._builtin[name]
+            else:
+                importlib.import_module(self.locations[name])
+                if name not in self._entries:
+                    raise SSLBenchError(f"{self.kind} '{name}': module {self.locations[name]} does not register it")
+        return self._entries[name]
 
     def unknown(self, name: str, key: str | None = None, extra_names: Iterable[str] = ()) -> SSLBenchError:
-        candidates = list(self._entries) + list(extra_names) + (list(self.fallback_names()) if self.fallback_names else [])
+        candidates = self.names() + list(extra_names) + (list(self.fallback_names()) if self.fallback_names else [])
         close = difflib.get_close_matches(str(name), candidates, n=3, cutoff=0.6)
         where = f" (recipe key {key})" if key else ""
         hint = (
             " — did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
             if close
-            else f" — registered: {', '.join(sorted(self._entries)) or 'none'}"
+            else f" — registered: {', '.join(self.names()) or 'none'}"
         )
         return SSLBenchError(f"unknown {self.kind} '{name}'{where}{hint}")
 
+    def check_name(self, cfg: Any, key: str | None = None) -> None:
+        """``cfg`` is a mapping naming a member (imports nothing for a built-in or registered name)."""
+        key = key or self.kind
+        if not isinstance(cfg, Mapping):
+            raise SSLBenchError(f"recipe key {key} must be a mapping with a 'name', got {cfg!r}")
+        if "name" not in cfg:
+            raise SSLBenchError(f"recipe key {key}.name is missing (choose one of: {', '.join(self.names())})")
+        if cfg["name"] not in self:
+            raise self.unknown(cfg["name"], f"{key}.name")
+
     def get(self, name: str, key: str | None = None) -> Callable[..., Any]:
         load_entry_point_plugins()
-        if name in self._entries:
-            return self._entries[name].factory
+        if isinstance(name, str) and (name in self._entries or name in self.locations):
+            return self._entry(name).factory
         factory = self.fallback(name) if self.fallback is not None and isinstance(name, str) else None
         if factory is None:
             raise self.unknown(name, key)
@@ -145,10 +208,7 @@ class Registry:
     ) -> None:
         """Validate ``cfg`` (a mapping with ``name``) against the factory's signature."""
         key = key or self.kind
-        if not isinstance(cfg, Mapping):
-            raise SSLBenchError(f"recipe key {key} must be a mapping with a 'name', got {cfg!r}")
-        if "name" not in cfg:
-            raise SSLBenchError(f"recipe key {key}.name is missing (choose one of: {', '.join(self.names())})")
+        self.check_name(cfg, key)
         factory = self.get(cfg["name"], f"{key}.name")
         options = {k: v for k, v in cfg.items() if k != "name"}
         skip = set(skip) | set(self.provided)
@@ -183,11 +243,19 @@ class Registry:
         return [(e.name, e.summary, e.module) for e in self.entries(pattern)]
 
     def __repr__(self) -> str:
-        lines = [f"Registry({self.kind}: {len(self._entries)} entries)"]
-        width = max((len(n) for n in self._entries), default=0)
+        lines = [f"Registry({self.kind}: {len(self)} entries)"]
+        width = max((len(n) for n in self.names()), default=0)
         for name, summary, module in self.rows():
             lines.append(f"  {name:<{width}}  {summary}  [{module}]")
         return "\n".join(lines)
+
+
+def _resolve(ref: Any) -> Any:
+    """``"module:attribute"`` → that attribute (imported now); anything else as it is."""
+    if isinstance(ref, str):
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return ref
 
 
 # -------------------------------------------------------------------------------------------------

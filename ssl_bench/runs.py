@@ -22,6 +22,15 @@ import torch
 
 from ssl_bench.errors import RunDirBusy, SSLBenchError
 
+__all__ = [
+    "RECIPE_FILE", "METRICS_FILE", "RESULTS_FILE", "CHECKPOINT_DIR", "LAST_CHECKPOINT", "EVAL_RESULTS_PREFIX",
+    "eval_results_files", "PLACEMENT_KEYS", "is_recipe_ref", "flatten_recipe", "create_run_dir",
+    "write_failed", "atomic_write_text", "atomic_write", "check_output", "torch_save_to_temp",
+    "remove_stale_temps", "finite_float", "append_metrics", "append_line", "write_results", "read_status",
+    "mark_failed", "clear_status", "RunLock", "lock_run_dir", "claim_run_dir", "peak_rss_mb", "provenance",
+    "provenance_header",
+]
+
 RECIPE_FILE = "recipe.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"

@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+__all__ = ["point_style", "scatter_embedding"]
+
 
 def point_style(n: int) -> tuple[float, float]:
     """(marker area in pt², alpha) for ``n`` points: 12 pt² / 0.9 at 500 points, 0.5 pt² / 0.25 at 100k."""

@@ -12,6 +12,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives import Objective
 from ssl_bench.recipe import TrainConfig
 
+__all__ = ["lr_at", "check_stages", "enter_epoch", "staged_lr", "param_groups", "build_optimizer"]
+
 
 def lr_at(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
     """Warm-up for ``warmup_epochs`` (a linear ramp to ``lr``, or ``lr`` held: ``warmup: constant``),

@@ -2,7 +2,8 @@
 and target outputs → the selector picks extra positives → the objective pulls each sample towards
 its own other view *and* its extra positives → update, EMA.
 
-The loop, ``ssl-bench positives``, the benchmarks and the tests all run this same step.
+The training loop, the benchmarks (tracin_overhead, decode_cache) and the tests run this same step;
+``ssl-bench positives`` runs only its selection part, on a frozen network (ssl_bench/positives.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ssl_bench import distributed
 from ssl_bench.distributed import Shard
 from ssl_bench.objectives import Objective
 from ssl_bench.selectors import SelectionContext, Selector
+
+__all__ = ["Batch", "TrainStep"]
 
 
 @dataclass

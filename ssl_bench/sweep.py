@@ -23,6 +23,8 @@ from ssl_bench.errors import RunDirBusy, SSLBenchError
 from ssl_bench.recipe import load_recipe
 from ssl_bench.runs import RESULTS_FILE
 
+__all__ = ["parse_seeds", "plan_sweep", "run_sweep"]
+
 
 @dataclass
 class SweepJob:

@@ -40,6 +40,11 @@ from ssl_bench.schedule import build_optimizer, check_stages, enter_epoch, stage
 from ssl_bench.selectors import Selector
 from ssl_bench.step import Batch, TrainStep
 
+__all__ = [
+    "Session", "run", "place", "setup", "make_step", "training_step", "restore", "train", "train_one_epoch",
+    "make_batch", "evaluate", "report",
+]
+
 
 @dataclass
 class Session:

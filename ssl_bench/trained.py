@@ -20,6 +20,8 @@ from ssl_bench.data.normalize import Normalize
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives import OBJECTIVES, Objective
 
+__all__ = ["checkpoint_path", "load_run"]
+
 
 @dataclass
 class TrainedRun:

@@ -32,6 +32,14 @@ import torch.nn.functional as F
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "PADDING_MODES", "check_generator", "uniform", "bernoulli", "sample_crop", "affine_theta",
+    "affine_resample", "antialias_prefilter", "masked", "grayscale", "adjust_brightness", "adjust_contrast",
+    "adjust_saturation", "adjust_hue", "color_jitter", "solarize", "blur_kernel_size", "gaussian_blur",
+    "sample_color_jitter", "sample_gaussian_blur", "random_color_jitter", "random_grayscale",
+    "random_gaussian_blur", "random_solarize",
+]
+
 PADDING_MODES = ("zeros", "border", "reflection")
 
 # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
@@ -295,19 +303,6 @@ def _from_sextant(h6: torch.Tensor, value: torch.Tensor, chroma: torch.Tensor) -
     k = (h6 + n).remainder_(6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return ramp.mul_(chroma).neg_().add_(value)
-
-
-def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    """RGB → HSV, all channels in [0, 1] (hue 0 for grey pixels)."""
-    h6, v, c = _hue_sextant(images)
-    s = c / torch.where(v > 0, v, torch.ones_like(v))
-    return torch.cat([(h6 / 6.0).remainder_(1.0), s, v], dim=1)
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """HSV → RGB (channels in [0, 1])."""
-    h, s, v = hsv.split(1, dim=1)
-    return _from_sextant(6.0 * h, v, v * s)
 
 
 def adjust_hue(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:

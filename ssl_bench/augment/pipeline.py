@@ -21,6 +21,8 @@ import torch
 from ssl_bench.augment import ops
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["check_fraction", "CHUNK_ELEMENTS", "ViewTransform", "TwoViews", "center_view"]
+
 
 # -------------------------------------------------------------------------------------------------
 # Input and option checking

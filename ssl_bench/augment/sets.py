@@ -17,9 +17,14 @@ from typing import Literal, Optional, Union
 
 from ssl_bench.augment.pipeline import TwoViews, ViewTransform, check_fraction
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
 
-AUGMENTATIONS = Registry("augmentation")
+__all__ = [
+    "AUGMENTATIONS", "RandomViews", "SimCLRViews", "BYOLViews", "Rot90Views", "RandRotViews", "light", "flip",
+    "none",
+]
+
+AUGMENTATIONS = catalog.AUGMENTATIONS
 
 PaddingMode = Literal["reflection", "border", "zeros"]
 

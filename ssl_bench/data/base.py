@@ -13,7 +13,12 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
+
+__all__ = [
+    "DatasetSpec", "ImageSet", "DataSplits", "check_classes", "finish_dataset", "DATASETS", "num_batches",
+    "batches",
+]
 
 class DatasetSpec:
     """A dataset's options (a recipe's ``data`` block) whose :meth:`load` returns the splits; the
@@ -144,7 +149,12 @@ def check_classes(data: DataSplits, evaluations: Sequence = ()) -> None:
             )
 
 
-DATASETS = Registry("dataset", base=DataSplits, finish=lambda d: d.load() if isinstance(d, DatasetSpec) else d)
+def finish_dataset(built):
+    """What DATASETS.build returns: a dataset's options (a :class:`DatasetSpec`) → its loaded splits."""
+    return built.load() if isinstance(built, DatasetSpec) else built
+
+
+DATASETS = catalog.DATASETS
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:

@@ -27,6 +27,8 @@ from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes,
 from ssl_bench.data.splits import carve_val
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["FINDINGS", "ChestXray14Dataset"]
+
 ROOT_ENV = "SSL_BENCH_CHESTXRAY14_ROOT"
 FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",

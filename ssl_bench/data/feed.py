@@ -25,6 +25,8 @@ from typing import Iterable, Iterator, Literal, Optional
 
 import torch
 
+__all__ = ["AUTO_DEVICE_FRACTION", "resolve_data_on", "BatchFeed"]
+
 DataOn = Literal["device", "host", "auto"]
 # ``auto`` keeps the split on the device when it takes at most this share of the free device memory
 # (the rest is for activations, optimiser state and the evaluation)

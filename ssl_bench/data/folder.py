@@ -29,6 +29,8 @@ from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes,
 from ssl_bench.data.splits import SPLITS, check_ratios, group_split, stratified_group_split
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["HOWTO", "FolderDataset"]
+
 HOWTO = "point data.root at the folder (or .zip) of your images; see `ssl-bench list dataset` and the folder adapter's docstring"
 
 

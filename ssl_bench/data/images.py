@@ -44,6 +44,11 @@ import torch
 from ssl_bench.data.base import DatasetSpec, DataSplits, ImageSet
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "MAX_FILE_BYTES", "resolve_root", "ImageStore", "to_uint8", "decode_image", "decode_all", "load_images",
+    "group_codes", "ImageFiles", "assemble",
+]
+
 Fit = Literal["center_crop", "squash"]
 # how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become uint8: see :func:`to_uint8`
 Window = Literal["percentile", "minmax", "full"]

@@ -37,6 +37,8 @@ from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes,
 from ssl_bench.data.splits import carve_val, check_ratios, group_split
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["ISICDataset"]
+
 ROOT_ENV = "SSL_BENCH_ISIC_ROOT"
 ISIC2019_CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 HAM_TO_ISIC2019 = {"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}

@@ -7,7 +7,10 @@ downloaded by medmnist (with its checksum) when ``download: true``.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +19,8 @@ import torch
 
 from ssl_bench.data.base import DATASETS, DataSplits, ImageSet
 from ssl_bench.errors import SSLBenchError
+
+__all__ = ["medmnist_dataset", "medmnist_info"]
 
 ROOT_ENV = "SSL_BENCH_MEDMNIST_ROOT"
 SIZES = (28, 64, 128, 224)
@@ -35,9 +40,28 @@ def _task(info_task: str) -> str:
     return info_task  # binary-class, multi-class, ordinal-regression
 
 
+@functools.lru_cache(maxsize=1)
+def medmnist_info() -> dict:
+    """medmnist's table of datasets (``medmnist.INFO``), read from its self-contained ``info.py`` without
+    importing the package, whose ``__init__`` imports its evaluator (scikit-learn and pandas: 1.5 s of
+    every ``ssl-bench show`` of a recipe that names a MedMNIST set)."""
+    if "medmnist" not in sys.modules:
+        spec = importlib.util.find_spec("medmnist")
+        info = Path(next(iter(spec.submodule_search_locations or ()), "")) / "info.py" if spec else None
+        if info is not None and info.is_file():
+            loaded = importlib.util.spec_from_file_location("_ssl_bench_medmnist_info", info)
+            module = importlib.util.module_from_spec(loaded)
+            loaded.loader.exec_module(module)
+            if isinstance(getattr(module, "INFO", None), dict):
+                return module.INFO
+    from medmnist import INFO
+
+    return INFO
+
+
 def _check_options(options: dict, key: str = "data") -> None:
     """The flag and size, checked when the recipe is loaded (``show`` as ``run``), before any file is read."""
-    from medmnist import INFO
+    INFO = medmnist_info()
 
     key = "data" if key == "dataset" else key  # built outside a recipe: name the recipe block anyway
     flag = str(options.get("flag", "")).lower()

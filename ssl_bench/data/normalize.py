@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["Normalize"]
+
 
 class Normalize:
     """Per-channel standardisation with the training split's statistics."""

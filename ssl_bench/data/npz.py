@@ -22,6 +22,8 @@ import torch
 from ssl_bench.data.base import DATASETS, DataSplits, ImageSet
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["npz_dataset"]
+
 MAX_CLASSES = 100_000  # a label at or above this is a corrupt file, not a class (1e9 would make 1e9 class names)
 
 

@@ -22,6 +22,8 @@ from ssl_bench.data.images import ImageFiles, ImageStore, assemble, group_codes,
 from ssl_bench.data.splits import check_ratios, group_split
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["NAME", "ShenzhenDataset"]
+
 ROOT_ENV = "SSL_BENCH_SHENZHEN_ROOT"
 NAME = re.compile(r"^CHNCXR_(\d{4})_([01])\.png$", re.IGNORECASE)
 HOWTO = (

@@ -16,6 +16,10 @@ import numpy as np
 
 from ssl_bench.errors import SSLBenchError
 
+__all__ = [
+    "SPLITS", "check_ratios", "group_split", "stratified_group_split", "carve_val", "assert_group_disjoint",
+]
+
 SPLITS = ("train", "val", "test")
 
 

@@ -10,7 +10,12 @@ import numpy as np
 import torch
 
 from ssl_bench.data.base import DataSplits
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
+
+__all__ = [
+    "Split", "Evaluation", "EVALUATIONS", "EvalContext", "standard_views", "extract_features",
+    "run_evaluations", "at_baseline",
+]
 
 Split = Literal["train", "val", "test"]
 
@@ -46,7 +51,7 @@ class Evaluation:
         return block
 
 
-EVALUATIONS = Registry("evaluation", base=Evaluation)
+EVALUATIONS = catalog.EVALUATIONS
 
 
 @dataclass

@@ -21,20 +21,24 @@ index, label, coordinates) and, for 2-D maps, ``embedding.png``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import silhouette_score
-from sklearn.neighbors import KNeighborsClassifier
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
 
+__all__ = ["knn_accuracy", "map_metrics", "write_embedding_csv", "embedding_frame", "EmbeddingQuality"]
+
 
 def knn_accuracy(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, k: int = 15) -> float:
     """Accuracy of a Euclidean k-nearest-neighbour classifier fitted on (x_tr, y_tr)."""
+    from sklearn.neighbors import KNeighborsClassifier  # (imported where used: see metrics.py)
+
     knn = KNeighborsClassifier(n_neighbors=min(k, len(x_tr))).fit(x_tr, y_tr.reshape(-1))
     return float((knn.predict(x_te) == y_te.reshape(-1)).mean())
 
@@ -53,6 +57,9 @@ def map_metrics(
     """kNN (k, Euclidean) classification metrics train → test, and the silhouette of both splits by class."""
     if task == "multi-label":
         raise SSLBenchError("map metrics (kNN, silhouette by class) need single-label classes, not a multi-label task")
+    from sklearn.metrics import silhouette_score  # (imported where used: see metrics.py)
+    from sklearn.neighbors import KNeighborsClassifier
+
     y_tr, y_te = y_tr.reshape(-1), y_te.reshape(-1)
     knn = KNeighborsClassifier(n_neighbors=min(k, len(xy_tr))).fit(xy_tr, y_tr)
     out = classification_metrics(y_te, full_proba(knn.predict_proba(xy_te), knn.classes_, num_classes), task)
@@ -75,6 +82,8 @@ def write_embedding_csv(path: Path, parts: dict[str, tuple[np.ndarray, np.ndarra
 
 def embedding_frame(parts: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
     """One row per image: split, index, label, then x, y (2-D) or z0 … z{d−1}."""
+    import pandas as pd  # (imported where used, as scikit-learn: see metrics.py)
+
     frames = []
     for split, (z, y) in parts.items():
         cols = ["x", "y"] if z.shape[1] == 2 else [f"z{i}" for i in range(z.shape[1])]

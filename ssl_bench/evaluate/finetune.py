@@ -50,6 +50,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split, extract_features
 from ssl_bench.evaluate.metrics import classification_metrics
 
+__all__ = ["Precision", "stratified_subset", "class_weights", "FineTune", "MedMNISTFineTune"]
+
 SelectMetric = Literal["auc", "balanced_accuracy", "accuracy"]
 Precision = Literal["auto", "32-true", "bf16-mixed"]
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import KNeighborsClassifier
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
+
+__all__ = ["KNN"]
 
 
 @EVALUATIONS.register("knn")
@@ -38,6 +39,8 @@ class KNN(Evaluation):
         # softmax weights exp(cos/τ) (InstDisc, arXiv 1805.01978) = exp(−d/τ) up to a constant for d = 1 − cos
         w = (lambda d: np.exp(-d / self.temperature)) if self.weights == "softmax" else self.weights
         self.check_data(ctx.data)
+        from sklearn.neighbors import KNeighborsClassifier  # (imported where used: see metrics.py)
+
         knn = KNeighborsClassifier(n_neighbors=self.k, metric="cosine", weights=w)
         if ctx.data.task == "multi-label":
             knn.fit(x_tr, y_tr.astype(int))

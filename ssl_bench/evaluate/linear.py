@@ -7,14 +7,11 @@ import warnings
 from typing import Optional
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.metrics import classification_metrics, full_proba
+
+__all__ = ["LinearProbe"]
 
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 
@@ -42,6 +39,12 @@ class LinearProbe(Evaluation):
         return {} if self.chosen_C is None else {"C": self.chosen_C}
 
     def _fit(self, ctx: EvalContext, C: float, x_tr, y_tr):
+        from sklearn.exceptions import ConvergenceWarning  # (imported where used: see metrics.py)
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         clf = LogisticRegression(C=C, max_iter=self.max_iter)
         with warnings.catch_warnings():
             # weakly regularised grid points may stop at max_iter; their val score decides

@@ -7,7 +7,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, roc_auc_score
+
+__all__ = ["full_proba", "classification_metrics"]
 
 # the keys of classification_metrics that describe the split and the predictions, not the classifier's
 # quality: compare shows them beside a metric (a cell no better than the majority class is marked)
@@ -38,6 +39,9 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str, pos
     AUC is one-vs-rest for multi-class, computed over the classes present in ``y_true``; for
     multi-label it is the mean per-label AUC over labels with both outcomes in ``y_true``.
     """
+    # scikit-learn (1 s to import) is imported where it is used, so that checking a recipe does not need it
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_score, roc_auc_score
+
     if task == "multi-label":
         y = y_true.astype(int)
         pred = (proba >= 0.5).astype(int)

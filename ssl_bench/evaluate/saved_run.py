@@ -26,6 +26,8 @@ from ssl_bench import runs
 from ssl_bench.runs import EVAL_RESULTS_PREFIX
 from ssl_bench.errors import SSLBenchError
 
+__all__ = ["evaluate_run"]
+
 # options of a fine-tuning block that an ssl-bench before the validated protocol filled with its own
 # defaults (SGD at lr 0.01, the pre-training augmentations): dropped when such a block is re-run
 _OLD_FINETUNE_DEFAULTS = ("lr", "weight_decay", "augment")

@@ -27,6 +27,8 @@ import torch
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, extract_features, standard_views
 
+__all__ = ["adapt_channels", "resize_uint8", "adapt_dataset", "Transfer"]
+
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 

@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate.base import EVALUATIONS, Evaluation, EvalContext, Split
 from ssl_bench.evaluate.embedding import knn_accuracy, map_metrics
 
+__all__ = ["tsne_2d", "TSNEBaseline"]
+
 
 def tsne_2d(x: np.ndarray, perplexity: float = 30.0, pca_dim: int = 50, max_iter: int = 1000, seed: int = 0) -> np.ndarray:
     """[N, D] → [N, 2]: PCA to ``pca_dim`` (when D is larger), then scikit-learn t-SNE."""
+    from sklearn.decomposition import PCA  # (imported where used: see metrics.py)
+    from sklearn.manifold import TSNE
+
     x = np.asarray(x, dtype=np.float32)
     if x.shape[1] > pca_dim and len(x) > pca_dim:
         x = PCA(pca_dim, random_state=seed).fit_transform(x)

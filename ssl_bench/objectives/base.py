@@ -7,7 +7,7 @@ detached target of each view), so a batch selector never needs a second forward 
 
 ``loss(out, extra, weight)`` is the usual two-view loss plus, for each sample ``i`` with extra
 positives ``extra[i] = [j1, …, jk]`` (``-1`` = none), ``weight ×`` the mean over its valid ``j`` of
-the same term computed against sample ``j``'s target (DESIGN.md, "Objectives with extra positives").
+the same term computed against sample ``j``'s target (docs/concepts.md, "The flow of a step").
 """
 
 from __future__ import annotations
@@ -19,12 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
 
 if TYPE_CHECKING:
     from ssl_bench.distributed import Shard
 
-OBJECTIVES = Registry("objective", provided=("backbone",))
+__all__ = [
+    "OBJECTIVES", "CAPABILITIES", "ViewOutput", "StepOutput", "Objective", "Stage", "make_stages", "stage_at",
+    "Embedder", "PredictorObjective", "cosine_terms",
+]
+
+OBJECTIVES = catalog.OBJECTIVES
 
 # What an objective's step outputs hold and what its loss accepts (``Objective.provides``); selectors
 # name what they need from this vocabulary (``Selector.needs``) and a recipe that pairs a selector with

@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 from ssl_bench.objectives.base import OBJECTIVES, PredictorObjective, ViewOutput
+
+__all__ = ["run_predictor", "BYOL"]
 
 
 def run_predictor(predictor: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +41,9 @@ class BYOL(PredictorObjective):
         momentum_base: float = 0.99,
         momentum_end: float = 1.0,
     ):
+        from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead  # (torchvision: see simclr.py)
+        from lightly.models.utils import deactivate_requires_grad
+
         super().__init__()
         self.backbone = backbone
         self.projector = BYOLProjectionHead(backbone.num_features, hidden_dim, projection_dim)
@@ -65,6 +68,8 @@ class BYOL(PredictorObjective):
 
     @torch.no_grad()
     def momentum_update(self, step: int, total_steps: int) -> float:
+        from lightly.models.utils import update_momentum
+
         m = cosine_schedule(step, total_steps, self.momentum_base, self.momentum_end)
         update_momentum(self.backbone, self.target_backbone, m)
         update_momentum(self.projector, self.target_projector, m)

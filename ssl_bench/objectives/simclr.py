@@ -13,11 +13,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import nn
 
 from ssl_bench.distributed import Shard, gather_with_grad
 from ssl_bench.objectives.base import OBJECTIVES, Objective, StepOutput, ViewOutput
+
+__all__ = ["multi_positive_nt_xent", "multi_positive_infonce", "SimCLR"]
 
 
 def multi_positive_nt_xent(
@@ -79,6 +80,10 @@ class SimCLR(Objective):
     def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.5):
         super().__init__()
         self.backbone = backbone
+        # lightly's heads import torchvision and torch._dynamo (1.2–3 s on 2 cores): imported where a
+        # network is built, so that checking a recipe (ssl-bench show) does not pay for them
+        from lightly.models.modules.heads import SimCLRProjectionHead
+
         self.projector = SimCLRProjectionHead(backbone.num_features, hidden_dim, projection_dim)
         self.temperature = temperature
 

@@ -7,11 +7,12 @@ view's projection, loss D = −cos(p_1, stopgrad(z_2)) symmetrised.  No target n
 from __future__ import annotations
 
 import torch
-from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
 from ssl_bench.objectives.base import OBJECTIVES, PredictorObjective, ViewOutput
 from ssl_bench.objectives.byol import run_predictor
+
+__all__ = ["SimSiam"]
 
 
 @OBJECTIVES.register("simsiam")
@@ -22,6 +23,8 @@ class SimSiam(PredictorObjective):
     display = "SimSiam"
 
     def __init__(self, backbone: nn.Module, projection_dim: int = 2048, prediction_hidden_dim: int = 512):
+        from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectionHead  # (see simclr.py)
+
         super().__init__()
         self.backbone = backbone
         self.projector = SimSiamProjectionHead(backbone.num_features, projection_dim, projection_dim)

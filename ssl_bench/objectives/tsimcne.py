@@ -34,12 +34,13 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import torch
-from lightly.models.modules.heads import ProjectionHead
 from torch import nn
 
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives.base import OBJECTIVES, Objective, Stage, StepOutput, ViewOutput, make_stages, stage_at
 from ssl_bench.objectives.simclr import multi_positive_infonce
+
+__all__ = ["cauchy_infonce", "TSimCNE"]
 
 
 def cauchy_logits(z: torch.Tensor) -> torch.Tensor:
@@ -93,6 +94,8 @@ class TSimCNE(Objective):
         for k, v in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim), ("output_dim", output_dim)):
             if v < 1:
                 raise SSLBenchError(f"recipe key objective.{k} must be ≥ 1, got {v}")
+        from lightly.models.modules.heads import ProjectionHead  # (torchvision: see simclr.py)
+
         self.backbone = backbone
         self.projector = ProjectionHead(
             [(backbone.num_features, hidden_dim, None, nn.ReLU()), (hidden_dim, projection_dim, None, None)]

@@ -9,6 +9,8 @@ import torch
 
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector
 
+__all__ = ["NoSelector"]
+
 
 @SELECTORS.register("none")
 @dataclass(eq=False)

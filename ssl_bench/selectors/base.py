@@ -4,7 +4,7 @@ A selector returns, for each sample of the batch, the indices of its ``k`` extra
 LongTensor ``[B, k]`` with ``-1`` where it has none; it never returns the sample itself.  Returning
 ``None`` means "no extra positives this step" (the augmentation-only baseline).
 
-Kinds (DESIGN.md): *batch* selectors look at the batch through a model (FS, TracIn, FNC, oracle);
+Kinds (docs/write_a_selector.md): *batch* selectors look at the batch through a model (FS, TracIn, FNC, oracle);
 *dataset* selectors choose partner images before augmentation (MICLe); *feature* transforms make
 virtual positives (FT).  Only the oracle may use labels to choose; every selector's choices are
 scored against the labels for logging (:func:`selection_counts`).
@@ -22,9 +22,14 @@ import torch
 from ssl_bench.distributed import Shard, globalize
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives.base import CAPABILITIES, Objective, StepOutput
-from ssl_bench.registry import Registry
+from ssl_bench import catalog
 
-SELECTORS = Registry("selector")
+__all__ = [
+    "SELECTORS", "SelectionContext", "Selection", "pool", "BatchPlan", "Selector", "same_label_matrix",
+    "topk_excluding_self", "selection_counts", "check_compatible",
+]
+
+SELECTORS = catalog.SELECTORS
 
 
 @dataclass

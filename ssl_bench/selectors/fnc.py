@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, pool, topk_excluding_self
 
+__all__ = ["fnc_scores", "FNCSelector"]
+
 
 def fnc_scores(support: list[torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
     """[B, B]: max over support views s of cos(support_s[i], candidates[j])."""

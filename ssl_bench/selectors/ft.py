@@ -21,6 +21,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives.base import StepOutput
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector
 
+__all__ = ["FTSelector"]
+
 
 def extrapolate(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lam = lam.view(-1, *([1] * (a.ndim - 1))).to(a.dtype)

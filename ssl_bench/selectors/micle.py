@@ -24,6 +24,8 @@ import torch
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SELECTORS, BatchPlan, SelectionContext, Selector
 
+__all__ = ["GroupPartners", "MICLeSelector"]
+
 
 class GroupPartners:
     """Vectorised "another member of my group" sampling over a fixed group-id array."""

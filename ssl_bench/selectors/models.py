@@ -19,6 +19,8 @@ from torch import nn
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SelectionContext, Selector
 
+__all__ = ["batchnorm_stats_frozen", "load_frozen", "ModelSelector"]
+
 
 @contextlib.contextmanager
 def batchnorm_stats_frozen(model: nn.Module):

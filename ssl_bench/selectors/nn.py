@@ -22,6 +22,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.objectives.base import StepOutput
 from ssl_bench.selectors.base import SELECTORS, Selection, SelectionContext, Selector
 
+__all__ = ["NearestNeighbourSelector", "neighbour_counts"]
+
 
 @SELECTORS.register("nn")
 @dataclass(eq=False)

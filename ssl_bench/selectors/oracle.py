@@ -12,6 +12,8 @@ import torch
 
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, Selector, pool, same_label_matrix, topk_excluding_self
 
+__all__ = ["OracleSelector"]
+
 
 @SELECTORS.register("oracle")
 @dataclass(eq=False)

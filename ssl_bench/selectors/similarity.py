@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
+__all__ = ["FeatureSimilaritySelector"]
+
 
 @SELECTORS.register("fs")
 @dataclass(eq=False)

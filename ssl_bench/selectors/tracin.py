@@ -29,6 +29,8 @@ from ssl_bench.errors import SSLBenchError
 from ssl_bench.selectors.base import SELECTORS, SelectionContext, pool, topk_excluding_self
 from ssl_bench.selectors.models import ModelSelector
 
+__all__ = ["byol_loss_grad", "tracin_matrix", "tracin_matrix_views", "tracin_cross", "TracInSelector"]
+
 _EPS = 1e-12
 
 
