@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "28 px (BreastMNIST, small stem)": ["recipes/medmnist/byol_breastmnist.yaml", "--set", "train.batch_size=256"],
-    "64 px (HAM10000, timm stem)": ["recipes/study/study_byol.yaml", "--set", "data.size=72", "--set", "augment.size=64",
+    "64 px (HAM10000, timm stem)": ["recipes/study/study_byol.yaml", "--set", "data.size=72", "--set",
+                                    "augment.size=64",
                                     "--set", "train.save_epochs=[]"],
 }
 
@@ -29,7 +30,8 @@ SETTINGS = {
 def images_per_s(args: list[str], channels_last: bool, steps: int, precision: str) -> float:
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "run"
-        env = {**os.environ, "SSL_BENCH_MEDMNIST_ROOT": os.environ.get("SSL_BENCH_MEDMNIST_ROOT", "../shared/data/medmnist")}
+        env = {**os.environ,
+               "SSL_BENCH_MEDMNIST_ROOT": os.environ.get("SSL_BENCH_MEDMNIST_ROOT", "../shared/data/medmnist")}
         subprocess.run(["ssl-bench", "run", *args, "--set", f"train.channels_last={str(channels_last).lower()}",
                         "--set", "train.epochs=2", "--set", f"train.limit_batches={steps}", "--set", "evaluate=[]",
                         "--set", f"train.precision={precision}", "--out", str(out), "--quiet"],
@@ -43,7 +45,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
-    print("| setting | precision | channels_last img/s | contiguous img/s | ratio (median of pairs) |\n|---|---|---|---|---|")
+    print("| setting | precision | channels_last img/s | contiguous img/s | "
+          "ratio (median of pairs) |\n|---|---|---|---|---|")
     for name, recipe in SETTINGS.items():
         pairs = []
         for _ in range(args.repeats):

@@ -52,7 +52,8 @@ def main() -> int:
     med = {m: statistics.median(r["images_per_s"] for r in rs) for m, rs in got.items()}
     same = all(a["loss"] == b["loss"] for a, b in zip(got["device"], got["host"]))
     print(f"  command: {got['host'][0]['command']}")
-    print(f"  median img/s: device {med['device']:.1f}  host {med['host']:.1f}  · same epoch loss in both modes: {same}")
+    print(f"  median img/s: device {med['device']:.1f}  host {med['host']:.1f}  · "
+          f"same epoch loss in both modes: {same}")
     print(f"size={args.size} host_vs_device={med['host'] / med['device']:.3f}")
     return 0
 

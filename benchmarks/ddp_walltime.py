@@ -7,7 +7,8 @@ Runs ``python -m ssl_bench.cli run`` (BYOL+TracIn on BreastMNIST, light views, n
 with one process and once with ``--devices N`` (CPU, gloo), alternating for ``--reps`` rounds.
 ``--cores`` is shared fairly: one process gets ``train.threads = cores``, each of N processes
 ``cores / N``; a control run of one process with ``cores / N`` threads separates the cost of
-intra-op threading (large on an oversubscribed machine) from that of DDP.  Printed per run: the command's wall time (start-up, imports, process launch and
+intra-op threading (large on an oversubscribed machine) from that of DDP.  Printed per run:
+the command's wall time (start-up, imports, process launch and
 training) and the loop's own ``train.wall_time_s`` from results.json; the last lines are the
 medians and the ratio (N processes / 1 process).  On a CPU-only machine DDP cannot beat one
 process using the same cores (the work is the same, plus gradient all-reduce and the selectors'
@@ -69,7 +70,8 @@ def main() -> None:
             for devices, threads in configs:
                 wall, train = one_run(devices, threads, args, Path(tmp))
                 res[devices, threads].append((wall, train))
-                print(f"rep {rep}  processes {devices}  threads/process {threads}  command {wall:.1f} s  training loop {train:.1f} s",
+                print(f"rep {rep}  processes {devices}  threads/process {threads}  command {wall:.1f} s  training loop "
+                      f"{train:.1f} s",
                       flush=True)
     med = {c: (statistics.median(w for w, _ in r), statistics.median(t for _, t in r)) for c, r in res.items()}
     for (d, th), (w, t) in med.items():

@@ -27,14 +27,17 @@ VARIANTS = {
     "no augmentation, balanced loss": {"augment": {"name": "none"}},
     "h+v flips, balanced loss": {"augment": {"name": "flip", "vflip": 0.5}},
     "flips, plain loss": {"class_weight": "none"},
-    "old default (SGD 0.01 cosine, BYOL views)": {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4, "schedule": "cosine",
-                                                  "class_weight": "none", "augment": {"name": "byol", "size": 32, "blur": 0.0, "solarize": 0.0}},
+    "old default (SGD 0.01 cosine, BYOL views)": {"optimizer": "sgd", "lr": 0.01, "weight_decay": 1e-4,
+                                                  "schedule": "cosine", "class_weight": "none",
+                                                  "augment": {"name": "byol", "size": 32, "blur": 0.0,
+                                                              "solarize": 0.0}},
 }
 SETTINGS = {"100 % labels, 5 epochs": (1.0, 5), "10 % labels, 20 epochs": (0.1, 20)}
 
 
 def report(records: list[dict]) -> str:
-    lines = ["| variant | setting | seeds | test BMA | AUC | accuracy | classes predicted |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | setting | seeds | test BMA | AUC | accuracy | classes predicted |",
+             "|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for r in records:
         groups.setdefault((r["variant"], r["setting"]), []).append(r)
@@ -43,7 +46,8 @@ def report(records: list[dict]) -> str:
             v = [r[k] for r in rs]
             return f"{statistics.mean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
 
-        lines.append(f"| {variant} | {setting} | {len(rs)} | {ms('balanced_accuracy')} | {ms('auc')} | {ms('accuracy')} | "
+        lines.append(f"| {variant} | {setting} | {len(rs)} | {ms('balanced_accuracy')} | {ms('auc')} | "
+                     f"{ms('accuracy')} | "
                      f"{'/'.join(str(r['predicted_classes']) for r in rs)} |")
     return "\n".join(lines)
 
@@ -79,13 +83,16 @@ def main() -> None:
             for variant in args.variants.split(","):
                 if any(r["variant"] == variant and r["setting"] == setting and r["seed"] == seed for r in records):
                     continue
-                ctx = EvalContext.from_scratch(data, cfg["backbone"], torch.device("cpu"), view_size=cfg["augment"]["size"], channels_last=True)
-                ev = EVALUATIONS.build({"name": "finetune", "label_fraction": fraction, "epochs": epochs, "from_scratch": True,
+                ctx = EvalContext.from_scratch(data, cfg["backbone"], torch.device("cpu"),
+                                               view_size=cfg["augment"]["size"], channels_last=True)
+                ev = EVALUATIONS.build({"name": "finetune", "label_fraction": fraction, "epochs": epochs,
+                                        "from_scratch": True,
                                         "select_metric": "balanced_accuracy", **VARIANTS[variant]}, key="finetune")
                 t0 = time.perf_counter()
                 m = ev.run_seed(ctx, seed)
                 r = {"variant": variant, "setting": setting, "seed": seed, "seconds": time.perf_counter() - t0,
-                     **{k: m[k] for k in ("balanced_accuracy", "auc", "accuracy", "predicted_classes", "pred_histogram", "chosen_epoch")}}
+                     **{k: m[k] for k in ("balanced_accuracy", "auc", "accuracy", "predicted_classes", "pred_histogram",
+                                          "chosen_epoch")}}
                 records.append(r)
                 print(json.dumps(r), flush=True)
                 if args.out:

@@ -55,7 +55,8 @@ def run_one(flag: str, seed: int, protocol: dict, device: str, log) -> dict:
     proba = m.pop("proba")
     auc_ev, acc_ev = Evaluator(flag, "test", root=str(ROOT)).evaluate(proba)
     return {
-        "dataset": data.name, "flag": flag, "seed": seed, "protocol": protocol, "minutes": (time.perf_counter() - t0) / 60,
+        "dataset": data.name, "flag": flag, "seed": seed, "protocol": protocol,
+        "minutes": (time.perf_counter() - t0) / 60,
         "accuracy": m["accuracy"], "auc": m["auc"], "balanced_accuracy": m["balanced_accuracy"],
         "evaluator_accuracy": float(acc_ev), "evaluator_auc": float(auc_ev),
         "majority_accuracy": m["majority_accuracy"], "predicted_classes": m["predicted_classes"],
@@ -70,7 +71,8 @@ def report(records: list[dict]) -> str:
     for r in records:
         epochs = r["protocol"].get("epochs") or DEFAULT_EPOCHS.get(r["protocol"]["name"])
         groups.setdefault((r["protocol"]["name"], epochs, r["flag"]), []).append(r)
-    lines = ["| protocol | dataset | epochs | seeds | ACC | AUC | published ACC / AUC | Δ ACC / Δ AUC | within 0.03 or 2 std | BMA | "
+    lines = ["| protocol | dataset | epochs | seeds | ACC | AUC | published ACC / AUC | Δ ACC / Δ AUC | "
+             "within 0.03 or 2 std | BMA | "
              "majority ACC | Evaluator agrees | minutes/seed |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (name, epochs, flag), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], list(PUBLISHED).index(kv[0][2]))):
@@ -81,10 +83,13 @@ def report(records: list[dict]) -> str:
         (acc, acc_s), (auc, auc_s), (bma, bma_s) = ms("accuracy"), ms("auc"), ms("balanced_accuracy")
         pa, pu = PUBLISHED[flag]
         ok = all(abs(v - p) <= max(TOLERANCE, 2 * s) for v, p, s in ((acc, pa, acc_s), (auc, pu, auc_s)))
-        agree = all(abs(r["accuracy"] - r["evaluator_accuracy"]) < 1e-4 and abs(r["auc"] - r["evaluator_auc"]) < 1e-4 for r in rs)
+        agree = all(abs(r["accuracy"] - r["evaluator_accuracy"]) < 1e-4
+                    and abs(r["auc"] - r["evaluator_auc"]) < 1e-4 for r in rs)
         lines.append(
-            f"| {name} | {rs[0]['dataset']} | {epochs} | {len(rs)} | {acc:.3f} ± {acc_s:.3f} | {auc:.3f} ± {auc_s:.3f} | "
-            f"{pa:.3f} / {pu:.3f} | {acc - pa:+.3f} / {auc - pu:+.3f} | {'yes' if ok else 'no'} | {bma:.3f} ± {bma_s:.3f} | {rs[0]['majority_accuracy']:.3f} | "
+            f"| {name} | {rs[0]['dataset']} | {epochs} | {len(rs)} | {acc:.3f} ± {acc_s:.3f} | "
+            f"{auc:.3f} ± {auc_s:.3f} | "
+            f"{pa:.3f} / {pu:.3f} | {acc - pa:+.3f} / {auc - pu:+.3f} | {'yes' if ok else 'no'} | "
+            f"{bma:.3f} ± {bma_s:.3f} | {rs[0]['majority_accuracy']:.3f} | "
             f"{'yes' if agree else 'NO'} | {statistics.mean(r['minutes'] for r in rs):.1f} |"
         )
     return "\n".join(lines)
@@ -95,15 +100,18 @@ def main() -> None:
     ap.add_argument("--datasets", default="breastmnist,pneumoniamnist,retinamnist")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--protocol", default="finetune_medmnist", help="finetune_medmnist (MedMNIST's recipe) or finetune")
-    ap.add_argument("--epochs", action="append", default=[], help="FLAG=N: fewer epochs for one dataset (say so when publishing)")
-    ap.add_argument("--set", action="append", default=[], dest="sets", help="KEY=VALUE: another protocol option (YAML value)")
+    ap.add_argument("--epochs", action="append", default=[],
+                    help="FLAG=N: fewer epochs for one dataset (say so when publishing)")
+    ap.add_argument("--set", action="append", default=[], dest="sets",
+                    help="KEY=VALUE: another protocol option (YAML value)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None, help="JSON lines: finished (dataset, seed) records; resumes")
     ap.add_argument("--report", nargs="*", default=None, help="only print the table of these JSON-lines files")
     args = ap.parse_args()
     if args.report is not None:
-        print(report([json.loads(line) for f in args.report for line in Path(f).read_text().splitlines() if line.strip()]))
+        print(report([json.loads(line) for f in args.report for line in Path(f).read_text().splitlines()
+                      if line.strip()]))
         return
     import torch
     import yaml
@@ -120,10 +128,14 @@ def main() -> None:
         for seed in range(args.seeds):
             if any(r["flag"] == flag and r["seed"] == seed and r["protocol"] == protocol for r in records):
                 continue
-            r = run_one(flag, seed, protocol, args.device, log=lambda line: print(line, flush=True) if " epoch " in line and (line.split(" epoch ")[1].split("/")[0].endswith("0")) else None)
+            r = run_one(flag, seed, protocol, args.device,
+                        log=lambda line: print(line, flush=True)
+                        if " epoch " in line and (line.split(" epoch ")[1].split("/")[0].endswith("0")) else None)
             records.append(r)
-            print(f"{r['dataset']} seed {seed}: ACC {r['accuracy']:.3f} AUC {r['auc']:.3f} (Evaluator {r['evaluator_accuracy']:.3f} / "
-                  f"{r['evaluator_auc']:.3f}) BMA {r['balanced_accuracy']:.3f} epoch {r['chosen_epoch']} · {r['minutes']:.1f} min", flush=True)
+            print(f"{r['dataset']} seed {seed}: "
+                  f"ACC {r['accuracy']:.3f} AUC {r['auc']:.3f} (Evaluator {r['evaluator_accuracy']:.3f} / "
+                  f"{r['evaluator_auc']:.3f}) BMA {r['balanced_accuracy']:.3f} epoch {r['chosen_epoch']} · "
+                  f"{r['minutes']:.1f} min", flush=True)
             if args.out:
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 with open(args.out, "a") as f:

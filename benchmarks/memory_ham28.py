@@ -10,7 +10,8 @@ the activations; reported, no target).  The whole 10,015-image set lives in memo
 (23.6 MB); what dominates is the imported libraries (≈ 1.05 GiB: the CUDA build of torch alone
 maps ≈ 0.68 GiB) and the network's activations at batch 256.
 
-Usage:  python benchmarks/memory_ham28.py [--stem standard|small|both] [--epochs 1] [--threads N] [--device cpu] [--set KEY=VALUE ...]
+Usage:  python benchmarks/memory_ham28.py [--stem standard|small|both] [--epochs 1] [--threads N]
+            [--device cpu] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ STEMS = {
 
 
 def measure(stem: str, args) -> float:
-    env = {**os.environ, "SSL_BENCH_HAM10000_ROOT": str(HAM), "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    sets = [*STEMS[stem], f"train.epochs={args.epochs}", *([f"train.threads={args.threads}"] if args.threads else []), *args.overrides]
+    env = {**os.environ, "SSL_BENCH_HAM10000_ROOT": str(HAM),
+           "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    sets = [*STEMS[stem], f"train.epochs={args.epochs}", *([f"train.threads={args.threads}"] if args.threads else []),
+            *args.overrides]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "ssl_bench.cli", "run", str(REPO / "recipes" / "ham10000" / "byol_ham28.yaml"),
@@ -54,7 +57,8 @@ def measure(stem: str, args) -> float:
             raise SystemExit(proc.returncode)
         res = json.loads((out / "results.json").read_text())
     print(f"dataset {res['dataset']} · {res['method']} · backbone {res['backbone']} · {res['epochs']} epoch(s), "
-          f"{res['train']['steps']} steps · {res['train']['images_per_s']:.0f} img/s · device {res['device']} · wall {wall:.0f} s")
+          f"{res['train']['steps']} steps · {res['train']['images_per_s']:.0f} img/s · device {res['device']} · "
+          f"wall {wall:.0f} s")
     print(f"peak RSS (run, results.json): {res['peak_rss_mb']:.0f} MiB = {res['peak_rss_mb'] * 2**20 / 1e9:.2f} GB")
     if res.get("peak_gpu_memory_mb") is not None:
         print(f"peak GPU memory:              {res['peak_gpu_memory_mb']:.0f} MiB")
@@ -71,7 +75,8 @@ def main() -> int:
     args = ap.parse_args()
     peaks = {stem: measure(stem, args) for stem in (STEMS if args.stem == "both" else [args.stem])}
     for stem, peak in peaks.items():
-        verdict = f"target < 2 GiB ({LIMIT_MIB} MiB): {'PASS' if peak < LIMIT_MIB else 'FAIL'}" if stem == "standard" else "(no target)"
+        verdict = (f"target < 2 GiB ({LIMIT_MIB} MiB): {'PASS' if peak < LIMIT_MIB else 'FAIL'}" if stem == "standard"
+                   else "(no target)")
         print(f"peak_rss_mb_{stem}_stem={peak:.0f}  {verdict}")
     return 0 if peaks.get("standard", 0) < LIMIT_MIB else 1
 

@@ -42,7 +42,8 @@ def run_dir(root: Path, precision: str, row: str, seed: int) -> Path:
 
 
 def train(root: Path, seeds: list[int], rows: list[str], threads: int | None) -> None:
-    env = {**os.environ, "SSL_BENCH_MEDMNIST_ROOT": os.environ.get("SSL_BENCH_MEDMNIST_ROOT", "../shared/data/medmnist")}
+    env = {**os.environ,
+           "SSL_BENCH_MEDMNIST_ROOT": os.environ.get("SSL_BENCH_MEDMNIST_ROOT", "../shared/data/medmnist")}
     for seed in seeds:                      # seed-major and precision-inner: a sitting that stops early has pairs
         for row in rows:
             for precision in PRECISIONS:
@@ -70,7 +71,8 @@ def collect(root: Path, seeds: list[int], rows: list[str]) -> dict:
                 f = run_dir(root, precision, row, seed) / "results.json"
                 if f.is_file():
                     r = json.loads(f.read_text())
-                    out.setdefault(row, {}).setdefault(precision, {})[seed] = {m: value(r, p) for m, p in METRICS.items()}
+                    out.setdefault(row, {}).setdefault(precision, {})[seed] = {m: value(r, p)
+                                                                               for m, p in METRICS.items()}
     return out
 
 
@@ -81,7 +83,8 @@ def ms(values: list[float]) -> str:
 
 
 def report(data: dict) -> tuple[str, list[dict]]:
-    lines = ["| row | metric | seeds (paired) | fp32 | bf16 | bf16 − fp32 (paired) | seed spread (max std) | within spread |",
+    lines = ["| row | metric | seeds (paired) | fp32 | bf16 | bf16 − fp32 (paired) | seed spread (max std) | "
+             "within spread |",
              "|---|---|---|---|---|---|---|---|"]
     records = []
     for row, by_prec in data.items():

@@ -91,20 +91,23 @@ def measure(work: Path, root: Path, n: int, steps: int, threads: int | None) -> 
     run([*base, "--set", "train.epochs=2", "--set", f"train.limit_batches={steps}"], runs / "train")
     metrics = [json.loads(x) for x in (runs / "train" / "metrics.jsonl").read_text().splitlines()]
     res = json.loads((runs / "train" / "results.json").read_text())
-    return {"images": n, "cache_build_s": cold - warm, "startup_warm_s": warm, "images_per_s": metrics[-1]["images_per_s"],
+    return {"images": n, "cache_build_s": cold - warm, "startup_warm_s": warm,
+            "images_per_s": metrics[-1]["images_per_s"],
             "peak_rss_mb": res["peak_rss_mb"], "store_mb": n * DATA_SIZE * DATA_SIZE * 3 / 2**20,
             "precision": res.get("precision")}
 
 
 def report(rows: list[dict]) -> str:
     first = rows[0]
-    lines = ["| images | decode-cache build (s) | s per 1k images | warm start-up (s) | images/s (epoch 2) | vs smallest | "
+    lines = ["| images | decode-cache build (s) | s per 1k images | warm start-up (s) | images/s (epoch 2) | "
+             "vs smallest | "
              "peak RSS (MiB) | uint8 store (MiB) | RSS bound: smallest + store growth (MiB) | within bound |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         bound = first["peak_rss_mb"] + (r["store_mb"] - first["store_mb"])
         lines.append(f"| {r['images']:,} | {r['cache_build_s']:.1f} | {1000 * r['cache_build_s'] / r['images']:.2f} | "
-                     f"{r['startup_warm_s']:.1f} | {r['images_per_s']:.1f} | {r['images_per_s'] / first['images_per_s']:.3f} | "
+                     f"{r['startup_warm_s']:.1f} | {r['images_per_s']:.1f} | "
+                     f"{r['images_per_s'] / first['images_per_s']:.3f} | "
                      f"{r['peak_rss_mb']:.0f} | {r['store_mb']:.0f} | {bound:.0f} | "
                      f"{'yes' if r['peak_rss_mb'] <= bound * 1.02 else 'no'} |")
     return "\n".join(lines)

@@ -54,7 +54,8 @@ def random_at_chance(folder: Path) -> list[str]:
     if stats is None or "Random" not in set(stats["method"]):
         return []
     random = stats[(stats["method"] == "Random") & stats["at_baseline"].astype(bool)]
-    return [f"{r['column']} (BMA {r['mean']:.3f})" for _, r in random.iterrows() if "finetune" in r["column"]]  # the probes of random features may be near chance
+    # the probes of random features may be near chance
+    return [f"{r['column']} (BMA {r['mean']:.3f})" for _, r in random.iterrows() if "finetune" in r["column"]]
 
 
 def compare_cmd(folder: Path, args: list[str]) -> list[str]:
@@ -129,7 +130,8 @@ def positives_table(rows: list[dict]) -> str:
         return "_no kept networks measured yet_\n"
     df = pd.DataFrame(rows)
     last = df[df["epoch"] == df["epoch"].max()]
-    lines = [f"| selector (epoch {int(df['epoch'].max())} network) | top-1 | top-3 | top-10 | n |", "|---|---|---|---|---|"]
+    lines = [f"| selector (epoch {int(df['epoch'].max())} network) | top-1 | top-3 | top-10 | n |",
+             "|---|---|---|---|---|"]
     for name, g in last.groupby("selector", sort=False):
         cells = []
         for j in (1, 3, 10):
@@ -174,12 +176,15 @@ def main() -> None:
         for p in sorted((dest / "positives").glob("seed*_epoch*.json")):  # not the galleries
             rep = json.loads(p.read_text())
             for name, r in rep["selectors"].items():
-                rows.append({"seed": int(p.stem.split("_")[0][4:]), "epoch": rep["epoch"], "selector": name, "chance": rep["chance"],
+                rows.append({"seed": int(p.stem.split("_")[0][4:]), "epoch": rep["epoch"], "selector": name,
+                             "chance": rep["chance"],
                              **{key: v for key, v in r.items() if key.startswith("precision")}})
     if rows:
         plot_positives(rows, dest / "positives_vs_epoch.png")
-    plots = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "compare", str(dest / "study"), "--plot", str(dest / "plots"),
-                            "--metric", "balanced_accuracy", "--format", "csv"], capture_output=True, text=True, cwd=REPO)
+    plots = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "compare", str(dest / "study"), "--plot",
+                            str(dest / "plots"),
+                            "--metric", "balanced_accuracy", "--format", "csv"], capture_output=True, text=True,
+                           cwd=REPO)
     print(plots.stderr.strip())
     doc_path = REPO / "docs" / "results.md"
     doc = doc_path.read_text()
@@ -190,7 +195,8 @@ def main() -> None:
         block = f"<!-- {args.tag}:{marker} -->"
         if block not in doc:
             continue
-        body = "```bash\n" + " ".join(compare_cmd(dest / "study", cargs)) + "\n```\n\n" + run_compare(dest / "study", cargs)
+        body = ("```bash\n" + " ".join(compare_cmd(dest / "study", cargs)) + "\n```\n\n"
+                + run_compare(dest / "study", cargs))
         doc = replace_block(doc, f"{args.tag}:{marker}", body)
     if rows and f"<!-- {args.tag}:positives -->" in doc:
         doc = replace_block(doc, f"{args.tag}:positives", positives_table(rows))

@@ -215,7 +215,8 @@ def run_ssl_bench(size: int, batch: int, device: str, cache_dir: str, extra_sets
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         sets = [
-            f"data.root={HAM_ZIP}", f"data.size={size}", f"data.cache_dir={cache_dir}", "backbone.small_image_stem=false",
+            f"data.root={HAM_ZIP}", f"data.size={size}", f"data.cache_dir={cache_dir}",
+            "backbone.small_image_stem=false",
             "backbone.stem_pool=false", f"train.batch_size={batch}", "train.epochs=1", "evaluate=[]", *extra_sets,
         ]
         cmd = [sys.executable, "-m", "ssl_bench.cli", "run", str(RECIPE), *[x for s in sets for x in ("--set", s)],
@@ -241,9 +242,11 @@ def _env() -> dict:
 
 
 def run_worker(kind: str, size: int, batch: int, steps: int, device: str, cache_dir: str, workers: int = 2) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--sizes", str(size), "--batch", str(batch), "--steps", str(steps),
+    cmd = [sys.executable, __file__, "--worker", kind, "--sizes", str(size), "--batch", str(batch), "--steps",
+           str(steps),
            "--device", device, "--workers", str(workers)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**_env(), "SSL_BENCH_CACHE_DIR": cache_dir})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**_env(), "SSL_BENCH_CACHE_DIR": cache_dir})
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} worker failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -254,10 +257,13 @@ def main() -> int:
     ap.add_argument("--sizes", default="28,64", help="image sizes in px (comma-separated)")
     ap.add_argument("--reps", type=int, default=2, help="interleaved repetitions of each variant (median reported)")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=None, help="steps per variant (default: one epoch of the training split)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="steps per variant (default: one epoch of the training split)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of lightly's loop (lightly's examples: 8 on a GPU machine)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="extra --set for ssl-bench run")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="DataLoader workers of lightly's loop (lightly's examples: 8 on a GPU machine)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra --set for ssl-bench run")
     ap.add_argument("--worker", choices=["lightly", "ceiling", "ceiling-contiguous"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -304,17 +310,23 @@ def main() -> int:
                     got[v].append(r)
                     extra = f", loader workers {r['workers_peak_rss_mb']:.0f} MiB" if "workers_peak_rss_mb" in r else ""
                     gpu = f", peak GPU {r['peak_gpu_memory_mb']:.0f} MiB" if r.get("peak_gpu_memory_mb") else ""
-                    print(f"  rep {rep + 1} {v:10s} {r['images_per_s']:7.1f} img/s  peak RSS {r['peak_rss_mb']:.0f} MiB{extra}{gpu}",
+                    print(f"  rep {rep + 1} {v:10s} {r['images_per_s']:7.1f} img/s  peak RSS {r['peak_rss_mb']:.0f} "
+                          f"MiB{extra}{gpu}",
                           flush=True)
             med = {v: statistics.median(r["images_per_s"] for r in got[v]) for v in VARIANTS}
             rss = {v: max(r["peak_rss_mb"] for r in got[v]) for v in VARIANTS}
             print(f"  command (b): {got['ssl-bench'][0]['command']}")
-            print(f"  median img/s: lightly {med['lightly']:.1f}  ssl-bench {med['ssl-bench']:.1f} ({got['ssl-bench'][0]['precision']})  "
+            print(f"  median img/s: lightly {med['lightly']:.1f}  ssl-bench {med['ssl-bench']:.1f} "
+                  f"({got['ssl-bench'][0]['precision']})  "
                   f"ssl-bench fp32 {med['ssl-bench-fp32']:.1f}  ceiling (fp32) {med['ceiling']:.1f}")
-            print(f"  peak RSS MiB: lightly {rss['lightly']:.0f} (+ workers {max(r['workers_peak_rss_mb'] for r in got['lightly']):.0f})"
-                  f"  ssl-bench {rss['ssl-bench']:.0f}  ssl-bench fp32 {rss['ssl-bench-fp32']:.0f}  ceiling {rss['ceiling']:.0f}")
-            print(f"size={size} vs_lightly={med['ssl-bench'] / med['lightly']:.3f} vs_ceiling={med['ssl-bench'] / med['ceiling']:.3f} "
-                  f"fp32_vs_ceiling={med['ssl-bench-fp32'] / med['ceiling']:.3f} bf16_speedup={med['ssl-bench'] / med['ssl-bench-fp32']:.3f} "
+            print(f"  peak RSS MiB: lightly {rss['lightly']:.0f} (+ workers "
+                  f"{max(r['workers_peak_rss_mb'] for r in got['lightly']):.0f})"
+                  f"  ssl-bench {rss['ssl-bench']:.0f}  ssl-bench fp32 {rss['ssl-bench-fp32']:.0f}  ceiling "
+                  f"{rss['ceiling']:.0f}")
+            print(f"size={size} vs_lightly={med['ssl-bench'] / med['lightly']:.3f} "
+                  f"vs_ceiling={med['ssl-bench'] / med['ceiling']:.3f} "
+                  f"fp32_vs_ceiling={med['ssl-bench-fp32'] / med['ceiling']:.3f} "
+                  f"bf16_speedup={med['ssl-bench'] / med['ssl-bench-fp32']:.3f} "
                   f"precision={got['ssl-bench'][0]['precision']}", flush=True)
     return 0
 

@@ -31,7 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("SSL_BENCH_MEDMNIST_ROOT", str(REPO.parent / "shared" / "data" / "medmnist"))
-HAM = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data")) / "subsets" / "ham10000_200x150_jpeg.zip"
+HAM = Path(os.environ.get("SSL_BENCH_SHARED_DATA",
+                          REPO.parent / "shared" / "data")) / "subsets" / "ham10000_200x150_jpeg.zip"
 
 from ssl_bench.device import reuse_freed_memory, select_device  # noqa: E402
 from ssl_bench.recipe import load_recipe  # noqa: E402
@@ -75,15 +76,18 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "last.pt"
         byol_step, comp = steps["byol"]
-        torch.save({"objective": byol_step.objective.state_dict(), "recipe": load_recipe(data={**base, **variants["byol"]}).cfg}, ckpt)
-        steps["tracin_pretrained"] = make_step({**base, "selector": {"name": "tracin", "model": "pretrained", "checkpoint": str(ckpt)}}, device)
+        torch.save({"objective": byol_step.objective.state_dict(),
+                    "recipe": load_recipe(data={**base, **variants["byol"]}).cfg}, ckpt)
+        steps["tracin_pretrained"] = make_step({**base, "selector": {"name": "tracin", "model": "pretrained",
+                                                                     "checkpoint": str(ckpt)}}, device)
 
     data = comp.data.train
     g = torch.Generator().manual_seed(0)
     times = {name: [] for name in steps}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     # every part of the real step, timed inside it: (object, attribute) per part
-    part_of = {"augment": ("augment",), "forward": ("model",), "choose": ("selector", "choose"), "loss": ("objective", "loss"),
+    part_of = {"augment": ("augment",), "forward": ("model",), "choose": ("selector", "choose"),
+               "loss": ("objective", "loss"),
                "backward": ("backward",), "update": ("optimizer", "step"), "ema": ("objective", "momentum_update")}
     parts = {name: {p: [] for p in part_of} for name in steps}
     for name, (step, _) in steps.items():
@@ -111,7 +115,8 @@ def main():
     # median of these paired ratios is what is reported
     ratio = {k: statistics.median(a / b for a, b in zip(v, times["byol"])) for k, v in times.items()}
     print(f"device {device}, batch {args.batch}, resnet18 {'small stem' if args.small_stem else 'standard stem'}, "
-          f"{args.size} px HAM10000, {args.reps} interleaved reps (median; ratio = median of per-repetition ratios to byol)")
+          f"{args.size} px HAM10000, {args.reps} interleaved reps (median; "
+          f"ratio = median of per-repetition ratios to byol)")
     # the extra work itself: selection + loss beyond BYOL's own loss, per step, over BYOL's step time
     part_ms = {k: {p: statistics.median(v) * 1000 for p, v in d.items()} for k, d in parts.items()}
     direct = {k: (d["choose"] + d["loss"] - part_ms["byol"]["choose"] - part_ms["byol"]["loss"]) / (med["byol"] * 1000)
@@ -122,8 +127,10 @@ def main():
     for k, v in med.items():
         r = sorted(a / b for a, b in zip(times[k], times["byol"]))
         q1, q3 = r[len(r) // 4], r[(3 * len(r)) // 4]
-        print(f"  {k:22s} {v * 1000:8.1f} ms/step  {args.batch / v:7.1f} img/s  ratio {ratio[k]:.3f} (IQR {q1:.3f}-{q3:.3f})"
-              f"  selection {part_ms[k]['choose']:6.1f} ms, loss {part_ms[k]['loss']:4.1f} ms: direct cost {100 * direct[k]:+.2f} %")
+        print(f"  {k:22s} {v * 1000:8.1f} ms/step  {args.batch / v:7.1f} img/s  ratio {ratio[k]:.3f} (IQR "
+              f"{q1:.3f}-{q3:.3f})"
+              f"  selection {part_ms[k]['choose']:6.1f} ms, loss {part_ms[k]['loss']:4.1f} ms: "
+              f"direct cost {100 * direct[k]:+.2f} %")
 
     # 3. closed form vs per-sample autograd on a real predictor output
     from torch.func import functional_call, grad, vmap
@@ -156,8 +163,10 @@ def main():
     t_closed = statistics.median(_time(closed, sync) for _ in range(20))
     M_auto, M_closed = autograd_matrix(), closed()
     rel = float((M_auto - M_closed).norm() / M_auto.norm())
-    same_argmax = bool(torch.equal(M_auto.fill_diagonal_(-float("inf")).argmax(1), M_closed.fill_diagonal_(-float("inf")).argmax(1)))
-    print(f"  per-sample autograd TracIn {t_auto * 1000:.1f} ms vs closed form {t_closed * 1000:.3f} ms; relative difference {rel:.2e}; same top-1 for every row: {same_argmax}")
+    same_argmax = bool(torch.equal(M_auto.fill_diagonal_(-float("inf")).argmax(1),
+                                   M_closed.fill_diagonal_(-float("inf")).argmax(1)))
+    print(f"  per-sample autograd TracIn {t_auto * 1000:.1f} ms vs closed form {t_closed * 1000:.3f} ms; "
+          f"relative difference {rel:.2e}; same top-1 for every row: {same_argmax}")
     print(f"tracin_overhead_ratio={ratio['tracin_online']:.3f}")
     print(f"tracin_direct_cost={1 + direct['tracin_online']:.3f}")
     print(f"tracin_light_ratio={ratio['tracin_online_light']:.3f}")

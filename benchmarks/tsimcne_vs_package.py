@@ -47,7 +47,8 @@ def _env() -> dict:
 
 
 def stages_for(epochs: int) -> tuple[list[int], list[int]]:
-    """The paper's 1000 / 50 / 450 proportions for ``epochs`` in all (each stage ≥ 1) and warm-ups 10 / 0 / 10 scaled."""
+    """The paper's 1000 / 50 / 450 proportions for ``epochs`` in all (each stage ≥ 1) and warm-ups
+    10 / 0 / 10 scaled."""
     epochs = max(epochs, 3)
     s2 = max(1, round(epochs * 50 / 1500))
     s3 = max(1, round(epochs * 450 / 1500))
@@ -105,7 +106,8 @@ def package_worker(dataset: str, stages: list[int], warmup: list[int], out: str)
 
 def run_package(dataset: str, stages: list[int], warmup: list[int], tmp: Path) -> dict:
     out = tmp / f"package_{dataset}_{sum(stages)}.npz"
-    cmd = [sys.executable, __file__, "--worker", dataset, "--stages", ",".join(map(str, stages)), "--warmup", ",".join(map(str, warmup)),
+    cmd = [sys.executable, __file__, "--worker", dataset, "--stages", ",".join(map(str, stages)), "--warmup",
+           ",".join(map(str, warmup)),
            "--out", str(out)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tmp, env=_env(), capture_output=True, text=True)
@@ -125,7 +127,8 @@ def run_ours(dataset: str, stages: list[int], warmup: list[int], tmp: Path, eval
             f"train.checkpoint_every={sum(stages)}", "train.threads=2"]
     if not evaluate:
         sets.append("evaluate=[]")
-    cmd = [sys.executable, "-m", "ssl_bench.cli", "run", str(REPO / RECIPES[dataset]), *[x for s in sets for x in ("--set", s)],
+    cmd = [sys.executable, "-m", "ssl_bench.cli", "run", str(REPO / RECIPES[dataset]),
+           *[x for s in sets for x in ("--set", s)],
            "--out", str(out), "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True)
@@ -133,7 +136,8 @@ def run_ours(dataset: str, stages: list[int], warmup: list[int], tmp: Path, eval
     if proc.returncode != 0:
         raise RuntimeError(f"ssl-bench run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     res = json.loads((out / "results.json").read_text())
-    return {"wall_s": wall, "train_s": res["train"]["wall_time_s"], "eval": res["eval"], "command": "ssl-bench " + " ".join(cmd[3:])}
+    return {"wall_s": wall, "train_s": res["train"]["wall_time_s"], "eval": res["eval"],
+            "command": "ssl-bench " + " ".join(cmd[3:])}
 
 
 def poster_metrics(xy: np.ndarray, labels: np.ndarray, num_classes: int, task: str, seed: int = 0) -> dict:
@@ -156,7 +160,8 @@ def main() -> int:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        package_worker(args.worker, [int(s) for s in args.stages.split(",")], [int(s) for s in args.warmup.split(",")], args.out)
+        package_worker(args.worker, [int(s) for s in args.stages.split(",")], [int(s) for s in args.warmup.split(",")],
+                       args.out)
         return 0
     try:
         import tsimcne  # noqa: F401

@@ -30,7 +30,8 @@ class BarlowTwins(Objective):
     provides = frozenset({"features", "projection"})
     display = "BarlowTwins"
 
-    def __init__(self, backbone: nn.Module, hidden_dim: int = 2048, projection_dim: int = 2048, lambda_param: float = 0.005):
+    def __init__(self, backbone: nn.Module, hidden_dim: int = 2048, projection_dim: int = 2048,
+                 lambda_param: float = 0.005):
         super().__init__()
         self.backbone = backbone
         self.projector = BarlowTwinsProjectionHead(backbone.num_features, hidden_dim, projection_dim)

@@ -30,7 +30,8 @@ class FilenameLabels(ImageFiles):
     split_seed: int = 0
 
     def load(self) -> DataSplits:
-        root = resolve_root(self.root, "SSL_BENCH_FILENAME_ROOT", "image folder", "a folder or .zip of <name>_<class>.png images")
+        root = resolve_root(self.root, "SSL_BENCH_FILENAME_ROOT", "image folder",
+                            "a folder or .zip of <name>_<class>.png images")
         store = ImageStore(root)  # a folder or a .zip, read in place
         members = sorted(store.images())
         if not members:
@@ -41,4 +42,5 @@ class FilenameLabels(ImageFiles):
         ids = [PurePosixPath(m).stem for m in members]
         split = group_split(ids, check_ratios(self.split_ratios), self.split_seed)
         task = "binary-class" if len(classes) == 2 else "multi-class"
-        return assemble("FilenameLabels", store, members, labels, split, task, classes, group_codes(ids), self, tag="filename-labels")
+        return assemble("FilenameLabels", store, members, labels, split, task, classes, group_codes(ids), self,
+                        tag="filename-labels")

@@ -60,14 +60,16 @@ class TimmBackbone(nn.Module):
         import timm
 
         in_chans = 3 if in_chans is None else in_chans
-        fetching = sorted(set(kwargs or {}) & {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path"})
+        fetching = sorted(set(kwargs or {}) & {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay",
+                                               "checkpoint_path"})
         if fetching:
             raise SSLBenchError(f"recipe key backbone.kwargs.{fetching[0]}: {NO_DOWNLOAD}")
         self.name = name
         self.in_chans = in_chans
         try:
             self.model = timm.create_model(
-                name, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate, **(kwargs or {})
+                name, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate,
+                **(kwargs or {})
             )
         except TypeError as e:
             raise SSLBenchError(f"backbone '{name}' rejected its options (recipe key backbone): {e}") from e
@@ -162,7 +164,10 @@ def _adapt_in_chans(backbone: nn.Module, state: dict) -> dict:
     if key is None or key not in state or key not in backbone.state_dict():
         return state
     want, have = backbone.state_dict()[key], state[key]
-    if have.dim() == 4 and have.shape[1] != want.shape[1] and have.shape[0] == want.shape[0] and have.shape[2:] == want.shape[2:]:
+    if (
+        have.dim() == 4 and have.shape[1] != want.shape[1]
+        and have.shape[0] == want.shape[0] and have.shape[2:] == want.shape[2:]
+    ):
         from timm.models._manipulate import adapt_input_conv
 
         state = {**state, key: adapt_input_conv(want.shape[1], have, base_chans=have.shape[1])}

@@ -34,7 +34,8 @@ DATASETS = Registry(
 
 AUGMENTATIONS = Registry(
     "augmentation",
-    locations={name: "ssl_bench.augment.sets" for name in ("simclr", "byol", "rot90", "randrot", "light", "flip", "none")},
+    locations={name: "ssl_bench.augment.sets" for name in ("simclr", "byol", "rot90", "randrot", "light", "flip",
+                                                           "none")},
 )
 
 # any timm architecture by name (TimmBackbone); the names are read from a per-timm-version cache

@@ -65,7 +65,8 @@ def rng_state(generators: dict[str, torch.Generator]) -> dict:
 def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -132,7 +133,8 @@ def read(path: Path, key: Optional[str] = None) -> dict:
                 f"checkpoint {path}{where} holds objects other than tensors and plain values (e.g. pickled code); "
                 "it was not loaded (ssl-bench reads checkpoints with weights_only)"
             ) from None
-        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt (UnpicklingError: {str(e).splitlines()[0][:200] if str(e) else ''})") from e
+        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt (UnpicklingError: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from e
     except Exception as e:
         prev = path.with_name(PREVIOUS_CHECKPOINT)
         hint = (
@@ -140,7 +142,8 @@ def read(path: Path, key: Optional[str] = None) -> dict:
             if path.name != PREVIOUS_CHECKPOINT and prev.is_file() else ""
         )
         first = str(e).splitlines()[0] if str(e) else ""
-        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt ({type(e).__name__}: {first[:200]}){hint}") from e
+        raise SSLBenchError(f"checkpoint {path}{where} is truncated or corrupt ({type(e).__name__}: "
+                            f"{first[:200]}){hint}") from e
     if not isinstance(state, dict) or "objective" not in state or "recipe" not in state:
         raise SSLBenchError(f"checkpoint {path}{where} is not an ssl-bench training checkpoint")
     return state
@@ -153,7 +156,8 @@ def load(path: Path) -> dict:
     if "epoch" not in state:
         raise SSLBenchError(f"checkpoint {path} is not an ssl-bench training checkpoint")
     if "optimizer" not in state or "rng" not in state:
-        raise SSLBenchError(f"checkpoint {path} has no optimiser/RNG state (written by an older ssl-bench); it cannot be resumed")
+        raise SSLBenchError(f"checkpoint {path} has no optimiser/RNG state (written by an older ssl-bench); it cannot "
+                            "be resumed")
     for key in ("epoch", "step"):
         if not isinstance(state.get(key), int) or isinstance(state.get(key), bool) or state[key] < 0:
             raise SSLBenchError(f"checkpoint {path}: '{key}' is {state.get(key)!r}, not a count; it cannot be resumed")
@@ -168,8 +172,9 @@ def check_rng_state(start: "ResumePoint", generators: dict[str, torch.Generator]
         set_rng_state(start.state["rng"], {k: torch.Generator(device=g.device) for k, g in generators.items()})
     except Exception as e:  # any shape of damage: wrong types, sizes, missing keys
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise SSLBenchError(f"checkpoint {start.path}: its random-number state is damaged ({type(e).__name__}: {first[:160]}); "
-                            "it cannot be resumed bit-exactly — resume from checkpoints/previous.pt or start again") from e
+        raise SSLBenchError(f"checkpoint {start.path}: its random-number state is damaged ({type(e).__name__}: "
+                            f"{first[:160]}); it cannot be resumed bit-exactly — resume from checkpoints/previous.pt "
+                            "or start again") from e
     finally:
         set_rng_state(saved, generators)
 
@@ -205,7 +210,8 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
         p = Path(resume).expanduser()
         if p.is_file():
             if p.parent.name != runs.CHECKPOINT_DIR:
-                raise SSLBenchError(f"--resume {p}: a checkpoint must be in a run directory's {runs.CHECKPOINT_DIR}/ folder")
+                raise SSLBenchError(f"--resume {p}: a checkpoint must be in a run directory's {runs.CHECKPOINT_DIR}/ "
+                                    "folder")
             run_dir, ckpt = p.parent.parent, p
         elif p.is_dir():
             run_dir, ckpt = p, None
@@ -225,11 +231,13 @@ def find_run_dir(resume: str, out: Optional[str | Path], out_dir: str, name: str
         and any((d / runs.CHECKPOINT_DIR / f).is_file() for f in (runs.LAST_CHECKPOINT, PREVIOUS_CHECKPOINT))
     ]
     if not candidates:
-        raise SSLBenchError(f"no unfinished run of recipe '{name}' with a checkpoint under {parent}; name it: --resume RUN_DIR")
+        raise SSLBenchError(f"no unfinished run of recipe '{name}' with a checkpoint under {parent}; name it: --resume "
+                            "RUN_DIR")
     return max(candidates, key=lambda d: (d / runs.CHECKPOINT_DIR).stat().st_mtime), None
 
 
-def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None, train_defaults: Optional[dict] = None) -> ResumePoint:
+def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None,
+             train_defaults: Optional[dict] = None) -> ResumePoint:
     """Check that ``run_dir`` can be resumed with recipe ``cfg`` and load its checkpoint.  ``train_defaults``:
     the value of every ``train`` option (``TrainConfig``'s defaults) for a run saved before the option existed.
 
@@ -241,7 +249,8 @@ def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None, train_
     status = runs.read_status(run_dir)
     if status.get("status") == "failed" and not status.get("resumable", False):
         raise SSLBenchError(
-            f"run {run_dir} failed ({status.get('reason', 'unknown reason')}); resuming the same recipe would repeat it — start a new run"
+            f"run {run_dir} failed ({status.get('reason', 'unknown reason')}); resuming the same recipe would repeat "
+            "it — start a new run"
         )
     folder = run_dir / runs.CHECKPOINT_DIR
     if checkpoint is None:
@@ -249,16 +258,19 @@ def open_run(run_dir: Path, cfg: dict, checkpoint: Optional[Path] = None, train_
         if not checkpoint.is_file() and (folder / PREVIOUS_CHECKPOINT).is_file():
             checkpoint = folder / PREVIOUS_CHECKPOINT  # killed between the two renames of save()
         if not checkpoint.is_file():
-            raise SSLBenchError(f"run {run_dir} has no checkpoint to resume from (it stopped before its first one: start it again)")
+            raise SSLBenchError(f"run {run_dir} has no checkpoint to resume from (it stopped before its first one: "
+                                "start it again)")
     state = load(checkpoint)
     saved = state.get("recipe") or {}
-    if train_defaults and isinstance(saved.get("train"), dict):  # a train option added since the run started: its default
+    # a train option added since the run started: its default
+    if train_defaults and isinstance(saved.get("train"), dict):
         saved = {**saved, "train": {**train_defaults, **saved["train"]}}
     a, b = runs.flatten_recipe(saved), runs.flatten_recipe(cfg)
     differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE)
     if differing:
         shown = ", ".join(differing[:5]) + (" …" if len(differing) > 5 else "")
-        raise SSLBenchError(f"cannot resume {run_dir}: the recipe differs from the run's in {shown} (only {', '.join(sorted(RESUME_MAY_CHANGE))} may change)")
+        raise SSLBenchError(f"cannot resume {run_dir}: the recipe differs from the run's in {shown} (only "
+                            f"{', '.join(sorted(RESUME_MAY_CHANGE))} may change)")
     return ResumePoint(run_dir, checkpoint, state)
 
 
@@ -271,7 +283,8 @@ def restore_modules(start: ResumePoint, objective: torch.nn.Module, optimizer: t
         selector.load_state_dict(start.state["selector"])
     except (RuntimeError, KeyError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise SSLBenchError(f"checkpoint {start.path} does not fit this recipe's model: {type(e).__name__}: {first[:200]}") from e
+        raise SSLBenchError(f"checkpoint {start.path} does not fit this recipe's model: {type(e).__name__}: "
+                            f"{first[:200]}") from e
 
 
 def truncate_metrics(run_dir: Path, epoch: int) -> Optional[dict]:

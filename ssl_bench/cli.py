@@ -32,14 +32,17 @@ def main():
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False), required=False)
 @click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. train.epochs=2.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory (new or empty).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the recipe's train.device).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--devices", type=int, default=None,
-              help="Data-parallel processes per node (DDP; GPUs, or CPU processes with gloo). train.batch_size is the global batch.")
+              help="Data-parallel processes per node (DDP; GPUs, or CPU processes with gloo). train.batch_size is the "
+                   "global batch.")
 @click.option("--nodes", type=int, default=None,
-              help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use torchrun).")
+              help="Nodes for DDP: run the command on each node with MASTER_ADDR, MASTER_PORT, NODE_RANK set (or use "
+                   "torchrun).")
 @click.option("--resume", is_flag=False, flag_value="", default=None, metavar="[RUN_DIR]",
               help="Continue an interrupted run from its last checkpoint: RUN_DIR (or a checkpoint in it); "
               "alone, the --out directory or the newest unfinished run of RECIPE.")
@@ -47,8 +50,9 @@ def main():
               help="Import this plug-in file first (repeatable); for --resume RUN_DIR of a run that used plug-ins.")
 @click.option("--load-plugins", is_flag=True,
               help="With --resume RUN_DIR: import the plug-in files the run's recipe.yaml names (code from that run).")
-def run(recipe: Optional[str], assignments: tuple[str, ...], overrides: tuple[str, ...], out: Optional[str], device: Optional[str],
-        quiet: bool, devices: Optional[int], nodes: Optional[int], resume: Optional[str], plugins: tuple[str, ...], load_plugins: bool):
+def run(recipe: Optional[str], assignments: tuple[str, ...], overrides: tuple[str, ...], out: Optional[str],
+        device: Optional[str], quiet: bool, devices: Optional[int], nodes: Optional[int], resume: Optional[str],
+        plugins: tuple[str, ...], load_plugins: bool):
     """Pre-train and evaluate RECIPE; write a run directory.
 
     A bare KEY=VALUE after RECIPE is taken as --set KEY=VALUE.  Resuming a run directory imports no
@@ -76,8 +80,9 @@ def run(recipe: Optional[str], assignments: tuple[str, ...], overrides: tuple[st
     r = load_recipe(recipe, list(overrides), load_plugins=own_recipe)
     if r.unchecked:
         raise SSLBenchError(
-            f"{recipe} uses {', '.join(map(str, r.unchecked))} from plug-ins ({', '.join(r.cfg.get('plugins') or []) or 'none named'}) that "
-            "were not imported: pass --plugin FILE, or --load-plugins to import the files the run names"
+            f"{recipe} uses {', '.join(map(str, r.unchecked))} from plug-ins "
+            f"({', '.join(r.cfg.get('plugins') or []) or 'none named'}) that were not imported: pass --plugin FILE, or "
+            "--load-plugins to import the files the run names"
         )
     if plugins or load_plugins:  # code named by a run directory or a --plugin option
         _say_plugins(since)
@@ -88,7 +93,8 @@ def _with_assignments(overrides, assignments) -> list[str]:
     """``--set`` overrides, and the bare ``KEY=VALUE`` words after the recipe (the same thing)."""
     for a in assignments:
         if "=" not in a:
-            raise SSLBenchError(f"unexpected argument '{a}': give recipe options as KEY=VALUE (or --set KEY=VALUE), e.g. train.epochs=1")
+            raise SSLBenchError(f"unexpected argument '{a}': give recipe options as KEY=VALUE (or --set KEY=VALUE), "
+                                "e.g. train.epochs=1")
     return list(overrides) + list(assignments)
 
 
@@ -133,7 +139,8 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
             click.echo(("# done: " if job.done else "") + job.command(recipe))
         return
     ran, skipped, failures = run_sweep(recipe, jobs, device=device, progress=not quiet)
-    click.echo(f"sweep: {ran} ran, {skipped} already finished, {len(failures)} failed — compare with: ssl-bench compare {out_root}")
+    click.echo(f"sweep: {ran} ran, {skipped} already finished, {len(failures)} failed — compare with: ssl-bench "
+               f"compare {out_root}")
     if failures:
         for job, msg in failures:
             click.secho(f"failed: {job.out}: {msg}", fg="red", err=True)
@@ -142,16 +149,19 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 
 @main.command(name="compare")
 @click.argument("runs", nargs=-1, required=True)
-@click.option("--metric", default=None, help="Metric of the cells: auc, bma (balanced accuracy), accuracy, precision, f1, … "
-              "(default: the recipes' headline_metric).")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex"]), default="table", show_default=True)
+@click.option("--metric", default=None,
+              help="Metric of the cells: auc, bma (balanced accuracy), accuracy, precision, f1, … "
+                   "(default: the recipes' headline_metric).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "latex"]), default="table",
+              show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the table to this file.")
 @click.option("--allow-mixed", is_flag=True, help="Average runs of one method even if their recipes differ.")
 @click.option("--lower-is-better", is_flag=True, help="Mark the lowest mean as best.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
               help="Save PNGs here: metric vs label fraction, selector precision per epoch.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file or --plot figures.")
-@click.option("--strict", is_flag=True, help="Exit 1 when a run directory could not be read (the table of the others is printed).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a run directory could not be read (the table of the others is printed).")
 def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, force, strict):
     """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
     from rich.console import Console
@@ -160,7 +170,8 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
     from ssl_bench.compare import METRIC_ALIASES, compare, headline_metric
 
     check_new_file(out, force, "--out")
-    table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed, lower_is_better=lower_is_better)
+    table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed,
+                                  lower_is_better=lower_is_better)
     metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
     plots = _plot_files(plot_dir, metric, force) if plot_dir else {}  # checked before anything is written
     for run_dir, protocol, name, value in loaded.nonfinite:
@@ -174,11 +185,13 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
     for s, reason in loaded.unreadable:
         click.secho(f"unreadable run, left out: {s} ({reason})", fg="red", err=True)
     if loaded.reevaluated:
-        click.secho(f"{len(loaded.reevaluated)} run(s) re-evaluated with ssl-bench evaluate: the newest value of each protocol is used",
+        click.secho(f"{len(loaded.reevaluated)} run(s) re-evaluated with ssl-bench evaluate: the newest value of each "
+                    "protocol is used",
                     fg="yellow", err=True)
     if fmt == "table":
         n_runs = loaded.frame["run"].nunique()
-        t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)", title_justify="left")
+        t = Table(title=f"{metric}: mean(std) over seeds, n = seeds; best per column marked * ({n_runs} runs)",
+                  title_justify="left")
         t.add_column("method", style="bold")
         for c in table.columns:
             t.add_column(c, justify="right")
@@ -206,7 +219,8 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
             if m is not None:
                 click.echo(f"plot: {m}")
         if not any(made):
-            click.echo("--plot: nothing to plot (no label-fraction series and no selector precision in these runs)", err=True)
+            click.echo("--plot: nothing to plot (no label-fraction series and no selector precision in these runs)",
+                       err=True)
     if strict and loaded.unreadable:
         sys.exit(1)
 
@@ -251,19 +265,23 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
 
         try:
             where = select_device(train.get("device", "auto"))
-            click.echo(f"# train.precision auto resolves to {resolve_precision('auto', where)} on this machine ({where})")
+            click.echo(f"# train.precision auto resolves to {resolve_precision('auto', where)} on this machine "
+                       f"({where})")
         except SSLBenchError:
             pass
     if r.unchecked:
-        click.secho(f"note: not checked (from plug-ins, which show does not import): {', '.join(map(str, r.unchecked))}", fg="yellow", err=True)
+        click.secho("note: not checked (from plug-ins, which show does not import): "
+                    f"{', '.join(map(str, r.unchecked))}", fg="yellow", err=True)
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--selector", "selectors", multiple=True, required=True,
               help="A batch selector to measure (repeatable), with options after a colon: tracin:normalize=true.")
-@click.option("--k", default=3, show_default=True, help="Positives per anchor in the gallery; precision at top-1, 3, 10 up to k.")
-@click.option("--epoch", type=int, default=None, help="Measure the network the run kept at this epoch (train.save_epochs).")
+@click.option("--k", default=3, show_default=True,
+              help="Positives per anchor in the gallery; precision at top-1, 3, 10 up to k.")
+@click.option("--epoch", type=int, default=None,
+              help="Measure the network the run kept at this epoch (train.save_epochs).")
 @click.option("--gallery", default=8, show_default=True, help="Anchors (rows) in the PNG gallery.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Gallery figure (.png, .pdf or .svg; default RUN_DIR/positives.png); "
@@ -271,8 +289,8 @@ def show(recipe: str, assignments: tuple[str, ...], overrides: tuple[str, ...]):
 @click.option("--device", default="auto")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
 @click.option("--force", is_flag=True, help="Overwrite an existing gallery and report (never a run's own files).")
-def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[int], gallery: int, out: Optional[str], device: str,
-              plugins: tuple[str, ...], force: bool):
+def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[int], gallery: int, out: Optional[str],
+              device: str, plugins: tuple[str, ...], force: bool):
     """Same-label precision of each selector's positives over the training set, with a trained
     run's frozen network (the paper's Fig. 2), plus a PNG gallery of anchors and positives."""
     from rich.console import Console
@@ -289,8 +307,8 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
     _say_plugins(since)
     rep = analyse_positives(run_dir, list(selectors), k=k, gallery=gallery, out=out, device=device, epoch=epoch,
                             force=force)
-    table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of {rep['batch_size']}, "
-                        f"network of epoch {rep['epoch']})")
+    table = Table(title=f"positives on {rep['dataset']} ({rep['images']} training images, batches of "
+                        f"{rep['batch_size']}, network of epoch {rep['epoch']})")
     table.add_column("selector", style="bold cyan")
     ats = [key for key in next(iter(rep["selectors"].values())) if key.startswith("precision_top")]
     for key in ats:
@@ -307,7 +325,8 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="File to write: .csv (split, index, label, x, y or z0…), .npy (features only) or .parquet.")
 @click.option("--features", type=click.Choice(["backbone", "head"]), default=None,
-              help="backbone: pooled features (default); head: the objective's output (default for t-SimCNE's 2-D map).")
+              help="backbone: pooled features (default); head: the objective's output (default for t-SimCNE's 2-D "
+                   "map).")
 @click.option("--data", "data_spec", default=None, metavar="BLOCK|RECIPE|FLAG",
               help="Images to embed: a data block ('{name: medmnist, flag: pneumoniamnist}'), a recipe file "
                    "(its data block) or a MedMNIST flag; default: the run's own data.")
@@ -319,8 +338,8 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="Import this plug-in file first (a run that used plug-in components).")
 @click.option("--force", is_flag=True, help="Overwrite existing --out / --png files.")
-def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[str], split: str, png: Optional[str], thumbnails: int,
-          device: str, plugins: tuple[str, ...], force: bool):
+def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[str], split: str, png: Optional[str],
+          thumbnails: int, device: str, plugins: tuple[str, ...], force: bool):
     """Embed (new, out-of-sample) images with a trained run: backbone features, or the head's output
     (t-SimCNE's 2-D coordinates by default)."""
     from ssl_bench.embed import embed_outputs, embed_run, select_option_device
@@ -334,7 +353,8 @@ def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[s
     rep = embed_run(run_dir, out, data=data_spec, split=split, png=png, thumbnails=thumbnails, device=device,
                     features=features, force=force)
     rows = ", ".join(f"{s} {n}" for s, n in rep["splits"].items())
-    click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D {rep['features']} features; rows: {rows}) → wrote {rep['out']}")
+    click.echo(f"embedded {rep['images']} images of {rep['dataset']} ({rep['dim']}-D {rep['features']} features; rows: "
+               f"{rows}) → wrote {rep['out']}")
     if "png" in rep:
         click.echo(f"wrote {rep['png']}")
 
@@ -344,12 +364,13 @@ def embed(run_dir: str, out: str, features: Optional[str], data_spec: Optional[s
 @click.argument("assignments", nargs=-1, metavar="[evaluate=...]")
 @click.option("--set", "overrides", multiple=True, metavar="evaluate=[...]",
               help="Other evaluations than the recipe's, e.g. --set 'evaluate=[{name: finetune, epochs: 20}]'.")
-@click.option("--epoch", type=int, default=None, help="Evaluate the network the run kept at this epoch (train.save_epochs).")
+@click.option("--epoch", type=int, default=None,
+              help="Evaluate the network the run kept at this epoch (train.save_epochs).")
 @click.option("--device", default="auto")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
               help="Import this plug-in file first (a run that used plug-in components).")
-def evaluate_cmd(run_dir: str, assignments: tuple[str, ...], overrides: tuple[str, ...], epoch: Optional[int], device: str,
-                 plugins: tuple[str, ...]):
+def evaluate_cmd(run_dir: str, assignments: tuple[str, ...], overrides: tuple[str, ...], epoch: Optional[int],
+                 device: str, plugins: tuple[str, ...]):
     """Run evaluations on a finished run's checkpoint without training; the results go to a new
     results-evaluate-<time>.json beside the run's results.json (never overwritten), which compare reads."""
     from ssl_bench.evaluate.saved_run import evaluate_run
@@ -372,16 +393,19 @@ def export(run_dir: str, out: str, force: bool):
 
     check_new_file(out, force, "--out")
     info = export_backbone(run_dir, out, force=force)
-    stem = ("3×3 stride-1 stem" + (" + max-pool" if info["stem_pool"] else ", no max-pool")) if info["small_image_stem"] else "timm's own stem"
+    stem = (
+        ("3×3 stride-1 stem" + (" + max-pool" if info["stem_pool"] else ", no max-pool"))
+        if info["small_image_stem"] else "timm's own stem"
+    )
     click.echo(
-        f"wrote {out}: timm {info['timm_name']}, in_chans {info['in_chans']}, {stem}, {info['feature_dim']}-D features, "
-        f"{info['image_size']} px views, epoch {info['epoch']}"
+        f"wrote {out}: timm {info['timm_name']}, in_chans {info['in_chans']}, {stem}, {info['feature_dim']}-D "
+        f"features, {info['image_size']} px views, epoch {info['epoch']}"
     )
     if str(out).endswith(".safetensors"):
         from pathlib import Path
 
-        click.echo(f"wrote {Path(out).with_suffix('.json')}: timm's config.json fields (pretrained_cfg: the run's mean, std, "
-                   "input size)")
+        click.echo(f"wrote {Path(out).with_suffix('.json')}: timm's config.json fields (pretrained_cfg: the run's "
+                   "mean, std, input size)")
     click.echo(f"load it: ssl_bench.load_backbone({str(out)!r})  (input: images in [0, 1]; normalisation included)")
 
 
@@ -392,7 +416,8 @@ KINDS = ("datasets", "augmentations", "backbones", "objectives", "selectors", "e
 @click.argument("kind", required=False)
 @click.argument("pattern", required=False)
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False), help="Load a plug-in file first.")
-@click.option("--markdown", is_flag=True, help="Print the whole recipe reference as Markdown (docs/recipe_reference.md).")
+@click.option("--markdown", is_flag=True,
+              help="Print the whole recipe reference as Markdown (docs/recipe_reference.md).")
 def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...], markdown: bool):
     """Tables of the registries (KIND: datasets, augmentations, backbones, objectives, selectors,
     evaluations) or of the shipped recipes (KIND: recipes).  PATTERN filters names with wildcards,
@@ -436,7 +461,10 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...],
     else:
         kinds = list(KINDS)
     console = Console()
-    if kind is not None and pattern and not any(c in pattern for c in "*?[") and (pattern in ALL_REGISTRIES[kinds[0]] or kinds[0] == "backbones"):
+    if (
+        kind is not None and pattern and not any(c in pattern for c in "*?[")
+        and (pattern in ALL_REGISTRIES[kinds[0]] or kinds[0] == "backbones")
+    ):
         reg = ALL_REGISTRIES[kinds[0]]
         factory = reg.get(pattern, key=kinds[0])
         entry = next((e for e in reg.entries() if e.name == pattern), None)
@@ -467,7 +495,8 @@ def list_(kind: Optional[str], pattern: Optional[str], plugins: tuple[str, ...],
             else:
                 table.add_row(
                     "<any timm model>",
-                    f"{len(extra)} architectures, e.g. resnet18, resnet50, convnext_nano; search with `ssl-bench list {k} 'resnet*'`",
+                    f"{len(extra)} architectures, e.g. resnet18, resnet50, convnext_nano; search with `ssl-bench list "
+                    f"{k} 'resnet*'`",
                     "timm",
                 )
         console.print(table)

@@ -6,7 +6,8 @@
 
 Runs are found by their ``results.json`` (a directory is searched recursively; shell-style globs
 are expanded).  A directory without ``results.json`` is an unfinished run, one whose
-``status.json`` says it failed (e.g. a NaN loss) is a failed run: both are skipped and reported.  Runs grouped into one cell must come from the same resolved recipe except for the
+``status.json`` says it failed (e.g. a NaN loss) is a failed run: both are skipped and reported.  Runs grouped into one
+cell must come from the same resolved recipe except for the
 seed (and the keys a sweep varied): otherwise :func:`check_mixing` says which keys differ.
 """
 
@@ -92,7 +93,10 @@ def load_runs(paths: Iterable[str]) -> LoadedRuns:
     wrong shape in ``unreadable``.  A metric that is not a finite number (NaN, written as null, inf, a
     number no float holds) is a NaN row, named in ``nonfinite``: its cell shows nan, never a mean of the others."""
     finished, unfinished = _find_run_dirs(paths)
-    failed = [(str(r), st.get("reason", "")) for r in finished + unfinished if (st := read_status(r)).get("status") == "failed"]
+    failed = [
+        (str(r), st.get("reason", "")) for r in finished + unfinished
+        if (st := read_status(r)).get("status") == "failed"
+    ]
     failed_dirs = {f for f, _ in failed}
     finished = [r for r in finished if str(r) not in failed_dirs]
     unfinished = [r for r in unfinished if str(r) not in failed_dirs]
@@ -239,7 +243,8 @@ def check_selector_models(loaded: LoadedRuns) -> None:
         if len(models) > 1:
             raise SSLBenchError(
                 f"runs named {method} on {dataset} mix selector.model {' and '.join(sorted(models))}: the paper "
-                "reports these as different rows (e.g. BYOL-TracIn and BYOL-TracIn-pretrained); give them distinct method names"
+                "reports these as different rows (e.g. BYOL-TracIn and BYOL-TracIn-pretrained); give them distinct "
+                "method names"
             )
 
 
@@ -358,7 +363,10 @@ def _at_baseline(df: pd.DataFrame, sel: pd.DataFrame, stats: pd.DataFrame, metri
 def _column_name(row) -> str:
     col = f"{row['dataset']} · {row['protocol']}"
     fraction = row["label_fraction"]
-    if "@" not in row["protocol"] and fraction is not None and not (isinstance(fraction, float) and math.isnan(fraction)):
+    if (
+        "@" not in row["protocol"] and fraction is not None
+        and not (isinstance(fraction, float) and math.isnan(fraction))
+    ):
         col += f" @{row['label_fraction']:g}"
     return col
 
@@ -373,7 +381,10 @@ def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") 
     table = {}
     for col, part in stats.groupby("column"):
         # a baseline is a floor of scores where higher is better (a loss has none)
-        flagged = part["at_baseline"] if "at_baseline" in part and higher_is_better else pd.Series(False, index=part.index)
+        flagged = (
+            part["at_baseline"] if "at_baseline" in part and higher_is_better
+            else pd.Series(False, index=part.index)
+        )
         ranked = part[~flagged.astype(bool)]
         best = (ranked["mean"].max() if higher_is_better else ranked["mean"].min()) if len(ranked) else None
         cells = {}
@@ -409,7 +420,8 @@ def to_latex(table: pd.DataFrame) -> str:
         return s.replace(" n=", r" {\scriptsize n=") + ("}" if " n=" in s else "")
 
     cols = "l" + "c" * len(table.columns)
-    lines = [r"\begin{tabular}{" + cols + "}", r"\toprule", "Method & " + " & ".join(esc(c) for c in table.columns) + r" \\", r"\midrule"]
+    lines = [r"\begin{tabular}{" + cols + "}", r"\toprule",
+             "Method & " + " & ".join(esc(c) for c in table.columns) + r" \\", r"\midrule"]
     lines += [esc(m) + " & " + " & ".join(esc(v) for v in r) + r" \\" for m, r in table.iterrows()]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
@@ -429,7 +441,10 @@ def compare(
     loaded = load_runs(paths)
     if loaded.frame.empty:
         also = f" ({len(loaded.failed)} failed run(s) ignored)" if loaded.failed else ""
-        also += f" ({len(loaded.unreadable)} unreadable: {loaded.unreadable[0][0]}: {loaded.unreadable[0][1]})" if loaded.unreadable else ""
+        also += (
+            f" ({len(loaded.unreadable)} unreadable: {loaded.unreadable[0][0]}: {loaded.unreadable[0][1]})"
+            if loaded.unreadable else ""
+        )
         raise SSLBenchError("no finished runs (results.json) found under " + ", ".join(map(str, paths)) + also)
     check_selector_models(loaded)
     if not allow_mixed:
@@ -460,8 +475,9 @@ def compare(
     return table, text, loaded
 
 
-BASELINE_NOTE = (f"{BASELINE_MARK} no better than a constant prediction: every run predicted one class, or the mean is at most "
-                 "the majority-class accuracy (accuracy), chance (balanced accuracy: 1 / classes) or 0.5 (AUC); never marked best.")
+BASELINE_NOTE = (f"{BASELINE_MARK} no better than a constant prediction: every run predicted one class, or the mean is "
+                 "at most the majority-class accuracy (accuracy), chance (balanced accuracy: 1 / classes) or 0.5 "
+                 "(AUC); never marked best.")
 
 
 def repeated_note(stats: pd.DataFrame) -> str:
@@ -469,7 +485,8 @@ def repeated_note(stats: pd.DataFrame) -> str:
     rows = stats[stats["repeated"] > 0]
     cells = "; ".join(f"{r['method']} · {r['column']} ({int(r['repeated'])})" for _, r in rows.head(4).iterrows())
     more = f" and {len(rows) - 4} more" if len(rows) > 4 else ""
-    return (f"repeated runs of one seed counted once (their mean; n = distinct seeds), extra runs per cell: {cells}{more}")
+    return ("repeated runs of one seed counted once (their mean; n = distinct seeds), extra runs per cell: "
+            f"{cells}{more}")
 
 
 def spread_note(stats: pd.DataFrame) -> str:
@@ -501,7 +518,8 @@ class _CallableModule(types.ModuleType):
     """``ssl_bench.compare(paths)`` is :func:`table`, while ``ssl_bench.compare`` stays this module
     for ``from ssl_bench.compare import …``."""
 
-    def __call__(self, paths, metric: Optional[str] = None, long: bool = False, allow_mixed: bool = False) -> pd.DataFrame:
+    def __call__(self, paths, metric: Optional[str] = None, long: bool = False,
+                 allow_mixed: bool = False) -> pd.DataFrame:
         return table(paths, metric=metric, long=long, allow_mixed=allow_mixed)
 
 

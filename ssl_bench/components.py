@@ -79,6 +79,7 @@ def probe_forward(objective: Objective, channels: int, size: int, backbone: str)
         objective(probe, probe)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise SSLBenchError(f"backbone '{backbone}' cannot take {channels}×{size}×{size} images: {type(e).__name__}: {first}") from e
+        raise SSLBenchError(f"backbone '{backbone}' cannot take {channels}×{size}×{size} images: {type(e).__name__}: "
+                            f"{first}") from e
     finally:
         objective.train()

@@ -26,7 +26,8 @@ def select_device(name: str) -> torch.device:
             raise SSLBenchError(f"recipe key train.device is '{name}' but CUDA is not available on this machine")
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SSLBenchError(f"recipe key train.device is '{name}' but this machine has {torch.cuda.device_count()} GPU(s)")
+            raise SSLBenchError(f"recipe key train.device is '{name}' but this machine has {torch.cuda.device_count()} "
+                                "GPU(s)")
         return dev
     if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise SSLBenchError("recipe key train.device is 'mps' but MPS is not available on this machine")

@@ -161,7 +161,8 @@ def launched_by_torchrun() -> bool:
 def resolve_world(devices: int, nodes: int) -> tuple[int, int]:
     """``(devices per node, nodes)``; under ``torchrun`` the defaults (1, 1) take torchrun's layout."""
     if devices < 1 or nodes < 1:
-        raise SSLBenchError(f"--devices and --nodes (recipe keys train.devices, train.nodes) must be ≥ 1, got {devices} and {nodes}")
+        raise SSLBenchError("--devices and --nodes (recipe keys train.devices, train.nodes) must be ≥ 1, got "
+                            f"{devices} and {nodes}")
     if launched_by_torchrun():
         import os
 
@@ -177,7 +178,8 @@ def resolve_world(devices: int, nodes: int) -> tuple[int, int]:
 
 
 def build_fabric(
-    device: torch.device, devices: int, nodes: int, precision: str, sync_batchnorm: bool = False, find_unused: bool = False
+    device: torch.device, devices: int, nodes: int, precision: str, sync_batchnorm: bool = False,
+    find_unused: bool = False
 ):
     """Lightning Fabric for ``devices`` × ``nodes`` processes (DDP), or the single ``device``.
 
@@ -191,11 +193,13 @@ def build_fabric(
     devices, nodes = resolve_world(devices, nodes)
     if devices * nodes == 1:  # sync_batchnorm is moot: plain BatchNorm already sees the whole batch
         with _quiet_fabric():
-            return Fabric(accelerator=device.type, devices=[device.index] if device.index is not None else 1, precision=precision)
+            return Fabric(accelerator=device.type, devices=[device.index] if device.index is not None else 1,
+                          precision=precision)
     if device.type not in ("cpu", "cuda"):
         raise SSLBenchError(f"--devices {devices}: data-parallel training runs on cpu or cuda, not {device.type}")
     if device.index is not None:
-        raise SSLBenchError(f"recipe key train.device '{device}' pins one GPU; use train.device: cuda with --devices {devices}")
+        raise SSLBenchError(f"recipe key train.device '{device}' pins one GPU; use train.device: cuda with --devices "
+                            f"{devices}")
     if device.type == "cuda" and devices > torch.cuda.device_count():
         raise SSLBenchError(f"--devices {devices} but this machine has {torch.cuda.device_count()} GPU(s)")
     if nodes > 1 and not launched_by_torchrun():
@@ -204,17 +208,19 @@ def build_fabric(
         missing = [v for v in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK") if not os.environ.get(v)]
         if missing:  # else every process waits for peers that were never told where to meet, silently
             raise SSLBenchError(
-                f"--nodes {nodes}: set {', '.join(missing)} on every node (MASTER_ADDR/MASTER_PORT: node 0's address and a "
-                "free port; NODE_RANK: 0 … nodes−1), or launch with torchrun"
+                f"--nodes {nodes}: set {', '.join(missing)} on every node (MASTER_ADDR/MASTER_PORT: node 0's address "
+                "and a free port; NODE_RANK: 0 … nodes−1), or launch with torchrun"
             )
     if sync_batchnorm and device.type != "cuda":
-        raise SSLBenchError("recipe key train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm does not run on CPU)")
+        raise SSLBenchError("recipe key train.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm does not run on "
+                            "CPU)")
     try:
         from lightning_fabric.strategies import DDPStrategy
 
         strategy = DDPStrategy(find_unused_parameters=True) if find_unused else "ddp"
         with _quiet_fabric():
-            return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy=strategy, precision=precision)
+            return Fabric(accelerator=device.type, devices=devices, num_nodes=nodes, strategy=strategy,
+                          precision=precision)
     except ValueError as e:  # e.g. a device count torchrun disagrees with
         raise SSLBenchError(f"cannot start {devices} × {nodes} processes: {e}") from e
 
@@ -257,7 +263,8 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """SyncBatchNorm → plain BatchNorm with the same parameters and statistics (torch only has the
     forward conversion), for work rank 0 does alone (evaluation, fine-tuning)."""
     if isinstance(module, nn.SyncBatchNorm):
-        bn = BatchNormAnyDim(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        bn = BatchNormAnyDim(module.num_features, module.eps, module.momentum, module.affine,
+                             module.track_running_stats)
         bn.load_state_dict(module.state_dict())
         bn.train(module.training)
         return bn.to(next(iter(module.state_dict().values())).device) if module.state_dict() else bn

@@ -143,14 +143,16 @@ def embed_run(
         raise SSLBenchError(f"--split must be train, val, test or all, got '{split}'")
     dev = select_option_device(device)
     if not (Path(run_dir) / runs.RECIPE_FILE).is_file():
-        raise SSLBenchError(f"{run_dir} is not a finished run directory (needs {runs.RECIPE_FILE} and {runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT})")
+        raise SSLBenchError(f"{run_dir} is not a finished run directory (needs {runs.RECIPE_FILE} and "
+                            f"{runs.CHECKPOINT_DIR}/{runs.LAST_CHECKPOINT})")
     trained = load_run(run_dir, dev)  # weights only; plug-ins load only when the user passes them
     objective, normalize, cfg, epoch = trained.objective, trained.normalize, trained.recipe, trained.epoch
     block = parse_data_spec(data, cfg["data"])
     dataset = DATASETS.build(block, key="--data")
     if dataset.channels != normalize.mean.shape[1]:
         raise SSLBenchError(
-            f"--data has {dataset.channels}-channel images but run {run_dir} was trained on {normalize.mean.shape[1]}-channel ones"
+            f"--data has {dataset.channels}-channel images but run {run_dir} was trained on "
+            f"{normalize.mean.shape[1]}-channel ones"
         )
     view_size = cfg["augment"].get("size") or cfg["data"].get("size") or dataset.image_size
     channels_last = bool(cfg.get("train", {}).get("channels_last", False))
@@ -161,8 +163,9 @@ def embed_run(
     net = Embedder(objective) if features == "head" else objective.backbone
     wanted = [s for s in SPLITS if getattr(dataset, s, None) is not None] if split == "all" else [split]
     if png is not None:  # the output size from two images: a wrong --png is refused before the whole feature pass
-        probe = extract_features(net, dataset.split(wanted[0]).images[:2], lambda x: normalize(center_view(x, view_size)), dev,
-                                 batch_size=2, channels_last=channels_last)
+        probe = extract_features(net, dataset.split(wanted[0]).images[:2],
+                                 lambda x: normalize(center_view(x, view_size)), dev, batch_size=2,
+                                 channels_last=channels_last)
         if probe.shape[1] != 2:
             what = "head outputs" if features == "head" else "backbone features"
             raise SSLBenchError(f"--png needs a 2-D embedding; the {what} of run {run_dir} are {probe.shape[1]}-D "
@@ -177,8 +180,9 @@ def embed_run(
         parts[s] = (z, images.labels.numpy())
     dim = next(iter(parts.values()))[0].shape[1]
     out = write_features(Path(out), parts)
-    summary = {"csv": out, "out": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim, "dataset": dataset.name,
-               "epoch": epoch, "features": features, "splits": {s: len(z) for s, (z, _) in parts.items()}}
+    summary = {"csv": out, "out": out, "images": sum(len(z) for z, _ in parts.values()), "dim": dim,
+               "dataset": dataset.name, "epoch": epoch, "features": features,
+               "splits": {s: len(z) for s, (z, _) in parts.items()}}
     if png is not None:
         from ssl_bench.scatter import scatter_embedding
 

@@ -51,7 +51,8 @@ class PretrainedBackbone(nn.Module):
     ``model``: the bare timm model (expects normalised input); ``prepare(uint8 images)``: the
     evaluation view (centre crop or resize to ``image_size``, scaled to [0, 1])."""
 
-    def __init__(self, model: nn.Module, mean: Optional[torch.Tensor], std: Optional[torch.Tensor], image_size: Optional[int], info: dict):
+    def __init__(self, model: nn.Module, mean: Optional[torch.Tensor], std: Optional[torch.Tensor],
+                 image_size: Optional[int], info: dict):
         super().__init__()
         self.model = model
         c = int(mean.numel()) if mean is not None else 1
@@ -89,8 +90,8 @@ def export_backbone(run: str | Path, out: str | Path, force: bool = False) -> di
     block = _backbone_block(trained.recipe)
     if not isinstance(bb, TimmBackbone):
         raise SSLBenchError(
-            f"backbone '{block.get('name')}' is not a timm model (registered by a plug-in); export writes timm backbones — "
-            "save trained.backbone.state_dict() from ssl_bench.trained.load_run instead"
+            f"backbone '{block.get('name')}' is not a timm model (registered by a plug-in); export writes timm "
+            "backbones — save trained.backbone.state_dict() from ssl_bench.trained.load_run instead"
         )
     norm = trained.normalize
     info = {
@@ -117,7 +118,9 @@ def export_backbone(run: str | Path, out: str | Path, force: bool = False) -> di
         sidecar = runs.check_output(out.with_suffix(".json"), "--out (its .json beside it)", force)
         from safetensors.torch import save_file
 
-        runs.atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "ssl_bench": json.dumps(info)}))
+        runs.atomic_write(
+            out, lambda tmp: save_file(state, str(tmp), metadata={"format": FORMAT, "ssl_bench": json.dumps(info)})
+        )
         runs.atomic_write_text(sidecar, json.dumps(timm_config(info), indent=1) + "\n")
     else:
         runs.atomic_write(out, lambda tmp: torch.save({**info, "state_dict": state}, tmp))
@@ -145,7 +148,8 @@ def timm_config(info: dict) -> dict:
     keep = ("in_chans", "small_image_stem", "stem_pool", "timm_kwargs", "feature_dim", "image_size", "epoch")
     return {"architecture": info["timm_name"], "num_classes": 0, "in_chans": info["in_chans"],
             "num_features": info["feature_dim"], "pretrained_cfg": info["pretrained_cfg"],
-            "ssl_bench": {"format": FORMAT, **{k: info[k] for k in keep}, "ssl_bench_version": info["ssl_bench_version"]}}
+            "ssl_bench": {"format": FORMAT, **{k: info[k] for k in keep},
+                          "ssl_bench_version": info["ssl_bench_version"]}}
 
 
 def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> PretrainedBackbone:
@@ -184,10 +188,14 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Pretr
         model = getattr(trained.backbone, "model", None)
         if model is not None and hasattr(model, "pretrained_cfg"):  # timm's data config: the run's view
             cfg = {"in_chans": int(getattr(trained.backbone, "in_chans", 3)), "image_size": trained.view_size,
-                   "mean": norm.mean.flatten().tolist() if norm else None, "std": norm.std.flatten().tolist() if norm else None}
-            model.pretrained_cfg = {**dict(model.pretrained_cfg or {}),
-                                    **run_pretrained_cfg(model, cfg, tag=f"ssl-bench.{trained.recipe.get('name', 'run')}")}
-        bare = trained.backbone.model if isinstance(trained.backbone, TimmBackbone) else trained.backbone  # timm's model, as an export's
+                   "mean": norm.mean.flatten().tolist() if norm else None,
+                   "std": norm.std.flatten().tolist() if norm else None}
+            model.pretrained_cfg = {
+                **dict(model.pretrained_cfg or {}),
+                **run_pretrained_cfg(model, cfg, tag=f"ssl-bench.{trained.recipe.get('name', 'run')}"),
+            }
+        # timm's model, as an export's
+        bare = trained.backbone.model if isinstance(trained.backbone, TimmBackbone) else trained.backbone
         net = PretrainedBackbone(bare, norm.mean.flatten() if norm else None,
                                  norm.std.flatten() if norm else None, trained.view_size, info)
     net.requires_grad_(True)  # ready to fine-tune; eval mode for features

@@ -32,7 +32,8 @@ LOGGERS = {
     "wandb": "Weights & Biases (pip install wandb); options: project, entity, mode (online/offline), tags",
     "mlflow": "MLflow (pip install mlflow); options: tracking_uri (default: a file store in RUN/mlruns), experiment",
 }
-OPTIONS = {"csv": set(), "tensorboard": set(), "wandb": {"project", "entity", "mode", "tags"}, "mlflow": {"tracking_uri", "experiment"}}
+OPTIONS = {"csv": set(), "tensorboard": set(), "wandb": {"project", "entity", "mode", "tags"},
+           "mlflow": {"tracking_uri", "experiment"}}
 WANDB_MODES = ("online", "offline", "disabled")
 MLFLOW_SCHEMES = ("file", "http", "https", "databricks", "sqlite", "postgresql", "mysql", "mssql")
 REACH_TIMEOUT_S = 5.0  # an MLflow server that does not answer a TCP connection in this time is reported, not waited for
@@ -58,15 +59,19 @@ def parse_log(value: Any) -> list[dict]:
             raise SSLBenchError(f"recipe key log[{i}]: unknown logger '{name}'{hint}")
         extra = set(block) - {"name"} - OPTIONS[name]
         if extra:
-            raise SSLBenchError(f"recipe key log[{i}]: logger {name} takes no option '{sorted(extra)[0]}' (options: {', '.join(sorted(OPTIONS[name])) or 'none'})")
+            raise SSLBenchError(f"recipe key log[{i}]: logger {name} takes no option '{sorted(extra)[0]}' (options: "
+                                f"{', '.join(sorted(OPTIONS[name])) or 'none'})")
         _check_options(block, f"log[{i}]")
         if any(b["name"] == name for b in out):  # two csv loggers would write every row twice into one file
             raise SSLBenchError(f"recipe key log[{i}]: logger {name} is named twice; name each logger once")
         if name in ("wandb", "mlflow", "tensorboard"):  # checked with the recipe, before anything is written
             import importlib.util
 
-            if importlib.util.find_spec(name) is None and not (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-                raise SSLBenchError(f"recipe key log[{i}]: {name} is not installed (pip install {name}; or pip install 'ssl-bench[loggers]')")
+            if importlib.util.find_spec(name) is None and not (
+                name == "tensorboard" and importlib.util.find_spec("tensorboardX")
+            ):
+                raise SSLBenchError(f"recipe key log[{i}]: {name} is not installed (pip install {name}; or pip install "
+                                    "'ssl-bench[loggers]')")
         out.append(dict(block))
     return out
 
@@ -79,7 +84,8 @@ def _check_options(block: dict, key: str) -> None:
             raise SSLBenchError(f"recipe key {key}.{opt} ({name}) must be a non-empty string, got {block[opt]!r}")
     if name == "wandb":
         if block.get("mode") is not None and block["mode"] not in WANDB_MODES:
-            raise SSLBenchError(f"recipe key {key}.mode (wandb) must be one of {', '.join(WANDB_MODES)}, got {block['mode']!r}")
+            raise SSLBenchError(f"recipe key {key}.mode (wandb) must be one of {', '.join(WANDB_MODES)}, got "
+                                f"{block['mode']!r}")
         tags = block.get("tags")
         if tags is not None and (not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags)):
             raise SSLBenchError(f"recipe key {key}.tags (wandb) must be a list of strings, got {tags!r}")
@@ -109,8 +115,8 @@ def check_reachable(blocks: list[dict]) -> None:
             socket.create_connection((parts.hostname, port), timeout=REACH_TIMEOUT_S).close()
         except (OSError, ValueError) as e:
             reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            raise SSLBenchError(f"recipe key log[{i}].tracking_uri: the MLflow server at {uri} cannot be reached ({reason}); "
-                                "start it, or leave tracking_uri out to log into the run directory") from e
+            raise SSLBenchError(f"recipe key log[{i}].tracking_uri: the MLflow server at {uri} cannot be reached "
+                                f"({reason}); start it, or leave tracking_uri out to log into the run directory") from e
 
 
 def _flat_params(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -139,7 +145,8 @@ class RunLoggers:
             except Exception as e:  # a logger's own client failing to start: one line naming it
                 self.close("failed")
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                raise SSLBenchError(f"recipe key log[{i}]: {b['name']} could not start: {type(e).__name__}: {first[:200]}") from e
+                raise SSLBenchError(f"recipe key log[{i}]: {b['name']} could not start: {type(e).__name__}: "
+                                    f"{first[:200]}") from e
 
     def _open(self, b: dict, cfg: dict):
         name, logs = b["name"], self.run_dir / "logs"
@@ -212,9 +219,13 @@ class RunLoggers:
                 lg.summary.update(flat)
 
     def log_epoch(self, record: dict) -> None:
-        keys = {"loss": "train/loss_epoch", "selector_precision": "train/selector_precision", "images_per_s": "train/images_per_s",
-                "knn_val_accuracy": "val/knn_accuracy", "knn_val_balanced_accuracy": "val/knn_balanced_accuracy"}
-        self.log({new: record[old] for old, new in keys.items() if record.get(old) is not None} | {"epoch": record["epoch"]}, record["step"])
+        keys = {"loss": "train/loss_epoch", "selector_precision": "train/selector_precision",
+                "images_per_s": "train/images_per_s", "knn_val_accuracy": "val/knn_accuracy",
+                "knn_val_balanced_accuracy": "val/knn_balanced_accuracy"}
+        self.log(
+            {new: record[old] for old, new in keys.items() if record.get(old) is not None} | {"epoch": record["epoch"]},
+            record["step"],
+        )
 
     def close(self, status: str = "success") -> None:
         for name, lg in self.backends:

@@ -111,7 +111,9 @@ def plot_selector_precision(runs: dict[str, str], out: Path) -> Optional[Path]:
     # selectors of same-label positives by construction (oracle, MICLe's lesions) sit at 1.0; the
     # others within a few points of each other: a second panel fits the y axis to those
     top = df.groupby("method")["precision"].transform("max") >= 0.95
-    panels = [(df, (0, 1.05), "all selectors")] + ([(df[~top], None, "selectors below 0.95")] if top.any() and not top.all() else [])
+    panels = [(df, (0, 1.05), "all selectors")] + (
+        [(df[~top], None, "selectors below 0.95")] if top.any() and not top.all() else []
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
     chance = df["chance"].dropna()
     colours = {m: f"C{i % 10}" for i, m in enumerate(sorted(df["method"].unique()))}
@@ -119,7 +121,8 @@ def plot_selector_precision(runs: dict[str, str], out: Path) -> Optional[Path]:
         for method, m in part.groupby("method"):
             s = m.groupby("epoch")["precision"].agg(["mean", "std"]).reset_index()
             ax.plot(s["epoch"], s["mean"], marker="o", ms=3, color=colours[method], label=method)
-            ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0), color=colours[method], alpha=0.15)
+            ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                            color=colours[method], alpha=0.15)
         if not chance.empty:
             ax.axhline(float(chance.mean()), ls="--", color="grey", label="chance Σp²")
         if ylim is not None:

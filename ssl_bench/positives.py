@@ -53,11 +53,13 @@ def build_analysis_selector(name: str, k: int, frozen, data):
     spec = parse_selector_spec(name)
     factory = SELECTORS.get(spec["name"], key="--selector")
     if getattr(factory, "kind", "batch") != "batch":
-        raise SSLBenchError(f"selector '{spec['name']}' does not pick in-batch positives (kind {factory.kind}); nothing to measure")
+        raise SSLBenchError(f"selector '{spec['name']}' does not pick in-batch positives (kind {factory.kind}); "
+                            "nothing to measure")
     cfg = dict(spec)
     for fixed in ("model", "checkpoint", "checkpoints"):  # the run's frozen network is the one measured
         if fixed in cfg:
-            raise SSLBenchError(f"--selector {name!r}: '{fixed}' is not an option here (positives measures the run's own network)")
+            raise SSLBenchError(f"--selector {name!r}: '{fixed}' is not an option here (positives measures the run's "
+                                "own network)")
     if "k" in factory_params(factory):
         cfg["k"] = k
     sel = SELECTORS.build(cfg, key="--selector")
@@ -132,7 +134,8 @@ def analyse_positives(
         source = epoch_path(run_dir, epoch)
         if not source.is_file():
             kept = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch*.pt"))
-            raise SSLBenchError(f"--epoch {epoch}: run {run_dir} kept no network of that epoch ({source.name}; kept: {', '.join(kept) or 'none'})")
+            raise SSLBenchError(f"--epoch {epoch}: run {run_dir} kept no network of that epoch ({source.name}; kept: "
+                                f"{', '.join(kept) or 'none'})")
     trained = load_run(source, dev)  # weights only; plug-ins load only when the user passes them
     cfg, frozen, norm = trained.recipe, trained.objective, trained.normalize
     bs = cfg["train"]["batch_size"]
@@ -140,7 +143,8 @@ def analyse_positives(
     data = DATASETS.build(cfg["data"], key="data")
     check_k_fits_batch(k, bs, len(data.train))
     # the light views at the size the selector sees during training (the training view's), not the stored size
-    light = AUGMENTATIONS.build({**cfg["selection_augment"], "size": cfg["selection_augment"].get("size") or trained.view_size or data.image_size},
+    light = AUGMENTATIONS.build({**cfg["selection_augment"],
+                                 "size": cfg["selection_augment"].get("size") or trained.view_size or data.image_size},
                                 key="selection_augment")
     sels = {name: build_analysis_selector(name, k, frozen, data) for name in selectors}
     # pretrained model selectors run their own forwards; others (FNC) read the batch's forward
@@ -213,7 +217,8 @@ def save_gallery(path: Path, data, idx: torch.Tensor, chosen: dict, n: int, k: i
     def show(ax, di, title=None, colour="black"):
         img = data.train.images[di]
         arr = img.permute(1, 2, 0).numpy()
-        ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None, interpolation="nearest")
+        ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
+                  interpolation="nearest")
         lab = data.train.labels[di]
         text = cls[int(lab)] if lab.ndim == 0 and int(lab) < len(cls) else str(lab.tolist())
         ax.set_xlabel(text, fontsize=7, color=colour)

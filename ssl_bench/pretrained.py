@@ -7,8 +7,8 @@ run of the same recipe) may name its checkpoint by recipe instead of by run dire
 
 ``ssl-bench run`` then looks for a finished run of that recipe (``results.json`` and
 ``checkpoints/last.pt`` under ``<out_dir>/<name>/``) whose resolved recipe equals the producer's
-(evaluations, device and threads aside), with the same ``--set`` overrides applied (except ``selector.*``, ``name`` and ``method``, which
-belong to the consumer).  When there is none it runs the producer first, and says so, so that the
+(evaluations, device and threads aside), with the same ``--set`` overrides applied (except ``selector.*``, ``name`` and
+``method``, which belong to the consumer).  When there is none it runs the producer first, and says so, so that the
 flagship is one command.  The consumer's saved ``recipe.yaml`` records the run directory used.
 
 Relative recipe paths are tried against the working directory, then the consuming recipe's folder
@@ -120,7 +120,8 @@ def resolve_pretrained(
     else:
         log(f"pretrained checkpoint: no finished run of {ref} (as overridden here) — running it first")
         if run_fn is None:
-            raise SSLBenchError(f"recipe key selector.checkpoint names the recipe {ref}, which has no finished run; run it first")
+            raise SSLBenchError(f"recipe key selector.checkpoint names the recipe {ref}, which has no finished run; "
+                                "run it first")
         # a producer may itself name a pretrained recipe: resolved inside its own run
         _PRODUCING.extend(own)  # the producer's own run resolves its producer through this function
         try:

@@ -101,13 +101,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.epochs < 0:
-            raise SSLBenchError(f"recipe key train.epochs must be ≥ 0 (0 = no pre-training, the Random baseline), got {self.epochs}")
-        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every, "devices": self.devices, "nodes": self.nodes}
+            raise SSLBenchError("recipe key train.epochs must be ≥ 0 (0 = no pre-training, the Random baseline), got "
+                                f"{self.epochs}")
+        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every, "devices": self.devices,
+                    "nodes": self.nodes}
         for k, v in positive.items():
             if v < 1:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 1, got {v}")
         if self.limit_batches is not None and self.limit_batches < 1:
-            raise SSLBenchError(f"recipe key train.limit_batches must be ≥ 1 (or null: every batch), got {self.limit_batches}")
+            raise SSLBenchError("recipe key train.limit_batches must be ≥ 1 (or null: every batch), got "
+                                f"{self.limit_batches}")
         if self.knn_every < 0:
             raise SSLBenchError(f"recipe key train.knn_every must be ≥ 0 (0 = never), got {self.knn_every}")
         for k in ("lr", "weight_decay", "warmup_epochs", "min_lr", "momentum", "lars_trust_coefficient"):
@@ -115,15 +118,18 @@ class TrainConfig:
                 raise SSLBenchError(f"recipe key train.{k} must be ≥ 0, got {getattr(self, k)}")
         if self.batch_size < 2:
             raise SSLBenchError("recipe key train.batch_size must be ≥ 2 (contrastive losses need pairs)")
-        bad = [e for e in self.save_epochs if not isinstance(e, int) or isinstance(e, bool) or not 1 <= e <= self.epochs]
+        bad = [e for e in self.save_epochs
+               if not isinstance(e, int) or isinstance(e, bool) or not 1 <= e <= self.epochs]
         if bad:
-            raise SSLBenchError(f"recipe key train.save_epochs: each entry must be an epoch from 1 to train.epochs ({self.epochs}), got {bad[0]!r}")
+            raise SSLBenchError("recipe key train.save_epochs: each entry must be an epoch from 1 to train.epochs "
+                                f"({self.epochs}), got {bad[0]!r}")
         import re
 
         if self.device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", self.device):
             raise SSLBenchError(f"recipe key train.device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
         if self.clip_grad_value is not None and not self.clip_grad_value > 0:
-            raise SSLBenchError(f"recipe key train.clip_grad_value must be > 0 (or null: no clipping), got {self.clip_grad_value}")
+            raise SSLBenchError("recipe key train.clip_grad_value must be > 0 (or null: no clipping), got "
+                                f"{self.clip_grad_value}")
         if self.threads is not None and self.threads < 1:
             raise SSLBenchError(f"recipe key train.threads must be ≥ 1 (or null for the default), got {self.threads}")
 
@@ -217,7 +223,10 @@ def _merge(parent: dict, child: dict, components: bool = True) -> dict:
         if isinstance(p, dict) and isinstance(c, dict):
             parent[key] = {k: v for k, v in p.items() if k not in _mode_dropped(key, p, c)}
         p = parent.get(key)
-        if key == "data" and isinstance(p, dict) and isinstance(c, dict) and any(k in c and c[k] != p.get(k) for k in DATA_SOURCE_KEYS):
+        if (
+            key == "data" and isinstance(p, dict) and isinstance(c, dict)
+            and any(k in c and c[k] != p.get(k) for k in DATA_SOURCE_KEYS)
+        ):
             # another file: the parent's description of its classes does not carry over
             parent[key] = {k: v for k, v in p.items() if k not in DATA_DESCRIBED_BY_SOURCE or k in c}
     try:
@@ -257,7 +266,8 @@ def _omegaconf_msg(e: Exception) -> str:
     return f"{msg} (recipe key {full_key})" if full_key else msg
 
 
-def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = True, components: bool = True) -> tuple[dict, list[Path]]:
+def _load_chain(path: Path, seen: tuple[Path, ...] = (), load_plugins: bool = True,
+                components: bool = True) -> tuple[dict, list[Path]]:
     """Read ``path`` and, recursively, what it ``extends:``; return the merged mapping.  Each file's
     ``plugins`` are resolved relative to that file (and imported as it is read, when
     ``load_plugins``: merging may need their components); the merged recipe lists every plug-in of
@@ -304,7 +314,8 @@ def _parse_overrides(overrides: list[str]) -> dict:
         if "\n" in o or "\r" in o:
             raise SSLBenchError(f"--set {key.strip()}: the value contains a line break; give one key=value per --set")
         if key.count(".") >= safeyaml.MAX_DEPTH:
-            raise SSLBenchError(f"--set {key.strip()[:60]}…: nested more than {safeyaml.MAX_DEPTH} levels deep; refused")
+            raise SSLBenchError(f"--set {key.strip()[:60]}…: nested more than {safeyaml.MAX_DEPTH} levels deep; "
+                                "refused")
         digits = [p for p in key.strip().split(".") if p.strip().isdigit()]
         if digits:
             head = key.strip().split(".")[0]
@@ -390,7 +401,9 @@ def _assemble(
     if overrides:
         ov = _parse_overrides(list(overrides))
         if "plugins" in ov:
-            ov["plugins"] = list(dict.fromkeys((merged.get("plugins") or []) + _plugin_files(ov["plugins"], None, load_plugins)))
+            ov["plugins"] = list(dict.fromkeys(
+                (merged.get("plugins") or []) + _plugin_files(ov["plugins"], None, load_plugins)
+            ))
         merged = _merge(merged, ov, components)
     try:
         check_interpolations(merged)
@@ -438,8 +451,8 @@ def check_interpolations(cfg: Any, key: str = "") -> None:
                 resolver, arg = (x.strip() for x in body.split(":", 1))
                 if resolver != "oc.env":
                     raise SSLBenchError(
-                        f"recipe key {key} uses the resolver '{resolver}'; recipes may use ${{{ENV_PREFIX}…}} variables "
-                        "(${oc.env:SSL_BENCH_NAME,default}) and ${other.key} references only"
+                        f"recipe key {key} uses the resolver '{resolver}'; recipes may use ${{{ENV_PREFIX}…}} "
+                        "variables (${oc.env:SSL_BENCH_NAME,default}) and ${other.key} references only"
                     )
                 var = arg.split(",", 1)[0].strip()
                 if not re.fullmatch(ENV_PREFIX + r"[A-Za-z0-9_]+", var):
@@ -518,11 +531,14 @@ def check_structure(cfg: dict) -> None:
         if not isinstance(value, types_) or (int in types_ and isinstance(value, bool)):
             if key == "data" and value is None:
                 raise SSLBenchError("recipe key data is missing (e.g. data: {name: medmnist, flag: breastmnist})")
-            want = " or ".join("null" if t is type(None) else {dict: "a mapping", list: "a list"}.get(t, t.__name__) for t in types_)
+            want = " or ".join(
+                "null" if t is type(None) else {dict: "a mapping", list: "a list"}.get(t, t.__name__) for t in types_
+            )
             raise SSLBenchError(f"recipe key {key} must be {want}, got {type(value).__name__} {value!r}")
     # the name becomes a directory under out_dir: one path component, nothing that climbs out of it
     if not RECIPE_NAME.fullmatch(cfg["name"]) or cfg["name"] in (".", ".."):
-        raise SSLBenchError(f"recipe key name must be letters, digits and . _ + = - (it names the run's folder), got {cfg['name']!r}")
+        raise SSLBenchError("recipe key name must be letters, digits and . _ + = - (it names the run's folder), got "
+                            f"{cfg['name']!r}")
     if not 0 <= cfg["seed"] < 2**63:
         raise SSLBenchError(f"recipe key seed must be in [0, 2**63), got {cfg['seed']}")
 
@@ -602,5 +618,7 @@ def fill_defaults(cfg: dict, skip: Collection[Unchecked] = ()) -> None:
         factory = EVALUATIONS.get(ev["name"])
         block = {"name": ev["name"], **option_defaults(factory), **ev}
         # defaults that depend on the rest of the recipe (fine-tuning's augmentation), written in
-        resolved.append(factory.resolve(block, cfg) if isinstance(factory, type) and issubclass(factory, Evaluation) else block)
+        resolved.append(
+            factory.resolve(block, cfg) if isinstance(factory, type) and issubclass(factory, Evaluation) else block
+        )
     cfg["evaluate"] = resolved

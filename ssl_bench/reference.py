@@ -42,7 +42,10 @@ def _doc_help(obj: Any) -> dict[str, str]:
             doc = inspect.getdoc(src) if src is not None else None
             if not doc or src is object.__init__:
                 continue
-            for m in re.finditer(r"``(\w+)``\s*(?:\([^)]*\))?\s*:\s*(.+?)(?=(?:;\s*``\w+``\s*(?:\([^)]*\))?\s*:)|\n\n|$)", doc, flags=re.S):
+            for m in re.finditer(
+                r"``(\w+)``\s*(?:\([^)]*\))?\s*:\s*(.+?)(?=(?:;\s*``\w+``\s*(?:\([^)]*\))?\s*:)|\n\n|$)",
+                doc, flags=re.S,
+            ):
                 text = m.group(2)
                 if doc[:m.start()].rstrip().endswith("("):  # "(``root``: a folder or a .zip)": the parenthesis only
                     text = _until_unbalanced_paren(text)
@@ -140,8 +143,12 @@ def train_rows() -> list[tuple[str, str, str, str]]:
 
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        default = f.default if f.default is not dataclasses.MISSING else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-        rows.append((f.name, _type_name(hints.get(f.name, f.type)), _default(default), helps.get(f.name) or COMMON_HELP.get(f.name, "")))
+        default = (
+            f.default if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+        )
+        rows.append((f.name, _type_name(hints.get(f.name, f.type)), _default(default),
+                     helps.get(f.name) or COMMON_HELP.get(f.name, "")))
     return rows
 
 
@@ -179,7 +186,8 @@ COMMON_HELP = {
     "train_split": "split the classifier or neighbours are fitted on",
     "select_split": "split the best epoch / hyper-parameter is chosen on",
     "select_metric": "metric the best epoch is chosen by",
-    "window": "how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become 8-bit: percentile (0.5–99.5 % → 0–255; a DICOM's own window), minmax or full",
+    "window": "how images of more than 8 bits (16-bit PNG/TIFF, DICOM) become 8-bit: percentile (0.5–99.5 % → 0–255; a "
+              "DICOM's own window), minmax or full",
     "fit": "how an image becomes square: center_crop (shorter side to size, centre crop) or squash",
     "cache": "keep the decoded, resized images in a cache file (decoded once per size)",
     "cache_dir": "where decoded-image caches go (default: $SSL_BENCH_CACHE_DIR or ~/.cache/ssl-bench)",
@@ -303,7 +311,9 @@ def markdown_reference() -> str:
         names = {str: "str", int: "int", dict: "mapping", list: "list", type(None): "null"}
         return " | ".join(names.get(t, t.__name__) for t in TOP_LEVEL_TYPES.get(k, ()))
 
-    top = [(k, kind(k), _default(v) if not isinstance(v, (dict, list)) else (str(v) if v else "[]" if isinstance(v, list) else "{}"),
+    top = [(k, kind(k),
+            _default(v) if not isinstance(v, (dict, list))
+            else (str(v) if v else "[]" if isinstance(v, list) else "{}"),
             TOP_LEVEL_HELP.get(k, "")) for k, v in DEFAULTS.items()]
     top.insert(0, ("extends", "str", "null", TOP_LEVEL_HELP["extends"]))
     lines += _table(top, header=("key", "type", "default", "help"))
@@ -365,5 +375,6 @@ def recipe_rows(root: Path) -> list[tuple[str, str, str, str]]:
             method = _method_of(cfg)
         except Exception as e:  # a recipe that does not load here (e.g. needs a plug-in) is still listed
             dataset, method = "?", f"({type(e).__name__})"
-        rows.append((str(p.relative_to(root.parent)) if root.parent in p.parents else str(p), method, str(dataset), summary))
+        rows.append((str(p.relative_to(root.parent)) if root.parent in p.parents else str(p), method, str(dataset),
+                     summary))
     return rows

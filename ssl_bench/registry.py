@@ -96,7 +96,8 @@ class Registry:
         self.plural = plural or kind + "s"
         self.locations: dict[str, str] = dict(locations or {})
         self._entries: dict[str, Entry] = {}
-        self._builtin: dict[str, Entry] = {}  # what each location registered (put back after a plug-in's override is undone)
+        # what each location registered (put back after a plug-in's override is undone)
+        self._builtin: dict[str, Entry] = {}
         ALL_REGISTRIES[self.plural] = self
 
     # "module:attribute" references, resolved when first used
@@ -346,7 +347,8 @@ def check_kwargs(
     except Exception:  # unresolvable forward references: fall back to no type checks
         hints = {}
     all_params = factory_params(factory)
-    params = {n: p for n, p in all_params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(skip)}
+    params = {n: p for n, p in all_params.items()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in set(skip)}
     accepts_any = accepted_options(factory) is None
     for opt, value in options.items():
         if opt not in params:
@@ -437,7 +439,8 @@ def load_plugin_file(path: str | Path, base_dir: Optional[Path] = None, key: str
         raise
     except SystemExit as e:  # a plug-in must not end the program that imports it
         _unregister(mod_name, before)
-        raise SSLBenchError(f"plugin {found} (recipe key {key}) called sys.exit({e.code!r}) while being imported") from None
+        raise SSLBenchError(f"plugin {found} (recipe key {key}) called sys.exit({e.code!r}) while being "
+                            "imported") from None
     except Exception as e:  # a broken plug-in is the user's file: say which and why, in one line
         _unregister(mod_name, before)
         first = str(e).splitlines()[0] if str(e) else ""

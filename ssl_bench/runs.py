@@ -48,8 +48,8 @@ def eval_results_files(run_dir: Path) -> list[Path]:
 # resolved-recipe keys that say where and how fast a run ran, not what it computed: they may differ
 # between a run and its resumption, the seeds of one table cell, and a producer and its reuse
 PLACEMENT_KEYS = frozenset(
-    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on", "train.save_epochs",
-     "train.knn_every", "log"}
+    {"train.device", "train.threads", "train.checkpoint_every", "train.devices", "train.nodes", "train.data_on",
+     "train.save_epochs", "train.knn_every", "log"}
 )
 
 
@@ -90,7 +90,8 @@ def create_run_dir(out: Optional[str | Path], out_dir: str, name: str, seed: int
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SSLBenchError(f"cannot create run directories under {parent} (recipe key out_dir): {e.strerror or e}") from e
+        raise SSLBenchError(f"cannot create run directories under {parent} (recipe key out_dir): "
+                            f"{e.strerror or e}") from e
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = parent / (f"seed{seed}-{stamp}" + (f"-{i}" if i else ""))
@@ -286,7 +287,8 @@ def read_status(run_dir: Path) -> dict:
 
 def mark_failed(run_dir: Path, reason: str, **info: Any) -> None:
     """Mark a run failed: ``compare`` and ``--resume`` then leave it alone."""
-    atomic_write_text(Path(run_dir) / STATUS_FILE, json.dumps(_jsonable({"status": "failed", "reason": reason, **info}), indent=2) + "\n")
+    atomic_write_text(Path(run_dir) / STATUS_FILE,
+                      json.dumps(_jsonable({"status": "failed", "reason": reason, **info}), indent=2) + "\n")
 
 
 def clear_status(run_dir: Path) -> None:

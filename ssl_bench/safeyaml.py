@@ -19,7 +19,8 @@ __all__ = ["MAX_DEPTH", "load", "load_json"]
 
 MAX_VALUES = 200_000  # a resolved recipe has a few hundred; a generous bound on legitimate anchors
 MAX_DEPTH = 32  # nesting: a recipe has 4 levels (evaluate → transfer → protocol → augment); Python's parsers recurse
-_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+         yaml.FlowSequenceStartToken)
 _CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 

@@ -77,18 +77,20 @@ def scatter_embedding(
         sel = order[split_arr[order] == s]
         m = markers[s]
         ax.scatter(
-            xy[sel, 0], xy[sel, 1], c=[colours[c] for c in labels[sel]], s=size if m == "o" else size * 1.6, alpha=alpha,
-            marker=m, linewidths=0 if m == "o" else 0.6, rasterized=True,
+            xy[sel, 0], xy[sel, 1], c=[colours[c] for c in labels[sel]], s=size if m == "o" else size * 1.6,
+            alpha=alpha, marker=m, linewidths=0 if m == "o" else 0.6, rasterized=True,
         )
     if images is not None and thumbnails > 0 and n > 0:
         _add_thumbnails(ax, xy, images, min(thumbnails, n), seed)
     present = sorted(set(labels.tolist()))
     counts = np.bincount(labels, minlength=num)
     handles = [
-        Line2D([], [], ls="", marker="o", markersize=7, color=colours[c], label=f"{names[c]} ({counts[c]})") for c in present
+        Line2D([], [], ls="", marker="o", markersize=7, color=colours[c], label=f"{names[c]} ({counts[c]})")
+        for c in present
     ]
     if len(kinds) > 1:
-        handles += [Line2D([], [], ls="", marker=markers[s], markersize=7, color="0.3", label=f"{s} ({int((split_arr == s).sum())})")
+        handles += [Line2D([], [], ls="", marker=markers[s], markersize=7, color="0.3",
+                           label=f"{s} ({int((split_arr == s).sum())})")
                     for s in markers]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=9)
     ax.set_aspect("equal", adjustable="box")  # the box takes the data's shape: no empty margins

@@ -97,8 +97,8 @@ def plan_sweep(recipe: str, grid: list[str], seeds: list[int], overrides: list[s
     for job in jobs:  # case-insensitive file systems (macOS, Windows) fold BYOL and byol into one folder
         other = folders.setdefault(str(job.out).casefold(), job)
         if other is not job:
-            raise SSLBenchError(f"--grid: {' '.join(other.overrides)} and {' '.join(job.overrides)} would share the run "
-                                f"folder {job.out} on a case-insensitive file system; rename one value")
+            raise SSLBenchError(f"--grid: {' '.join(other.overrides)} and {' '.join(job.overrides)} would share the "
+                                f"run folder {job.out} on a case-insensitive file system; rename one value")
     return jobs
 
 
@@ -142,9 +142,12 @@ def run_sweep(
                     skipped += 1
                     continue
                 status = read_status(job.out)
-                has_ckpt = any((job.out / "checkpoints" / f).is_file() for f in ("last.pt", checkpoint.PREVIOUS_CHECKPOINT))
+                has_ckpt = any(
+                    (job.out / "checkpoints" / f).is_file() for f in ("last.pt", checkpoint.PREVIOUS_CHECKPOINT)
+                )
                 if status.get("status") == "failed" and not status.get("resumable", False):
-                    failures.append((job, f"failed earlier: {status.get('reason', '?')} (not repeated; remove {job.out} to run it again)"))
+                    failures.append((job, f"failed earlier: {status.get('reason', '?')} (not repeated; remove "
+                                          f"{job.out} to run it again)"))
                     log(f"{tag}: failed earlier ({status.get('reason', '?')}); not repeated")
                     continue
                 if has_ckpt:
@@ -159,7 +162,8 @@ def run_sweep(
                 lock.release()
         log(f"{tag}: running")
         try:
-            run_recipe(load_recipe(recipe, job.overrides), out=job.out, device=device, progress=progress, log=log, resume=resume)
+            run_recipe(load_recipe(recipe, job.overrides), out=job.out, device=device, progress=progress, log=log,
+                       resume=resume)
             ran += 1
         except RunDirBusy:  # another sweep claimed it between our check and our start
             log(f"{tag}: in use by another ssl-bench process, left alone ({job.out})")

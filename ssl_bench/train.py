@@ -116,7 +116,8 @@ def run(
         place(recipe, device, devices, nodes)
         from ssl_bench.pretrained import resolve_pretrained
 
-        resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)  # selector.checkpoint: a recipe
+        # selector.checkpoint: a recipe
+        resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)
         with contextlib.ExitStack() as cleanup:
             s = setup(recipe, out, resume, progress, log, cleanup)
             cleanup.callback(close_loggers, s)
@@ -130,7 +131,9 @@ def run(
                 if s.claimed and not runs.read_status(s.run_dir):
                     first = str(e).splitlines()[0] if str(e) else ""
                     try:
-                        runs.mark_failed(s.run_dir, first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}", resumable=True)
+                        runs.mark_failed(s.run_dir,
+                                         first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}",
+                                         resumable=True)
                     except SSLBenchError:  # no room even for status.json: the error itself still reaches the user
                         pass
                 raise
@@ -189,11 +192,13 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
         check_reachable(parse_log(cfg["log"]))  # an MLflow server that does not answer: one line, nothing written
     # ---- only now, with everything built and checked, is anything written (by rank 0 only) ----
     run_dir, start = make_run_dir(recipe, out, rank, resume, cleanup, check=lambda st: check_resumable(st, step_fn))
-    log(f"run directory: {run_dir}" + (f"  (resumed after epoch {start.epoch} from {start.path.name})" if start else ""))
+    log(f"run directory: {run_dir}"
+        + (f"  (resumed after epoch {start.epoch} from {start.path.name})" if start else ""))
     log(
         f"{method_name(cfg, comp.selector, comp.objective)} on {data.name} ({n} train images, "
-        f"{data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} · selector {cfg['selector']['name']} "
-        f"· {_count(tcfg.epochs, 'epoch')} × {_count(steps_per_epoch, 'step')} · device {dev} · precision {resolve_precision(tcfg.precision, dev)}"
+        f"{data.channels}×{data.image_size}²) · backbone {cfg['backbone']['name']} · selector "
+        f"{cfg['selector']['name']} · {_count(tcfg.epochs, 'epoch')} × {_count(steps_per_epoch, 'step')} · device "
+        f"{dev} · precision {resolve_precision(tcfg.precision, dev)}"
         + (f" · {world} processes (DDP), global batch {tcfg.batch_size}" if world > 1 else "")
     )
     if tcfg.batch_size > n:  # num_batches makes the whole split one batch: said, not silent
@@ -219,7 +224,8 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
     )
 
 
-def make_step(comp: Components, tcfg: TrainConfig, fabric, seed: int, rank: int = 0, world: int = 1, total_steps: int = 1):
+def make_step(comp: Components, tcfg: TrainConfig, fabric, seed: int, rank: int = 0, world: int = 1,
+              total_steps: int = 1):
     """The training step of a run: the objective and its optimiser set up by Fabric, normalisation
     fitted on the training split, the augmentation and selector generators of ``seed`` (and rank).
     Returns ``(TrainStep, Normalize)``.  Benchmarks and tests build their step here too."""
@@ -272,7 +278,8 @@ def restore(s: Session) -> None:
     s.time_before = float(st.state.get("train_time_s", 0.0))
     s.record = (ckpt.truncate_metrics(s.run_dir, st.epoch) if s.rank == 0 else None) or s.record
     # DDP: rank 0's augmentation stream is the saved one; the others start a fresh stream per resumed epoch
-    ckpt.set_rng_state(st.state["rng"], generators if s.rank == 0 else {k: g for k, g in generators.items() if k != "augment"})
+    ckpt.set_rng_state(st.state["rng"],
+                       generators if s.rank == 0 else {k: g for k, g in generators.items() if k != "augment"})
     if s.rank != 0:
         s.step_fn.aug_gen.manual_seed(s.recipe.cfg["seed"] + 1 + 7919 * s.rank + 104729 * st.epoch)
 
@@ -308,7 +315,11 @@ def train(s: Session) -> None:
     tcfg = s.tcfg
     s.t_start = time.perf_counter()
     with _progress(s.progress and tcfg.epochs > s.first_epoch - 1) as prog:  # no bar for 0 epochs (or none left)
-        task = prog.add_task(f"epoch {s.first_epoch}", total=s.steps_per_epoch * tcfg.epochs, completed=s.step, loss="-", lr="-", ips="-") if prog else None
+        task = (
+            prog.add_task(f"epoch {s.first_epoch}", total=s.steps_per_epoch * tcfg.epochs, completed=s.step,
+                          loss="-", lr="-", ips="-")
+            if prog else None
+        )
         for epoch in range(s.first_epoch, tcfg.epochs + 1):
             s.record = train_one_epoch(s, epoch, lambda **kw: prog.update(task, **kw) if prog else None)
             step_losses, step_lrs = s.record.pop("_step_loss"), s.record.pop("_step_lr")
@@ -324,9 +335,13 @@ def train(s: Session) -> None:
                     s.loggers.log_steps(first, step_losses, step_lrs)
                     s.loggers.log_epoch(s.record)
             r = s.record
-            prec = f"  sel-prec {r['selector_precision']:.3f} (chance {r['selector_chance']:.3f})" if r["selector_precision"] is not None else ""
+            prec = (
+                f"  sel-prec {r['selector_precision']:.3f} (chance {r['selector_chance']:.3f})"
+                if r["selector_precision"] is not None else ""
+            )
             knn = f"  val kNN acc {r['knn_val_accuracy']:.3f}" if r.get("knn_val_accuracy") is not None else ""
-            msg = f"epoch {epoch}/{tcfg.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.4g}{prec}{knn}  {r['images_per_s']:.0f} img/s"
+            msg = (f"epoch {epoch}/{tcfg.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.4g}{prec}{knn}  "
+                   f"{r['images_per_s']:.0f} img/s")
             if prog is not None:
                 prog.update(task, completed=s.step, description=f"epoch {min(epoch + 1, tcfg.epochs)}")
                 prog.console.print(msg)
@@ -348,8 +363,10 @@ def train(s: Session) -> None:
         from ssl_bench.loggers import plot_loss
 
         stages = s.comp.objective.stages() or []
-        boundaries = tuple(((st.first_epoch - 1) * s.steps_per_epoch, f"stage {st.index + 1}") for st in stages if st.index > 0 and st.epochs)
-        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · {s.comp.data.name} · seed {s.recipe.cfg['seed']}",
+        boundaries = tuple(((st.first_epoch - 1) * s.steps_per_epoch, f"stage {st.index + 1}")
+                           for st in stages if st.index > 0 and st.epochs)
+        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · "
+                                   f"{s.comp.data.name} · seed {s.recipe.cfg['seed']}",
                   boundaries=boundaries, log=s.log)
 
 
@@ -399,7 +416,8 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
         s.step, seen, done = s.step + 1, seen + len(batch), done + 1
         if show is not None and time.perf_counter() - last_shown >= 1.0:
             last_shown = time.perf_counter()
-            show(completed=s.step, loss=f"{float(loss_sum) / done:.4f}", lr=f"{lr:.4g}", ips=f"{seen / (last_shown - t_epoch):.0f}")
+            show(completed=s.step, loss=f"{float(loss_sum) / done:.4f}", lr=f"{lr:.4g}",
+                 ips=f"{seen / (last_shown - t_epoch):.0f}")
     if s.world > 1:  # metrics of the global batch: summed over ranks
         loss_sum, counts, seen = distributed.sum_epoch_stats(loss_sum, counts, seen)
     mean_loss = float(loss_sum) / max(s.steps_per_epoch, 1)
@@ -410,8 +428,9 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
     return {
         "epoch": epoch, "step": s.step, "loss": mean_loss, "lr": lr, "momentum": momentum,
         "selector_precision": same / chosen if chosen else None, "selector_chance": s.chance,
-        "selector_coverage": anchors / seen if seen else None, "images": seen, "images_per_s": seen / dt, "epoch_time_s": dt,
-        "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [], "_step_lr": step_lr,
+        "selector_coverage": anchors / seen if seen else None, "images": seen, "images_per_s": seen / dt,
+        "epoch_time_s": dt, "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [],
+        "_step_lr": step_lr,
     }
 
 
@@ -454,8 +473,8 @@ def evaluate(s: Session) -> dict:
     cfg, tcfg, comp = s.recipe.cfg, s.tcfg, s.comp
     ctx = EvalContext.of_objective(
         s.step_fn.objective, comp.data, comp.augment, comp.view_size, s.normalize, s.device,
-        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir, augment_cfg=cfg["augment"], log=s.log,
-        precision=tcfg.precision,
+        channels_last=tcfg.channels_last, backbone_cfg=cfg["backbone"], out_dir=s.run_dir, augment_cfg=cfg["augment"],
+        log=s.log, precision=tcfg.precision,
     )
     from ssl_bench.evaluate import run_evaluations
 
@@ -516,7 +535,10 @@ def report(s: Session, eval_results: dict) -> None:
     elif shown:
         s.log(f"headline {headline}: " + "  ".join(shown))
     rss = f", peak RSS {results['peak_rss_mb']:.0f} MiB" if results["peak_rss_mb"] is not None else ""
-    gpu = f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB" if results["peak_gpu_memory_mb"] is not None else ""
+    gpu = (
+        f", peak GPU memory {results['peak_gpu_memory_mb']:.0f} MiB"
+        if results["peak_gpu_memory_mb"] is not None else ""
+    )
     s.log(f"results: {s.run_dir / runs.RESULTS_FILE}  (train {train_time:.1f} s{rss}{gpu})")
     figures = sorted(p.name for p in s.run_dir.glob("*.png"))
     if figures:
@@ -526,7 +548,8 @@ def report(s: Session, eval_results: dict) -> None:
 # -------------------------------------------------------------------------------------------------
 # Processes, run directory, failures
 # -------------------------------------------------------------------------------------------------
-def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = False, log: Callable[[str], None] = print):
+def start_processes(dev: torch.device, tcfg: TrainConfig, find_unused: bool = False,
+                    log: Callable[[str], None] = print):
     """Fabric for one process or DDP over ``train.devices`` × ``train.nodes`` (started here: the
     other local processes re-run this command); returns ``(fabric, rank, world_size)``."""
     devices, nodes = distributed.resolve_world(tcfg.devices, tcfg.nodes)
@@ -557,8 +580,8 @@ def make_run_dir(
     recipe: Recipe, out, rank: int, resume, cleanup: contextlib.ExitStack, check: Optional[Callable] = None
 ) -> tuple[Path, Optional[ckpt.ResumePoint]]:
     """Rank 0 claims (locks) the run directory — a new one, or with ``resume`` the interrupted run,
-    whose checkpoint is checked (``open_run``, then ``check(start)``) before anything is written — and writes the resolved recipe; every
-    rank gets its path and resume point (or rank 0's error, so that no rank waits for a run that
+    whose checkpoint is checked (``open_run``, then ``check(start)``) before anything is written — and writes the
+    resolved recipe; every rank gets its path and resume point (or rank 0's error, so that no rank waits for a run that
     will not start).  Returns ``(run_dir, resume point or None)``."""
     cfg = recipe.cfg
     run_dir = error = ckpt_path = None
@@ -578,7 +601,8 @@ def make_run_dir(
                 ckpt_path = start.path
                 runs.clear_status(run_dir)  # a run stopped by a (resumable) error goes on
             try:
-                runs.atomic_write_text(run_dir / runs.RECIPE_FILE, runs.provenance_header(recipe.path) + recipe.to_yaml())
+                runs.atomic_write_text(run_dir / runs.RECIPE_FILE,
+                                       runs.provenance_header(recipe.path) + recipe.to_yaml())
             except Exception as e:  # claimed but not started: say so in the directory itself
                 runs.mark_failed(run_dir, f"{type(e).__name__}: {e}", resumable=True)
                 raise
@@ -592,15 +616,21 @@ def make_run_dir(
     return Path(run_dir), start
 
 
-def stop_on_bad_loss(run_dir: Path, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float, write: bool = True) -> None:
+def stop_on_bad_loss(run_dir: Path, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float,
+                     write: bool = True) -> None:
     """A NaN/inf loss: mark the run failed and stop; the last good checkpoint stays as it is."""
-    where = f"epoch {epoch}" + (f", step {first_bad + 1} (step {first_bad - (epoch - 1) * steps_per_epoch + 1} of the epoch)" if first_bad >= 0 else "")
+    where = f"epoch {epoch}" + (
+        f", step {first_bad + 1} (step {first_bad - (epoch - 1) * steps_per_epoch + 1} of the epoch)"
+        if first_bad >= 0 else ""
+    )
     kept = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
     keep = f"last good checkpoint kept: {kept}" if kept.is_file() else "no checkpoint was written before"
     bad = "non-finite" if first_bad >= 0 else f"{mean_loss}"
     if write:  # rank 0 (the loss sum is all-reduced, so every rank stops at the same epoch)
-        runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None, resumable=False)
-    raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check the data")
+        runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None,
+                         resumable=False)
+    raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check "
+                        "the data")
 
 
 def _count(n: int, noun: str) -> str:
@@ -610,7 +640,9 @@ def _count(n: int, noun: str) -> str:
 def _progress(enabled: bool):
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),

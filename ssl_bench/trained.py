@@ -40,7 +40,10 @@ class TrainedRun:
 
     @property
     def in_chans(self) -> int:
-        return int(self.normalize.mean.shape[1]) if self.normalize is not None else int(self.recipe["backbone"].get("in_chans") or 3)
+        return (
+            int(self.normalize.mean.shape[1]) if self.normalize is not None
+            else int(self.recipe["backbone"].get("in_chans") or 3)
+        )
 
     @property
     def view_size(self) -> Optional[int]:
@@ -65,7 +68,8 @@ def checkpoint_path(path: str | Path, key: str = "RUN_DIR") -> Path:
 
 
 def load_run(
-    path: str | Path, device: str | torch.device = "cpu", in_chans: Optional[int] = None, frozen: bool = True, key: str = "RUN_DIR"
+    path: str | Path, device: str | torch.device = "cpu", in_chans: Optional[int] = None, frozen: bool = True,
+    key: str = "RUN_DIR"
 ) -> TrainedRun:
     """Rebuild the objective (backbone and heads) of a run directory or checkpoint file and load its
     weights.  ``in_chans``: the input channels when the checkpoint does not record its normalisation.
@@ -81,8 +85,8 @@ def load_run(
         if block == "objective" and name not in OBJECTIVES:
             plugins = ", ".join(recipe.get("plugins") or []) or "none named in its recipe"
             raise SSLBenchError(
-                f"checkpoint {p}: objective '{name}' is not registered; load the run's plug-in first with --plugin FILE "
-                f"(its recipe names: {plugins})"
+                f"checkpoint {p}: objective '{name}' is not registered; load the run's plug-in first with --plugin "
+                f"FILE (its recipe names: {plugins})"
             )
     try:
         backbone = build_backbone({**recipe["backbone"], "weights": None}, in_chans=channels or 3)

@@ -74,7 +74,8 @@ def _no_registrations_leak_between_tests():
 
     before, loaded = registry.registrations(), set(registry._LOADED_FILES)
     yield
-    registry.undo_registrations(before, lambda entry: not getattr(entry.factory, "__module__", "").startswith("ssl_bench."))
+    registry.undo_registrations(before,
+                                lambda entry: not getattr(entry.factory, "__module__", "").startswith("ssl_bench."))
     for path in set(registry._LOADED_FILES) - loaded:  # loaded again (and registered again) when asked
         del registry._LOADED_FILES[path]
 

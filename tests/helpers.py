@@ -46,7 +46,8 @@ def real_batch(data, n: int = 32, seed: int = 0, split: str = "train") -> Batch:
     return Batch(images=s.images[idx], labels=s.labels[idx], indices=idx, groups=groups)
 
 
-def eval_context(data, backbone: Optional[dict] = None, seed: int = 7, view_size: Optional[int] = None, augment: Optional[dict] = None):
+def eval_context(data, backbone: Optional[dict] = None, seed: int = 7, view_size: Optional[int] = None,
+                 augment: Optional[dict] = None):
     """The evaluation context ``ssl-bench run`` builds after pre-training, around a seeded (untrained)
     BYOL network: frozen features, fine-tuning copies of its backbone, the training and evaluation views."""
     from ssl_bench.augment import AUGMENTATIONS
@@ -57,7 +58,8 @@ def eval_context(data, backbone: Optional[dict] = None, seed: int = 7, view_size
 
     backbone = backbone or {"name": "resnet18"}
     torch.manual_seed(seed)
-    objective = OBJECTIVES.build({"name": "byol", "hidden_dim": 64, "projection_dim": 32}, build_backbone(backbone, in_chans=data.channels))
+    objective = OBJECTIVES.build({"name": "byol", "hidden_dim": 64, "projection_dim": 32},
+                                 build_backbone(backbone, in_chans=data.channels))
     size = view_size or data.image_size
     block = {"name": "byol", "size": size, **(augment or {})}
     return EvalContext.of_objective(

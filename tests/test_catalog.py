@@ -68,7 +68,8 @@ def run_show(args: list[str]) -> tuple[int, list[str], str]:
     return last["code"], last["loaded"], p.stderr
 
 
-SHIPPED = ["recipes/byol_tracin_isic.yaml", "recipes/study/study_tracin.yaml", "recipes/tsimcne/tsimcne_breastmnist.yaml"]
+SHIPPED = ["recipes/byol_tracin_isic.yaml", "recipes/study/study_tracin.yaml",
+           "recipes/tsimcne/tsimcne_breastmnist.yaml"]
 
 
 @pytest.mark.parametrize("recipe", SHIPPED)
@@ -125,6 +126,7 @@ def test_a_plugin_replacing_a_built_in_before_it_is_imported_keeps_it_until_undo
     assert reg.get("micle") is MICLeSelector and ("micle" in reg._entries or not had)
 
 
+@pytest.mark.slow
 def test_timm_names_are_cached_per_timm_and_a_broken_cache_is_rebuilt(tmp_path):
     env = {"SSL_BENCH_CACHE_DIR": str(tmp_path)}
     code = ("import sys; from ssl_bench.timm_names import is_timm_model, cache_file; "

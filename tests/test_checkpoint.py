@@ -27,7 +27,8 @@ BREAST = str(REPO / "recipes" / "medmnist" / "byol_breastmnist.yaml")
 TINY = [
     "--set", "backbone.name=mobilenetv3_small_050", "--set", "backbone.small_image_stem=false",
     "--set", "backbone.stem_pool=false", "--set", "objective.hidden_dim=256", "--set", "train.batch_size=64",
-    "--set", "train.threads=1", "--set", "train.checkpoint_every=1", "--set", "evaluate=[{name: knn, k: 10}]", "--quiet",
+    "--set", "train.threads=1", "--set", "train.checkpoint_every=1", "--set", "evaluate=[{name: knn, k: 10}]",
+    "--quiet",
 ]
 NN = ["--set", "selector.name=nn", "--set", "selector.bank_size=192"]
 TIMING = {"images_per_s", "epoch_time_s"}
@@ -42,7 +43,8 @@ def _cli(args):
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMING}
+            for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,7 @@ def killed_and_resumed(module_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(killed_and_resumed):
     ref, killed, res_ref, res, epoch_at_kill = killed_and_resumed
     assert res_ref.exit_code == 0, res_ref.output
@@ -104,6 +107,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(killed_and_resumed):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_truncated_checkpoint_is_a_one_line_error_and_the_previous_one_is_kept(killed_and_resumed, tmp_path):
     _, killed, *_ = killed_and_resumed
     run_dir = tmp_path / "run"
@@ -168,6 +172,7 @@ class NanFromStep(Selector):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_nan_loss_stops_marks_failed_keeps_checkpoint_and_compare_ignores_it(tmp_path, killed_and_resumed):
     ref = killed_and_resumed[0]
     plug = tmp_path / "nan_plugin.py"
@@ -183,7 +188,8 @@ def test_nan_loss_stops_marks_failed_keeps_checkpoint_and_compare_ignores_it(tmp
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "failed" and status["epoch"] == 2 and status["step"] == 11
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
-    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["objective"].values() if v.is_floating_point())
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["objective"].values()
+                                       if v.is_floating_point())
     assert [r["epoch"] for r in _metrics(out)] == [1] and not (out / "results.json").exists()
     # compare leaves it out and says so; resuming it would only repeat the divergence
     loaded = load_runs([str(ref), str(out)])
@@ -195,6 +201,7 @@ def test_nan_loss_stops_marks_failed_keeps_checkpoint_and_compare_ignores_it(tmp
         ckpt.open_run(out, {})
 
 
+@pytest.mark.slow
 def test_two_processes_never_write_into_one_run_directory(tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
@@ -204,7 +211,8 @@ def test_two_processes_never_write_into_one_run_directory(tmp_path):
         assert res.exit_code == 2 and f"run directory {busy} is in use by another ssl-bench process" in res.output
         assert list(busy.iterdir()) == []
         # a separate process sees the lock too (flock is per open file, released on exit or SIGKILL)
-        probe = f"from ssl_bench.runs import lock_run_dir\ntry:\n lock_run_dir({str(busy)!r})\nexcept Exception as e:\n print(e)"
+        probe = (f"from ssl_bench.runs import lock_run_dir\ntry:\n lock_run_dir({str(busy)!r})\n"
+                 "except Exception as e:\n print(e)")
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
         assert "in use by another ssl-bench process" in out

@@ -23,11 +23,13 @@ def _run(args, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_byol_two_epochs_writes_a_complete_run_directory(tmp_path):
     out = tmp_path / "run"
     res = _run(["run", BREAST, "--set", "train.epochs=2", "--out", str(out), "--quiet"], tmp_path)
     assert res.exit_code == 0, res.output
-    assert {p.name for p in out.iterdir()} == {"recipe.yaml", "metrics.jsonl", "steps.jsonl", "loss.png", "results.json", "checkpoints"}
+    assert {p.name for p in out.iterdir()} == {"recipe.yaml", "metrics.jsonl", "steps.jsonl", "loss.png",
+                                               "results.json", "checkpoints"}
     assert (out / "checkpoints" / "last.pt").is_file()
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
@@ -49,6 +51,7 @@ def test_byol_two_epochs_writes_a_complete_run_directory(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_oracle_logs_selector_precision_one_and_is_deterministic(tmp_path):
     args = ["run", ORACLE, "--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST, "--quiet"]
     runs = []
@@ -65,6 +68,7 @@ def test_oracle_logs_selector_precision_one_and_is_deterministic(tmp_path):
     assert res["method"] == "BYOL-Sup"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -89,7 +93,8 @@ def test_malformed_recipe_exits_with_one_line(tmp_path, override, message):
 def test_list_and_show(tmp_path):
     res = _run(["list"], tmp_path)
     assert res.exit_code == 0
-    for word in ("datasets", "medmnist", "augmentations", "byol", "objectives", "simclr", "selectors", "oracle", "evaluations", "knn"):
+    for word in ("datasets", "medmnist", "augmentations", "byol", "objectives", "simclr", "selectors", "oracle",
+                 "evaluations", "knn"):
         assert word in res.output
     res = _run(["list", "backbones", "resnet18*"], tmp_path)
     assert "resnet18d" in res.output and "resnet50" not in res.output
@@ -100,6 +105,7 @@ def test_list_and_show(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_plugin_selector_from_the_registries_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "plug"
@@ -117,6 +123,7 @@ def test_plugin_selector_from_the_registries_folder(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("selector", ["fs", "tracin", "tracin_train_views", "fnc", "nn", "ft"])
 def test_model_selectors_pretrain_on_real_data_and_log_precision(selector, tmp_path):
     name, extra = (selector, []) if selector != "tracin_train_views" else ("tracin", ["--set", "selector.views=train"])
@@ -149,6 +156,7 @@ def byol_run(module_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_tracin_pretrained_from_an_earlier_run(tmp_path, byol_run):
     common = ["--set", "train.epochs=1", "--set", "backbone.small_image_stem=false", *FAST, "--quiet"]
     out = tmp_path / "tracin_pre"
@@ -163,6 +171,7 @@ def test_tracin_pretrained_from_an_earlier_run(tmp_path, byol_run):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_positives_report_and_gallery(tmp_path, byol_run):
     png = tmp_path / "pos.png"
     res = _run(["positives", str(byol_run), "--selector", "tracin", "--selector", "fs", "--selector", "oracle",
@@ -181,6 +190,7 @@ def test_positives_report_and_gallery(tmp_path, byol_run):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the HAM10000 recipes find ../shared/data relative to the repository
     from tests.conftest import HAM_ZIP
@@ -188,7 +198,8 @@ def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_BENCH_HAM10000_ROOT", str(HAM_ZIP))
     out = tmp_path / "micle"
     res = _run(["run", str(REPO / "recipes" / "ham10000" / "byol_micle_ham28.yaml"), "--set", "train.epochs=1",
-                "--set", "backbone.small_image_stem=false", *FAST, "--set", "evaluate=[{name: knn}]", "--out", str(out), "--quiet"], tmp_path)
+                "--set", "backbone.small_image_stem=false", *FAST, "--set", "evaluate=[{name: knn}]", "--out", str(out),
+                "--quiet"], tmp_path)
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     # a lesion's images share the diagnosis, so MICLe's partners always have the anchor's label
@@ -199,13 +210,16 @@ def test_micle_on_real_lesion_groups(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_positives_of_a_kept_epoch_with_selector_options_and_precision_at_1_3_10(tmp_path):
     out = tmp_path / "kept"
-    res = _run(["run", BREAST, "--set", "train.epochs=2", "--set", "train.save_epochs=[1]", "--set", "backbone.stem_pool=true",
+    res = _run(["run", BREAST, "--set", "train.epochs=2", "--set", "train.save_epochs=[1]", "--set",
+                "backbone.stem_pool=true",
                 *FAST, "--out", str(out), "--quiet"], tmp_path)
     assert res.exit_code == 0, res.output
     png = tmp_path / "p.png"
-    res = _run(["positives", str(out), "--epoch", "1", "--k", "10", "--selector", "tracin", "--selector", "tracin:normalize=true",
+    res = _run(["positives", str(out), "--epoch", "1", "--k", "10", "--selector", "tracin", "--selector",
+                "tracin:normalize=true",
                 "--selector", "oracle", "--gallery", "2", "--out", str(png)], tmp_path)
     assert res.exit_code == 0, res.output
     rep = json.loads(png.with_suffix(".json").read_text())

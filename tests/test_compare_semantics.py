@@ -142,7 +142,8 @@ def test_one_pretraining_run_shows_the_std_over_its_finetuning_seeds(tmp_path):
     assert text.rstrip().endswith("over pre-training seeds (n).") and "2/3 fine-tuning seeds" in text
     assert FINETUNE_MARK not in compare([str(tmp_path / "MICLe")], fmt="markdown")[1]  # no such cell: no note
     csv = {r.split(",")[0]: r.split(",")[-4:-2] for r in compare([str(tmp_path)], fmt="csv")[1].splitlines()[1:]}
-    assert csv == {"BYOL": ["finetune", "3"], "FS": ["finetune", "2"], "Random": ["pretraining", "0"], "MICLe": ["pretraining", "0"]}
+    assert csv == {"BYOL": ["finetune", "3"], "FS": ["finetune", "2"], "Random": ["pretraining", "0"],
+                   "MICLe": ["pretraining", "0"]}
 
 
 def test_a_protocol_that_names_its_fraction_gets_no_suffix(tmp_path):

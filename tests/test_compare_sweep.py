@@ -28,7 +28,8 @@ def test_fmt_cell_is_the_papers_style():
 def swept(module_dir):
     root = module_dir / "sweep"
     root.mkdir()
-    args = ["sweep", BREAST, "--grid", "selector.name=none,oracle", "--seeds", "0,1", *FAST, "--out-root", str(root), "--quiet"]
+    args = ["sweep", BREAST, "--grid", "selector.name=none,oracle", "--seeds", "0,1", *FAST, "--out-root", str(root),
+            "--quiet"]
     res = CliRunner().invoke(main, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "sweep: 4 ran, 0 already finished, 0 failed" in res.output
@@ -46,6 +47,7 @@ def _copy(swept, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_skips_finished_and_reruns_interrupted(swept, tmp_path):
     root, args = _copy(swept, tmp_path)
     runs = sorted(p.parent for p in root.rglob("results.json"))
@@ -75,16 +77,19 @@ def test_sweep_skips_finished_and_reruns_interrupted(swept, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_means_and_stds_match_the_results_files(swept, tmp_path):
     root, _ = _copy(swept, tmp_path)
     unfinished = root / "byol_breastmnist" / "selector.name=none" / "seed0.incomplete-20260101-000000"
     unfinished.mkdir()
-    (unfinished / "recipe.yaml").write_text((root / "byol_breastmnist" / "selector.name=none" / "seed0" / "recipe.yaml").read_text())
+    (unfinished / "recipe.yaml").write_text(
+        (root / "byol_breastmnist" / "selector.name=none" / "seed0" / "recipe.yaml").read_text())
     table, csv_text, loaded = compare([str(root)], metric="auc", fmt="csv")
     assert set(table.index) == {"BYOL", "BYOL-Sup"} and list(table.columns) == ["BreastMNIST · knn"]
     assert loaded.skipped == [str(unfinished.resolve())]  # an unfinished run (no results.json) is listed, not averaged
     for method, sel in (("BYOL", "none"), ("BYOL-Sup", "oracle")):
-        vals = [json.loads((root / "byol_breastmnist" / f"selector.name={sel}" / f"seed{s}" / "results.json").read_text())["eval"]["knn"]["auc"] for s in (0, 1)]
+        vals = [json.loads((root / "byol_breastmnist" / f"selector.name={sel}" / f"seed{s}" / "results.json")
+                           .read_text())["eval"]["knn"]["auc"] for s in (0, 1)]
         cell = table.loc[method, "BreastMNIST · knn"].replace("**", "")
         assert cell == f"{fmt_cell(statistics.mean(vals), statistics.stdev(vals), 2)} n=2"
         assert f"{method},BreastMNIST · knn," in csv_text
@@ -96,10 +101,12 @@ def test_compare_means_and_stds_match_the_results_files(swept, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_refuses_to_mix_different_recipes(swept, tmp_path):
     root, _ = swept
     other = tmp_path / "lr"
-    res = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "train.lr=0.01", "--out", str(other), "--quiet"], catch_exceptions=False)
+    res = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "train.lr=0.01", "--out", str(other), "--quiet"],
+                             catch_exceptions=False)
     assert res.exit_code == 0
     with pytest.raises(SSLBenchError, match=r"runs of BYOL on BreastMNIST differ in train\.lr"):
         compare([str(root), str(other)])
@@ -118,6 +125,7 @@ def test_load_runs_lists_foreign_json_as_unreadable(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_plots_selector_precision(swept, tmp_path):
     root, _ = swept
     res = CliRunner().invoke(main, ["compare", str(root), "--plot", str(tmp_path / "plots")], catch_exceptions=False)
@@ -141,7 +149,8 @@ def test_selector_precision_plot_adds_a_panel_fitted_to_the_selectors_below_the_
     for name, values in (("oracle", [1.0, 1.0, 1.0]), ("fs", [0.55, 0.56, 0.57]), ("tracin", [0.54, 0.53, 0.53])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text("".join(
-            json.dumps({"epoch": e + 1, "selector_precision": v, "selector_chance": 0.47}) + "\n" for e, v in enumerate(values)))
+            json.dumps({"epoch": e + 1, "selector_precision": v, "selector_chance": 0.47}) + "\n"
+            for e, v in enumerate(values)))
         runs[str(tmp_path / name)] = name
     both = Image.open(plot_selector_precision(runs, tmp_path / "both.png")).size[0]
     del runs[str(tmp_path / "oracle")]
@@ -155,8 +164,10 @@ def test_label_fraction_plot_from_a_frame(tmp_path):
     from ssl_bench.plots import plot_label_fractions
 
     rows = [
-        {"method": m, "dataset": "BreastMNIST", "metric": "auc", "label_fraction": f, "value": v + 0.01 * s, "protocol": f"finetune@{f:g}"}
-        for m, base in (("BYOL", 0.7), ("BYOL-TracIn", 0.72)) for f, v in ((0.1, base), (0.5, base + 0.05), (1.0, base + 0.08)) for s in range(3)
+        {"method": m, "dataset": "BreastMNIST", "metric": "auc", "label_fraction": f, "value": v + 0.01 * s,
+         "protocol": f"finetune@{f:g}"}
+        for m, base in (("BYOL", 0.7), ("BYOL-TracIn", 0.72))
+        for f, v in ((0.1, base), (0.5, base + 0.05), (1.0, base + 0.08)) for s in range(3)
     ]
     out = plot_label_fractions(pd.DataFrame(rows), "auc", tmp_path / "lf.png")
     assert out is not None and out.is_file()
@@ -171,14 +182,17 @@ def test_label_fraction_panels_keep_transfer_evaluations_apart():
 
     rows = [
         {"method": "BYOL", "dataset": "HAM10000", "metric": "auc", "label_fraction": f, "value": v, "protocol": p}
-        for p, f, v in (("finetune@0.1", 0.1, 0.66), ("finetune@1", 1.0, 0.78), ("transfer:BreastMNIST/finetune@1", 1.0, 0.61))
-    ] + [{"method": "BYOL", "dataset": "HAM10000", "metric": "auc", "label_fraction": None, "value": 0.82, "protocol": "linear"}]
+        for p, f, v in (("finetune@0.1", 0.1, 0.66), ("finetune@1", 1.0, 0.78),
+                        ("transfer:BreastMNIST/finetune@1", 1.0, 0.61))
+    ] + [{"method": "BYOL", "dataset": "HAM10000", "metric": "auc", "label_fraction": None, "value": 0.82,
+          "protocol": "linear"}]
     got = label_fraction_table(pd.DataFrame(rows), "auc")
     assert got[["panel", "label_fraction", "mean"]].values.tolist() == [
         ["HAM10000", 0.1, 0.66], ["HAM10000", 1.0, 0.78], ["HAM10000 → BreastMNIST", 1.0, 0.61]]
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_compare_uses_the_recipes_headline_metric_and_aliases(swept, tmp_path):
     root, _ = swept
     res = json.loads(next(root.rglob("results.json")).read_text())
@@ -191,7 +205,8 @@ def test_compare_uses_the_recipes_headline_metric_and_aliases(swept, tmp_path):
     assert bma.equals(balanced) and not bma.equals(by_auc)
     # a run whose recipe names another headline metric cannot be tabulated without --metric
     other = tmp_path / "bma"
-    r = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "headline_metric=balanced_accuracy", "--out", str(other), "--quiet"])
+    r = CliRunner().invoke(main, ["run", BREAST, *FAST, "--set", "headline_metric=balanced_accuracy", "--out",
+                                  str(other), "--quiet"])
     assert r.exit_code == 0 and "headline balanced_accuracy: knn" in r.output
     with pytest.raises(SSLBenchError, match="different headline metrics"):
         compare([str(root), str(other)], allow_mixed=True)

@@ -21,13 +21,15 @@ VALUES = {
 LINEAR = {"BYOL": [0.60, 0.62, 0.70], "BYOL-TracIn": [0.61, 0.61, 0.64], "Random": [0.40, 0.41, 0.49]}
 
 
-def write_run(root: Path, method: str, seed: int, evals: dict, recipe_extra: dict | None = None, headline: str = "auc") -> Path:
+def write_run(root: Path, method: str, seed: int, evals: dict, recipe_extra: dict | None = None,
+              headline: str = "auc") -> Path:
     d = root / method / f"seed{seed}"
     d.mkdir(parents=True)
     recipe = {"name": method.lower(), "method": method, "seed": seed, "out_dir": "runs", "train": {"lr": 0.1},
               "headline_metric": headline, **(recipe_extra or {})}
     (d / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    res = {"recipe": recipe["name"], "method": method, "dataset": "HAM10000", "seed": seed, "eval": evals, "headline_metric": headline}
+    res = {"recipe": recipe["name"], "method": method, "dataset": "HAM10000", "seed": seed, "eval": evals,
+           "headline_metric": headline}
     (d / "results.json").write_text(json.dumps(res))
     return d
 
@@ -36,7 +38,8 @@ def write_run(root: Path, method: str, seed: int, evals: dict, recipe_extra: dic
 def runs_root(tmp_path):
     for method, vals in VALUES.items():
         for seed, v in enumerate(vals):
-            write_run(tmp_path, method, seed, {"finetune@0.1": {"auc": v, "label_fraction": 0.1}, "linear": {"auc": LINEAR[method][seed]}})
+            write_run(tmp_path, method, seed,
+                      {"finetune@0.1": {"auc": v, "label_fraction": 0.1}, "linear": {"auc": LINEAR[method][seed]}})
     return tmp_path
 
 
@@ -57,7 +60,8 @@ def test_csv_has_the_unrounded_statistics(runs_root):
     _, text, _ = compare([str(runs_root)], metric="auc", fmt="csv")
     rows = [r.split(",") for r in text.strip().splitlines()]
     head, body = rows[0], rows[1:]
-    assert head == ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune", "repeated_runs", "at_baseline"]
+    assert head == ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune", "repeated_runs",
+                    "at_baseline"]
     got = {(r[0], r[1]): (float(r[2]), float(r[3]), int(r[4])) for r in body}
     for method, vals in VALUES.items():
         mean, std, n = got[(method, "HAM10000 · finetune@0.1")]
@@ -71,7 +75,8 @@ def test_best_mean_per_column_is_marked_once_and_lower_is_better_flips_it(runs_r
         assert marked == [best], (col, marked)
     low, _, _ = compare([str(runs_root)], metric="auc", fmt="markdown", lower_is_better=True)
     assert [m for m in low.index if low.loc[m, "HAM10000 · linear"].startswith("**")] == ["Random"]
-    res = CliRunner().invoke(main, ["compare", str(runs_root), "--metric", "auc", "--format", "markdown", "--lower-is-better"])
+    res = CliRunner().invoke(main, ["compare", str(runs_root), "--metric", "auc", "--format", "markdown",
+                                    "--lower-is-better"])
     assert res.exit_code == 0 and "**0.433(.049)** n=3" in res.output  # Random's linear cell
 
 
@@ -104,7 +109,8 @@ def test_a_single_seed_has_no_std_and_unequal_seed_counts_are_shown(tmp_path):
     write_run(tmp_path, "FS", 1, {"knn": {"auc": 0.9}})
     table, _, _ = compare([str(tmp_path)], metric="auc", fmt="markdown")
     assert table.loc["BYOL", "HAM10000 · knn"] == "0.700 n=1"
-    assert table.loc["FS", "HAM10000 · knn"] == f"**{fmt_cell(0.75, math.sqrt(0.045), 2)}** n=2" == "**0.750(.212)** n=2"
+    assert (table.loc["FS", "HAM10000 · knn"] == f"**{fmt_cell(0.75, math.sqrt(0.045), 2)}** n=2"
+            == "**0.750(.212)** n=2")
 
 
 def test_runs_whose_recipes_differ_are_not_averaged(tmp_path):

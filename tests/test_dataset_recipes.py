@@ -17,9 +17,11 @@ FLAGSHIPS = {
 def test_flagship_and_baselines(family):
     flag = load_recipe(FLAGSHIPS[family]).cfg
     t = flag["train"]
-    assert (t["epochs"], t["batch_size"], t["lr"], t["momentum"], t["weight_decay"], t["warmup_epochs"]) == (300, 256, 0.1, 0.9, 1e-5, 10)
+    assert (t["epochs"], t["batch_size"], t["lr"], t["momentum"], t["weight_decay"],
+            t["warmup_epochs"]) == (300, 256, 0.1, 0.9, 1e-5, 10)
     assert flag["backbone"]["name"] == "resnet18" and flag["data"]["size"] == 140 and flag["augment"]["size"] == 128
-    assert (flag["objective"]["projection_dim"], flag["objective"]["momentum_base"], flag["objective"]["momentum_end"]) == (256, 0.99, 1.0)
+    assert (flag["objective"]["projection_dim"], flag["objective"]["momentum_base"],
+            flag["objective"]["momentum_end"]) == (256, 0.99, 1.0)
     sel = flag["selector"]
     assert (sel["name"], sel["k"], sel["model"], sel["views"]) == ("tracin", 1, "pretrained", "light")
     producer = load_recipe(REPO / sel["checkpoint"]).cfg
@@ -73,4 +75,5 @@ def test_breastmnist_table1_rows_change_one_thing():
         methods.add(cfg["method"])
         if cfg["selector"].get("model") == "pretrained":  # the producer is the vanilla BYOL base recipe
             assert load_recipe(REPO / cfg["selector"]["checkpoint"]).cfg["name"] == base["name"]
-    assert {"Random", "FS", "FS-pretrained", "BYOL-TracIn", "BYOL-TracIn-pretrained", "BYOL-Sup", "FNC", "FT"} <= methods
+    assert {"Random", "FS", "FS-pretrained", "BYOL-TracIn", "BYOL-TracIn-pretrained", "BYOL-Sup", "FNC",
+            "FT"} <= methods

@@ -39,7 +39,8 @@ def _local_out(out, shard: Shard):
     """This rank's rows of a StepOutput computed for the whole global batch."""
     from ssl_bench.objectives.base import StepOutput, ViewOutput
 
-    views = tuple(ViewOutput(**{f: None if getattr(v, f) is None else shard.local(getattr(v, f)) for f in ("h", "z", "t", "p", "a")})
+    views = tuple(ViewOutput(**{f: None if getattr(v, f) is None else shard.local(getattr(v, f))
+                                for f in ("h", "z", "t", "p", "a")})
                   for v in out.views)
     return StepOutput(views)
 
@@ -99,7 +100,8 @@ def _selection_worker(rank: int, port: int) -> None:
                 sel = SELECTORS.build(dict(cfg))
                 sel.setup(obj, data)
                 want = sel.select(ctx(full, x, labels, None, (v1, v2)))  # one process, the global batch
-                got = sel.select(ctx(local, shard.local(x), shard.local(labels), shard, (shard.local(v1), shard.local(v2))))
+                got = sel.select(ctx(local, shard.local(x), shard.local(labels), shard,
+                                     (shard.local(v1), shard.local(v2))))
                 assert got.shape == (shard.local_size, cfg["k"]), (cfg, got.shape)
                 assert torch.equal(got, shard.local(want)), (cfg, n, rank, got, shard.local(want))
                 assert not (got == torch.arange(shard.local_size)[:, None] + shard.offset).any()  # never itself
@@ -112,18 +114,21 @@ def _selection_worker(rank: int, port: int) -> None:
                     part = obj.loss(replace(local, shard=shard), got) * (shard.local_size / shard.total)
                     assert torch.allclose(dist_sum(part.detach()), single, rtol=1e-10, atol=1e-12)
                     # a local sample pulled towards a remote target: differs from local-only indexing
-                    assert crosses == 0 or not torch.allclose(part, obj.loss(local, localize(got, shard)) * (shard.local_size / shard.total))
+                    assert crosses == 0 or not torch.allclose(part, obj.loss(local, localize(got, shard))
+                                                              * (shard.local_size / shard.total))
 
             # SimCLR with extra positives across ranks: negatives gathered *with* gradients
             g = torch.Generator().manual_seed(n)
-            z1, z2 = torch.randn(n, 16, generator=g, dtype=torch.float64), torch.randn(n, 16, generator=g, dtype=torch.float64)
+            z1, z2 = (torch.randn(n, 16, generator=g, dtype=torch.float64),
+                      torch.randn(n, 16, generator=g, dtype=torch.float64))
             extra = torch.randint(0, n, (n, 2), generator=g)
             extra[extra == torch.arange(n)[:, None]] = -1
             zg1, zg2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
             single = multi_positive_nt_xent(zg1, zg2, 0.5, extra, 0.7)
             single.backward()
             zl1, zl2 = shard.local(z1).clone().requires_grad_(), shard.local(z2).clone().requires_grad_()
-            part = multi_positive_nt_xent(zl1, zl2, 0.5, shard.local(extra), 0.7, shard=shard) * (shard.local_size / shard.total)
+            part = multi_positive_nt_xent(zl1, zl2, 0.5, shard.local(extra), 0.7,
+                                          shard=shard) * (shard.local_size / shard.total)
             part.backward()
             assert torch.allclose(dist_sum(part.detach()), single.detach(), rtol=1e-10)
             assert torch.allclose(zl1.grad, shard.local(zg1.grad), rtol=1e-8, atol=1e-12)
@@ -138,6 +143,7 @@ def dist_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+@pytest.mark.slow
 def test_global_batch_selection_equals_single_process():
     """2 gloo processes on real BreastMNIST: TracIn / FS / FNC / oracle choose what one process
     chooses on the same global batch; BYOL's and SimCLR's losses and gradients match."""
@@ -176,6 +182,7 @@ def test_shard_plan_cuts_every_part_of_a_plan_and_keeps_global_extras():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     """`ssl-bench run --devices 2` (Fabric DDP, gloo): 1 epoch of BYOL+TracIn on BreastMNIST."""
     out_dir = tmp_path / "runs"
@@ -191,7 +198,8 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
     run_dirs = [p for p in (out_dir / "byol_breastmnist").iterdir()]
     assert len(run_dirs) == 1, run_dirs  # rank 1 wrote nothing of its own
     run_dir = run_dirs[0]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "loss.png", "metrics.jsonl", "recipe.yaml", "results.json", "steps.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "loss.png", "metrics.jsonl", "recipe.yaml",
+                                                         "results.json", "steps.jsonl"]
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1  # one epoch, one line (not one per rank)
     m = metrics[0]
@@ -205,6 +213,7 @@ def test_two_process_byol_tracin_run_writes_one_run_directory(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_process_run_in_host_mode_equals_device_mode(tmp_path):
     """`--devices 2` with train.data_on: host (each rank gathers only its slice, one step ahead) gives
     the same epoch losses and weights as the same DDP run with the split on the device."""
@@ -229,7 +238,8 @@ def test_two_process_run_in_host_mode_equals_device_mode(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--devices", "2", "--set", "train.sync_batchnorm=true", "--set", "train.device=cpu"], "train.sync_batchnorm needs CUDA"),
+        (["--devices", "2", "--set", "train.sync_batchnorm=true", "--set", "train.device=cpu"],
+         "train.sync_batchnorm needs CUDA"),
         (["--devices", "2", "--set", "train.batch_size=3"], "is the global batch: with 2 processes it must be ≥ 4"),
         (["--devices", "0"], "train.devices must be ≥ 1"),
     ],

@@ -51,6 +51,7 @@ def _subset_args(path):
             "--set", "data.class_names=[malignant,benign]", "--set", "train.batch_size=128"]
 
 
+@pytest.mark.slow
 def test_run_reports_map_metrics_and_saves_the_map(tsimcne_run):
     results = json.loads((tsimcne_run / "results.json").read_text())
     assert results["method"] == "t-SimCNE +randrot" and results["objective"] == "tsimcne"
@@ -75,6 +76,7 @@ def test_run_reports_map_metrics_and_saves_the_map(tsimcne_run):
     assert (tsimcne_run / "embedding.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_embed_reproduces_the_training_embedding_and_maps_new_images(tsimcne_run, tmp_path):
     res = _cli("embed", tsimcne_run, "--split", "train", "--out", tmp_path / "train.csv")
     assert res.exit_code == 0, res.output
@@ -92,6 +94,7 @@ def test_embed_reproduces_the_training_embedding_and_maps_new_images(tsimcne_run
     assert (tmp_path / "pneu.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -114,26 +117,32 @@ def test_embed_of_a_non_run_and_stage_mismatch_are_refused(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_untrained_run_embeds_its_128d_output_and_refuses_a_png(tsimcne_run, tmp_path, monkeypatch):
     """train.epochs: 0 (the Random baseline) ends before stage 2: the head is the 128-D projector."""
     subset = tsimcne_run.parent / "breast_subset.npz"
-    res = _cli("run", RANDROT, *TINY, "--set", "train.epochs=0", *_subset_args(subset), "--out", tmp_path / "r0", "--quiet")
+    res = _cli("run", RANDROT, *TINY, "--set", "train.epochs=0", *_subset_args(subset), "--out", tmp_path / "r0",
+               "--quiet")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r0" / "results.json").read_text())["eval"]["embedding@poster"]["dim"] == 128
     res = _cli("embed", tmp_path / "r0", "--out", tmp_path / "z.csv", "--png", tmp_path / "z.png")
-    assert res.exit_code == 2 and "needs a 2-D embedding; the head outputs of run" in res.output and "128-D" in res.output
+    assert (res.exit_code == 2 and "needs a 2-D embedding; the head outputs of run" in res.output
+            and "128-D" in res.output)
     assert not (tmp_path / "z.csv").exists() and not (tmp_path / "z.png").exists()
     # backbone features are named as such, and refused from two images, before the whole feature pass
     from ssl_bench import evaluate
 
     passes, real = [], evaluate.extract_features
-    monkeypatch.setattr(evaluate, "extract_features", lambda net, images, *a, **k: passes.append(len(images)) or real(net, images, *a, **k))
-    res = _cli("embed", tmp_path / "r0", "--features", "backbone", "--out", tmp_path / "b.csv", "--png", tmp_path / "b.png")
+    monkeypatch.setattr(evaluate, "extract_features",
+                        lambda net, images, *a, **k: passes.append(len(images)) or real(net, images, *a, **k))
+    res = _cli("embed", tmp_path / "r0", "--features", "backbone", "--out", tmp_path / "b.csv", "--png",
+               tmp_path / "b.png")
     assert res.exit_code == 2 and "the backbone features of run" in res.output and passes == [2]
     res = _cli("embed", tmp_path / "r0", "--split", "test", "--out", tmp_path / "z.csv")
     assert res.exit_code == 0 and pd.read_csv(tmp_path / "z.csv").shape == (N_TEST, 3 + 128)
 
 
+@pytest.mark.slow
 def test_embed_writes_backbone_features_as_npy_and_parquet(tmp_path):
     """`embed --features backbone` (the default for BYOL) gives the run's evaluation features; .npy and
     .parquet hold the same numbers; every written file is named."""
@@ -154,7 +163,8 @@ def test_embed_writes_backbone_features_as_npy_and_parquet(tmp_path):
 
     test_images = DATASETS.build(run.recipe["data"]).test.images
     np.testing.assert_allclose(feats, run.embed(test_images), rtol=1e-4, atol=1e-4)
-    r = CliRunner().invoke(main, ["embed", str(run.dir), "--out", str(tmp_path / "h.parquet"), "--features", "head", "--split", "test"])
+    r = CliRunner().invoke(main, ["embed", str(run.dir), "--out", str(tmp_path / "h.parquet"), "--features", "head",
+                                  "--split", "test"])
     assert r.exit_code == 0, r.output
     df = pd.read_parquet(tmp_path / "h.parquet")
     assert list(df.columns[:3]) == ["split", "index", "label"] and df.shape == (156, 3 + 64)  # projection_dim 64

@@ -27,7 +27,8 @@ def old_run(module_dir):
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     recipe["evaluate"] = [
         {"name": "knn", "k": 20},
-        {"name": "finetune", "label_fraction": 0.1, "epochs": 2, "lr": 0.01, "batch_size": 128, "weight_decay": 0.0001, "seeds": 1,
+        {"name": "finetune", "label_fraction": 0.1, "epochs": 2, "lr": 0.01, "batch_size": 128, "weight_decay": 0.0001,
+         "seeds": 1,
          "from_scratch": False, "select_split": "val", "select_metric": "auc", "test_split": "test",
          "augment": {"name": "byol", "size": None, "blur": 0.0, "solarize": 0.0}},
     ]
@@ -39,6 +40,7 @@ def old_run(module_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_evaluate_a_run_made_before_the_command_existed(old_run):
     before = {p.name: p.read_bytes() for p in old_run.iterdir() if p.is_file()}
     res = _cli(["evaluate", str(old_run)])
@@ -50,11 +52,13 @@ def test_evaluate_a_run_made_before_the_command_existed(old_run):
     new = json.loads(files[0].read_text())
     assert set(new["eval"]) == {"knn", "finetune@0.1"} and new["evaluated_epoch"] == 1
     block = new["eval_blocks"]["finetune@0.1"]
-    assert block["optimizer"] == "adam" and block["lr"] == 1e-3 and block["augment"] == {"name": "flip"} and block["epochs"] == 2
+    assert (block["optimizer"] == "adam" and block["lr"] == 1e-3 and block["augment"] == {"name": "flip"}
+            and block["epochs"] == 2)
     ft = new["eval"]["finetune@0.1"]
     assert {"majority_accuracy", "chance_balanced_accuracy", "pred_histogram", "chosen_epoch"} <= set(ft)
     assert [h["epoch"] for h in ft["per_seed"][0]["val_history"]] == [1, 2]
-    assert {p.name: p.read_bytes() for p in old_run.iterdir() if p.is_file() and p not in files} == before  # nothing else touched
+    # nothing else touched
+    assert {p.name: p.read_bytes() for p in old_run.iterdir() if p.is_file() and p not in files} == before
 
     # another evaluation: another file; compare reads both, the newest value of each protocol
     res = _cli(["evaluate", str(old_run), "--set", "evaluate=[{name: linear}, {name: knn, k: 5}]"])
@@ -72,6 +76,7 @@ def test_evaluate_a_run_made_before_the_command_existed(old_run):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_evaluate_refuses_what_it_cannot_do_before_writing(old_run, tmp_path):
     n = len(list(old_run.glob("results-evaluate-*.json")))
     res = _cli(["evaluate", str(old_run), "--set", "train.epochs=5"])
@@ -91,6 +96,7 @@ def test_evaluate_refuses_what_it_cannot_do_before_writing(old_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_notebook_run_puts_back_the_process_settings_and_reports_the_images_it_trained(tmp_path):
     """``ssl_bench.run`` sets torch's threads (``train.threads``) and glibc's malloc for the run, and
     puts them back when it ends; results.json's ``images_per_s`` is what metrics.jsonl logged (a batch
@@ -101,11 +107,13 @@ def test_a_notebook_run_puts_back_the_process_settings_and_reports_the_images_it
 
     before = torch.get_num_threads()
     want = 1 if before != 1 else 2
-    run = ssl_bench.run(BREAST, overrides=["train.epochs=1", f"train.threads={want}", "train.batch_size=1024", "train.drop_last=false",
-                                           "backbone.small_image_stem=false", "objective.hidden_dim=256", "evaluate=[]"],
+    run = ssl_bench.run(BREAST, overrides=["train.epochs=1", f"train.threads={want}", "train.batch_size=1024",
+                                           "train.drop_last=false", "backbone.small_image_stem=false",
+                                           "objective.hidden_dim=256", "evaluate=[]"],
                         out=tmp_path / "run")
     assert torch.get_num_threads() == before
     logged = run.metrics().iloc[0]
     assert logged["images"] == 546
     assert run.results["train"]["images_per_s"] == pytest.approx(logged["images_per_s"])
-    assert run.results["precision"] in ("bf16-mixed", "32-true") and run.results["provenance"]["versions"]["lightning-fabric"]
+    assert (run.results["precision"] in ("bf16-mixed", "32-true")
+            and run.results["provenance"]["versions"]["lightning-fabric"])

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart_example_runs(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "docs" / "examples" / "quickstart.py"), str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path, timeout=900)

@@ -40,10 +40,12 @@ def _run_features(run_dir: Path, split: str = "test") -> np.ndarray:
 
     trained = load_run(run_dir)
     comp = build_components(load_recipe(data={**trained.recipe, "selector": {"name": "none"}}))
-    ctx = EvalContext.of_objective(trained.objective, comp.data, comp.augment, comp.view_size, trained.normalize, torch.device("cpu"))
+    ctx = EvalContext.of_objective(trained.objective, comp.data, comp.augment, comp.view_size, trained.normalize,
+                                   torch.device("cpu"))
     return ctx.features(split)[0]
 
 
+@pytest.mark.slow
 def test_the_api_returns_a_run_with_results_and_metrics(trained_run):
     assert trained_run.dir.is_dir() and (trained_run.dir / "results.json").is_file()
     res = trained_run.results
@@ -58,6 +60,7 @@ def test_the_api_returns_a_run_with_results_and_metrics(trained_run):
     assert table["mean"].iloc[0] == pytest.approx(res["eval"]["knn"]["auc"])
 
 
+@pytest.mark.slow
 def test_exported_backbone_gives_the_runs_own_features_in_a_fresh_python(trained_run, tmp_path):
     out = tmp_path / "backbone.pt"
     cli = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "export", str(trained_run.dir), "--out", str(out)],
@@ -92,6 +95,7 @@ def test_exported_backbone_gives_the_runs_own_features_in_a_fresh_python(trained
     np.testing.assert_allclose(trained_run.embed(images), np.load(feats)[:40], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_timm_stem_export_loads_into_plain_timm(trained_run, tmp_path):
     if trained_run.recipe["backbone"]["small_image_stem"]:
         pytest.skip("the small-image stem is rebuilt by hand (the how-to's snippet)")
@@ -109,6 +113,7 @@ def test_timm_stem_export_loads_into_plain_timm(trained_run, tmp_path):
         torch.testing.assert_close(model.eval()((x - mean) / std), net(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_safetensors_export_carries_the_runs_pretrained_cfg_and_loads_into_timm(trained_run, tmp_path):
     """``--out X.safetensors``: timm's keys in safetensors, and beside it X.json with timm's config
     fields; ``pretrained_cfg`` is the run's mean/std and input size with an ssl-bench tag, so timm's own
@@ -144,6 +149,7 @@ def test_safetensors_export_carries_the_runs_pretrained_cfg_and_loads_into_timm(
         trained_run.export(out)  # the weights and their .json: neither is replaced without force
 
 
+@pytest.mark.slow
 def test_the_how_to_snippets_run_on_a_real_export(trained_run, tmp_path, monkeypatch):
     trained_run.export(tmp_path / "backbone.pt")
     trained_run.export(tmp_path / "backbone.safetensors")
@@ -155,6 +161,7 @@ def test_the_how_to_snippets_run_on_a_real_export(trained_run, tmp_path, monkeyp
         exec(compile(code, "use_your_backbone.md", "exec"), {})
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_and_bad_files_are_one_line(trained_run, tmp_path):
     out = tmp_path / "b.pt"
     out.write_text("keep me")

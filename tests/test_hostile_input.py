@@ -99,7 +99,8 @@ def _fake_run(root: Path, method: str = "BYOL", seed: int = 0, auc: float = 0.7)
     d = root / f"{method}-{seed}"
     d.mkdir(parents=True)
     (d / "recipe.yaml").write_text(yaml.safe_dump({"name": "r", "seed": seed, "headline_metric": "auc"}))
-    (d / "results.json").write_text(json.dumps({"method": method, "dataset": "D", "seed": seed, "eval": {"knn": {"auc": auc}}}))
+    (d / "results.json").write_text(json.dumps({"method": method, "dataset": "D", "seed": seed,
+                                                "eval": {"knn": {"auc": auc}}}))
     return d
 
 
@@ -139,7 +140,8 @@ def _plugin(path: Path, marker: Path, body: str = "") -> Path:
 def test_show_never_imports_a_plugin(tmp_path):
     marker = tmp_path / "imported.txt"
     _plugin(tmp_path / "evil.py", marker)
-    recipe = write_recipe(tmp_path / "r.yaml", f"extends: {BREAST}\nplugins: [evil.py]\nselector: {{name: marked_test}}\n")
+    recipe = write_recipe(tmp_path / "r.yaml",
+                          f"extends: {BREAST}\nplugins: [evil.py]\nselector: {{name: marked_test}}\n")
     code, out = cli("show", recipe)
     assert code == 0 and not marker.exists()
     assert "not checked (from plug-ins, which show does not import): selector 'marked_test'" in out
@@ -167,7 +169,8 @@ def test_a_recipe_plugin_is_looked_up_beside_the_recipe_only(tmp_path):
     _plugin(tmp_path / "cwd" / "plug.py", marker)  # a same-named file in the working directory
     recipe = write_recipe(tmp_path / "recipes" / "r.yaml", f"extends: {BREAST}\nplugins: [plug.py]\n")
     code, out = cli("run", recipe, "--out", tmp_path / "never", cwd=tmp_path / "cwd")
-    one_error_line(code, out, f"plugin file not found: plug.py (recipe key plugins[0], looked for {tmp_path / 'recipes' / 'plug.py'})")
+    one_error_line(code, out, f"plugin file not found: plug.py (recipe key plugins[0], "
+                              f"looked for {tmp_path / 'recipes' / 'plug.py'})")
     assert not marker.exists() and not (tmp_path / "never").exists()
 
 
@@ -237,7 +240,8 @@ def test_a_manifest_path_must_exist_exactly_under_the_root(tmp_path, bad_path, m
     rows[0] = f"{bad_path},normal"
     (tmp_path / "data" / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     with pytest.raises(SSLBenchError, match=f"m.csv line 2: .*{message}"):
-        DATASETS.build({"name": "folder", "root": str(tmp_path / "data"), "manifest": "m.csv", "size": 28, "cache_dir": str(tmp_path / "c")})
+        DATASETS.build({"name": "folder", "root": str(tmp_path / "data"), "manifest": "m.csv", "size": 28,
+                        "cache_dir": str(tmp_path / "c")})
 
 
 def _ham_zip(path: Path, extra: dict[str, bytes]) -> Path:
@@ -258,7 +262,8 @@ def test_a_zip_member_outside_the_root_or_a_second_file_for_one_image_is_an_erro
     with pytest.raises(SSLBenchError, match=rf"member '\.\./\.\./{first}\.jpg' points outside the archive's root"):
         DATASETS.build({"name": "isic", "root": str(evil), "size": 28, "cache_dir": str(tmp_path / "c")})
     twice = _ham_zip(tmp_path / "twice.zip", {f"extra/{first}.jpg": other})
-    with pytest.raises(SSLBenchError, match=rf"image {first} .* is claimed by two files .*: .*{first}\.jpg and .*{first}\.jpg"):
+    with pytest.raises(SSLBenchError,
+                       match=rf"image {first} .* is claimed by two files .*: .*{first}\.jpg and .*{first}\.jpg"):
         DATASETS.build({"name": "isic", "root": str(twice), "size": 28, "cache_dir": str(tmp_path / "c")})
 
 
@@ -275,8 +280,10 @@ def test_images_dropped_as_corrupt_are_named_in_results(tmp_path):
     rows = _xray_folder(tmp_path / "data", n=24)
     (tmp_path / "data" / "siteA" / "img3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     (tmp_path / "data" / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    code, out = cli("run", BREAST, "--set", "data={name: folder, root: " + str(tmp_path / "data") + ", manifest: m.csv, size: 28, "
-                    "channels: 1, skip_corrupt: true, cache_dir: " + str(tmp_path / "c") + "}", "--set", "train.epochs=0",
+    code, out = cli("run", BREAST, "--set",
+                    "data={name: folder, root: " + str(tmp_path / "data") + ", manifest: m.csv, size: 28, "
+                    "channels: 1, skip_corrupt: true, cache_dir: " + str(tmp_path / "c") + "}", "--set",
+                    "train.epochs=0",
                     "--set", "evaluate=[{name: knn, k: 3}]", "--out", tmp_path / "run", "--quiet")
     assert code == 0, out
     res = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -308,7 +315,8 @@ def test_a_recipe_with_non_utf8_bytes_or_a_key_given_twice(tmp_path):
     bad.write_bytes(f"extends: {BREAST}\nname: caf\xe9\n".encode("latin-1"))
     code, out = cli("show", bad)
     one_error_line(code, out, "is not UTF-8 text")
-    twice = write_recipe(tmp_path / "twice.yaml", f"extends: {BREAST}\ntrain: {{epochs: 1}}\nseed: 1\ntrain: {{epochs: 5}}\n")
+    twice = write_recipe(tmp_path / "twice.yaml",
+                         f"extends: {BREAST}\ntrain: {{epochs: 1}}\nseed: 1\ntrain: {{epochs: 5}}\n")
     code, out = cli("show", twice)
     one_error_line(code, out, "line 4: key 'train' is given twice in one mapping (also line 2)")
 
@@ -322,7 +330,8 @@ def test_a_damaged_medmnist_file_is_one_line(tmp_path, damage, message):
 
     z = dict(np.load(MEDMNIST_ROOT / "breastmnist.npz"))
     np.savez(tmp_path / "breastmnist.npz", **damage(z))
-    code, out = cli("run", BREAST, "--set", f"data.root={tmp_path}", "--set", "data.download=false", "--out", tmp_path / "never")
+    code, out = cli("run", BREAST, "--set", f"data.root={tmp_path}", "--set", "data.download=false", "--out",
+                    tmp_path / "never")
     one_error_line(code, out, message)
 
 

@@ -53,6 +53,7 @@ def test_positives_never_writes_into_a_runs_own_files(run0, tmp_path):
     assert _snapshot(run0) == before
 
 
+@pytest.mark.slow
 def test_positives_refuses_existing_outputs_without_force_and_replaces_them_with_it(run0, tmp_path):
     (tmp_path / "g.png").write_text("keep me")
     (tmp_path / "h.json").write_text("keep me")  # the report beside a new figure

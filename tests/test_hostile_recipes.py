@@ -112,7 +112,8 @@ def test_a_deeply_nested_recipe_is_one_line(tmp_path):
     deep = write_recipe(tmp_path / "deep.yaml", f"extends: {BREAST}\nx: " + "[" * 3000 + "]" * 3000 + "\n")
     code, out = cli("show", deep)
     one_error_line(code, out, "deep.yaml line 2: nested more than", "levels deep")
-    block = write_recipe(tmp_path / "block.yaml", f"extends: {BREAST}\nx:\n" + "".join(" " * i + "a:\n" for i in range(1, 200)))
+    block = write_recipe(tmp_path / "block.yaml",
+                         f"extends: {BREAST}\nx:\n" + "".join(" " * i + "a:\n" for i in range(1, 200)))
     code, out = cli("show", block)
     one_error_line(code, out, "block.yaml line", "nested more than")
 
@@ -176,7 +177,8 @@ def test_resume_with_a_bad_epoch_count_is_one_line(tiny_run, tmp_path):
 
 def test_a_pretrained_selector_of_another_channel_count_is_refused_before_the_run(tiny_run, tmp_path):
     code, out = cli("run", BREAST, *TINY, "--set", "data.flag=retinamnist",
-                    "--set", f"selector={{name: fs, model: pretrained, checkpoint: {tiny_run}}}", "--out", tmp_path / "never")
+                    "--set", f"selector={{name: fs, model: pretrained, checkpoint: {tiny_run}}}", "--out",
+                    tmp_path / "never")
     one_error_line(code, out, "selector.checkpoint", "1-channel images", "data has 3")
     assert not (tmp_path / "never").exists()
 
@@ -209,7 +211,8 @@ def test_a_producer_run_with_a_damaged_recipe_is_passed_over(tmp_path):
     from ssl_bench.recipe import load_recipe
 
     cfg = load_recipe(BREAST, [f"out_dir={tmp_path}"]).cfg
-    for i, (recipe, results) in enumerate([("train: 5\nselector: [x]\n", "{}"), ("name: x\n", "[" * 100_000 + "]" * 100_000)]):
+    for i, (recipe, results) in enumerate([("train: 5\nselector: [x]\n", "{}"),
+                                           ("name: x\n", "[" * 100_000 + "]" * 100_000)]):
         d = tmp_path / cfg["name"] / f"seed0-{i}"
         (d / "checkpoints").mkdir(parents=True)
         (d / "checkpoints" / "last.pt").write_bytes(b"x")

@@ -30,11 +30,13 @@ def logged_run(module_dir):
     recipe.write_text(yaml.safe_dump(cfg))
     out = root / "run"
     r = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "run", str(recipe), "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, cwd=root, env={**__import__("os").environ, "WANDB_SILENT": "true"})
+                       capture_output=True, text=True, cwd=root,
+                       env={**__import__("os").environ, "WANDB_SILENT": "true"})
     assert r.returncode == 0, r.stderr[-2000:]
     return out, r.stdout
 
 
+@pytest.mark.slow
 def test_every_step_reaches_csv_and_tensorboard(logged_run):
     out, stdout = logged_run
     steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
@@ -63,6 +65,7 @@ def test_every_step_reaches_csv_and_tensorboard(logged_run):
     assert "logging to:" in stdout
 
 
+@pytest.mark.slow
 def test_final_evaluation_metrics_reach_every_logger(logged_run, monkeypatch):
     out, _ = logged_run
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -85,6 +88,7 @@ def test_final_evaluation_metrics_reach_every_logger(logged_run, monkeypatch):
     assert mlflow.tracking.MlflowClient().get_run(run_id).data.metrics["eval/knn/accuracy"] == pytest.approx(acc)
 
 
+@pytest.mark.slow
 def test_knn_monitor_and_loss_png(logged_run):
     out, stdout = logged_run
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -98,6 +102,7 @@ def test_knn_monitor_and_loss_png(logged_run):
     assert "figures: loss.png" in stdout and "val kNN acc" in stdout
 
 
+@pytest.mark.slow
 def test_wandb_offline_and_mlflow_file_store(logged_run, monkeypatch):
     out, _ = logged_run
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -113,6 +118,7 @@ def test_wandb_offline_and_mlflow_file_store(logged_run, monkeypatch):
     assert len(hist) == 2 * (546 // 32)
 
 
+@pytest.mark.slow
 def test_results_and_recipe_record_versions_commit_and_command(logged_run):
     out, _ = logged_run
     res = json.loads((out / "results.json").read_text())
@@ -125,7 +131,8 @@ def test_results_and_recipe_record_versions_commit_and_command(logged_run):
     assert prov["code_git"]["commit"] == git
     head = (out / "recipe.yaml").read_text().splitlines()[:3]
     assert head[0].startswith("# written by ssl-bench: python") and "torch" in head[0]
-    assert head[1] == f"# git commit {git}" + (" (with uncommitted changes)" if prov["code_git"]["dirty"] else "") or head[1].startswith("# command")
+    assert (head[1] == f"# git commit {git}" + (" (with uncommitted changes)" if prov["code_git"]["dirty"] else "")
+            or head[1].startswith("# command"))
     assert load_recipe(out / "recipe.yaml").cfg["log"][0] == "csv"  # still a valid recipe
 
 
@@ -161,7 +168,8 @@ def test_loss_png_on_a_full_disk_is_a_warning_and_leaves_no_file(tmp_path, monke
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
     said = []
     assert plot_loss(tmp_path, log=said.append) is None
-    assert said == [f"warning: {tmp_path / 'loss.png'} was not written (No space left on device); the run's results are unaffected"]
+    assert said == [f"warning: {tmp_path / 'loss.png'} was not written (No space left on device); "
+                    f"the run's results are unaffected"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["steps.jsonl"]
 
 
@@ -173,6 +181,7 @@ def test_loss_png_marks_the_stage_boundaries(tmp_path, monkeypatch):
     _steps_file(tmp_path)
     lines = []
     real = matplotlib.axes.Axes.axvline
-    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, *a, **k: lines.append(x) or real(self, x, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline",
+                        lambda self, x, *a, **k: lines.append(x) or real(self, x, *a, **k))
     assert plot_loss(tmp_path, boundaries=((10, "stage 2"), (15, "stage 3"))) == tmp_path / "loss.png"
     assert lines == [10.5, 15.5]

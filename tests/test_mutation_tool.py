@@ -64,7 +64,8 @@ def test_a_mutant_changes_only_its_node_and_keeps_comments_and_line_numbers(muta
 
     src_lines = LAYOUT.splitlines()
     found = mutation.mutants(LAYOUT)
-    assert {d for _, d, _ in found} >= {"Add → Sub", "Add= → Sub=", "Mult → Div", "2 → 3", "0 → 1", ".amax → .amin", "return None"}
+    assert {d for _, d, _ in found} >= {"Add → Sub", "Add= → Sub=", "Mult → Div", "2 → 3", "0 → 1", ".amax → .amin",
+                                        "return None"}
     for line, desc, text in found:
         lines = text.splitlines()
         assert len(lines) == len(src_lines), desc
@@ -88,6 +89,7 @@ def test_statement_lines_map_a_continuation_to_its_first_line(mutation):
     assert mutation.statement_lines(src) == {1: 1, 2: 1, 3: 3, 4: 4}
 
 
+@pytest.mark.slow
 def test_same_size_mutants_in_the_same_second_get_their_own_verdicts(mutation, tmp_path, monkeypatch):
     """Two mutants of one file with the same size, written within a second: with bytecode caching on,
     Python would run the first one's .pyc for the second (its mtime and size match)."""
@@ -171,7 +173,8 @@ def test_report_counts_only_results_of_the_code_as_it_is(mutation, tmp_path):
     line, desc, _ = mutation.mutants((REPO / module).read_text())[0]
     recs = [
         {"module": module, "line": line, "mutation": desc, "index": 0, "result": "killed", "code": "x"},
-        {"module": module, "line": line, "mutation": desc, "index": 10_000, "result": "survived", "code": "y"},  # older code
+        # older code
+        {"module": module, "line": line, "mutation": desc, "index": 10_000, "result": "survived", "code": "y"},
     ]
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -189,10 +192,12 @@ def test_retry_survivors_skips_a_survivor_already_run_against_the_same_code_and_
         {"module": module, "line": 2, "mutation": "b", "index": 1, "result": "survived", "fingerprint": "older tests"},
         {"module": module, "line": 3, "mutation": "c", "index": 2, "result": "survived"},  # run before fingerprints
         {"module": module, "line": 4, "mutation": "d", "index": 3, "result": "killed", "fingerprint": "older tests"},
-        {"module": "ssl_bench/removed.py", "line": 1, "mutation": "e", "index": 0, "result": "survived"},  # a module gone since
+        # a module gone since
+        {"module": "ssl_bench/removed.py", "line": 1, "mutation": "e", "index": 0, "result": "survived"},
     ]
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert len(mutation.load_done(f)) == 5
     # the first stays done (same module and tests), the killed one too; the others run again
-    assert mutation.load_done(f, retry_survivors=True) == {(module, 1, "a", 0): "survived", (module, 4, "d", 3): "killed"}
+    assert mutation.load_done(f, retry_survivors=True) == {(module, 1, "a", 0): "survived",
+                                                           (module, 4, "d", 3): "killed"}

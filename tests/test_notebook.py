@@ -10,6 +10,7 @@ NOTEBOOK = REPO / "docs" / "examples" / "tour.ipynb"
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
@@ -17,7 +18,8 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook without outputs"
     monkeypatch.setenv("SSL_BENCH_NOTEBOOK_OUT", str(tmp_path))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(NOTEBOOK.parent)}})
     client.execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "oracle" in text and (tmp_path / "positives_fs.png").stat().st_size > 10_000

@@ -23,7 +23,8 @@ def test_exclude_bn_bias_wd_puts_norm_parameters_and_biases_in_a_group_without_d
     no_decay = {id(p) for p in groups[1]["params"]}
     assert groups[1]["weight_decay"] == 0.0 and "weight_decay" not in groups[0]
     assert decay == {id(net[0].weight), id(net[3].weight)}  # conv and linear weights only
-    assert no_decay == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias), id(net[4].weight), id(net[4].bias)}
+    assert no_decay == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias), id(net[4].weight),
+                        id(net[4].bias)}
     assert len(param_groups(net, TrainConfig())) == 1  # off by default: one group, every parameter
 
 

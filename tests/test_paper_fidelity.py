@@ -41,7 +41,8 @@ def test_finetuning_views_are_written_into_the_recipe_and_the_paper_set_can_be_n
     from ssl_bench.evaluate import EVALUATIONS
 
     ctx = eval_context(breast, augment={"blur": [1.0, 1.0]})  # pre-training with blur on every view
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "augment": paper}).run(ctx)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                             "augment": paper}).run(ctx)
     assert res["augment"] == paper  # results.json says what it was
     view = ctx.view_of(res["augment"])
     x = breast.train.images[:8]
@@ -67,16 +68,20 @@ def test_method_names_follow_table_1():
     from ssl_bench.selectors import SELECTORS
 
     byol = OBJECTIVES.get("byol")
-    cases = [({"name": "tracin"}, "BYOL-TracIn"), ({"name": "tracin", "model": "pretrained", "checkpoint": "x"}, "BYOL-TracIn-pretrained"),
-             ({"name": "fs", "model": "pretrained", "checkpoint": "x"}, "BYOL-FS-pretrained"), ({"name": "oracle"}, "BYOL-Sup"),
+    cases = [({"name": "tracin"}, "BYOL-TracIn"),
+             ({"name": "tracin", "model": "pretrained", "checkpoint": "x"}, "BYOL-TracIn-pretrained"),
+             ({"name": "fs", "model": "pretrained", "checkpoint": "x"}, "BYOL-FS-pretrained"),
+             ({"name": "oracle"}, "BYOL-Sup"),
              ({"name": "none"}, "BYOL")]
     for sel, want in cases:
         assert method_name({"objective": {"name": "byol"}, "selector": sel}, SELECTORS.build(sel), byol) == want
 
 
 def test_compare_never_averages_on_the_fly_and_pretrained_runs_of_one_name(tmp_path):
-    write_run(tmp_path, "BYOL-TracIn", 0, {"knn": {"auc": 0.7}}, recipe_extra={"selector": {"name": "tracin", "model": "online"}})
-    write_run(tmp_path, "BYOL-TracIn", 1, {"knn": {"auc": 0.8}}, recipe_extra={"selector": {"name": "tracin", "model": "pretrained"}})
+    write_run(tmp_path, "BYOL-TracIn", 0, {"knn": {"auc": 0.7}},
+              recipe_extra={"selector": {"name": "tracin", "model": "online"}})
+    write_run(tmp_path, "BYOL-TracIn", 1, {"knn": {"auc": 0.8}},
+              recipe_extra={"selector": {"name": "tracin", "model": "pretrained"}})
     for allow in (False, True):
         with pytest.raises(SSLBenchError, match="mix selector.model online and pretrained"):
             compare([str(tmp_path)], metric="auc", allow_mixed=allow)
@@ -96,7 +101,8 @@ def test_tsimcne_follows_its_reference_implementation(breast):
     from ssl_bench.backbones import build_backbone
 
     torch.manual_seed(0)
-    obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 1024, "stages": [1, 1, 1]}, build_backbone({"name": "resnet18"}, in_chans=1))
+    obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 1024, "stages": [1, 1, 1]},
+                           build_backbone({"name": "resnet18"}, in_chans=1))
     w = obj.head_2d.weight
     assert abs(float(w.std()) - 1.0) < 0.05  # N(0, 1), as mutate_model's nn.init.normal_(std=1)
     torch.manual_seed(0)
@@ -105,7 +111,8 @@ def test_tsimcne_follows_its_reference_implementation(breast):
     assert float(old.head_2d.weight.std()) < 0.05  # PyTorch's default, ≈ 55× smaller
     # stage 2: gradients frozen, BatchNorm in train mode (its statistics keep updating), as the reference
     for mode, buffers_move in (("train", True), ("eval", False)):
-        cfg = breast_recipe(augment={"name": "simclr"}, objective={"name": "tsimcne", "hidden_dim": 128, "stages": [1, 1, 1],
+        cfg = breast_recipe(augment={"name": "simclr"},
+                            objective={"name": "tsimcne", "hidden_dim": 128, "stages": [1, 1, 1],
                             "stage2_batchnorm": mode}, train={"epochs": 3, "batch_size": 16})
         step, _ = real_step(cfg)
         enter_epoch(step.objective, step.optimizer, 2)

@@ -28,7 +28,8 @@ def test_barlow_twins_objective_trains_and_refuses_tracin(breast):
     assert torch.isfinite(res.loss) and res.extra is None
     moved = [k for k, p in step.objective.named_parameters() if not torch.equal(before[k], p)]
     assert any(k.startswith("backbone.") for k in moved) and any(k.startswith("projector.") for k in moved)
-    with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's .*prediction p .* objective 'barlow_twins' does not provide"):
+    with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's .*prediction p .* objective "
+                                            r"'barlow_twins' does not provide"):
         load_recipe(data={**cfg, "selector": {"name": "tracin"}})
 
 
@@ -37,13 +38,15 @@ def test_filename_labels_dataset_reads_real_xrays(tmp_path):
     images, labels = pneumonia_xrays(40)
     for i, (img, y) in enumerate(zip(images, labels)):
         save_png(img, tmp_path / "xrays" / f"case{i:03d}_{['normal', 'pneumonia'][y]}.png")
-    d = DATASETS.build({"name": "filename_labels", "root": str(tmp_path / "xrays"), "size": 28, "cache_dir": str(tmp_path / "c")})
+    d = DATASETS.build({"name": "filename_labels", "root": str(tmp_path / "xrays"), "size": 28,
+                        "cache_dir": str(tmp_path / "c")})
     assert d.class_names == ["normal", "pneumonia"] and d.task == "binary-class"
     assert len(d.train) + len(d.val) + len(d.test) == 40 and d.train.images.shape[1:] == (3, 28, 28)
     for split in ("train", "val", "test"):  # every label is the one in the file name
         names = [f.rsplit("_", 1)[-1][:-4] for f in d.files[split]]
         assert [d.class_names[int(y)] for y in d.split(split).labels] == names
-    again = DATASETS.build({"name": "filename_labels", "root": str(tmp_path / "xrays"), "size": 28, "cache_dir": str(tmp_path / "c")})
+    again = DATASETS.build({"name": "filename_labels", "root": str(tmp_path / "xrays"), "size": 28,
+                            "cache_dir": str(tmp_path / "c")})
     assert d.files == again.files  # seeded split
     with pytest.raises(SSLBenchError, match="image folder not found"):
         DATASETS.build({"name": "filename_labels", "root": str(tmp_path / "none")})

@@ -10,12 +10,14 @@ from ssl_bench.selectors.base import topk_excluding_self
 from ssl_bench.selectors.tracin import tracin_matrix
 from tests.helpers import breast_recipe, real_batch, real_step
 
-needs_bf16 = pytest.mark.skipif(not has_bf16(torch.device("cpu")), reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16)")
+needs_bf16 = pytest.mark.skipif(not has_bf16(torch.device("cpu")),
+                                reason="this CPU has no native bf16 (avx512_bf16 / amx_bf16)")
 
 
 def test_auto_is_the_default_and_resolves_by_the_hardware():
     assert TrainConfig().precision == "auto"
-    assert load_recipe(data=breast_recipe(train={"epochs": 1})).cfg["train"]["precision"] == "auto"  # recipe.yaml keeps auto
+    # recipe.yaml keeps auto
+    assert load_recipe(data=breast_recipe(train={"epochs": 1})).cfg["train"]["precision"] == "auto"
     cpu = torch.device("cpu")
     flags = open("/proc/cpuinfo").read()
     expected = "bf16-mixed" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "32-true"
@@ -29,7 +31,8 @@ def test_tracin_top1_under_bf16_equals_the_fp32_top1_of_the_same_activations(bre
     """The forward runs in bf16; the selector's Gram matrices run in fp32 on its activations: the
     positives it chose are the fp32 arg-max of TracIn computed here from those activations (bf16
     GEMMs inside the autocast region chose other positives for some anchors)."""
-    cfg = breast_recipe(selector={"name": "tracin", "views": "train", "symmetric": False}, train={"precision": "bf16-mixed", "batch_size": 128})
+    cfg = breast_recipe(selector={"name": "tracin", "views": "train", "symmetric": False},
+                        train={"precision": "bf16-mixed", "batch_size": 128})
     step, _ = real_step(cfg)
     seen = []
     loss = step.objective.loss
@@ -48,6 +51,7 @@ def test_tracin_top1_under_bf16_equals_the_fp32_top1_of_the_same_activations(bre
         assert torch.equal(extra, fp32)
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bf16_steps_are_deterministic_and_differ_from_fp32(breast):
     """Same seed, same numbers: two bf16 runs of three steps give bit-identical losses (what resume
@@ -70,7 +74,8 @@ def test_show_prints_what_auto_resolves_to_and_run_records_it(tmp_path):
 
     res = CliRunner().invoke(main, ["show", BREAST])
     assert res.exit_code == 0
-    assert f"# train.precision auto resolves to {resolve_precision('auto', torch.device('cpu'))} on this machine (cpu)" in res.output
+    assert (f"# train.precision auto resolves to {resolve_precision('auto', torch.device('cpu'))} "
+            "on this machine (cpu)" in res.output)
     assert "precision: auto" in res.output
     res = CliRunner().invoke(main, ["show", BREAST, "--set", "train.precision=32-true"])
     assert "resolves to" not in res.output

@@ -26,6 +26,7 @@ def write_recipes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_producer_runs_first_then_is_reused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     consumer = write_recipes(tmp_path)

@@ -97,6 +97,7 @@ def test_file_errors(tmp_path):
         load_recipe(nodata)
 
 
+@pytest.mark.slow
 def test_shipped_recipes_load_and_their_resolved_form_reloads(tmp_path):
     from pathlib import Path
 
@@ -121,7 +122,8 @@ class Tiny(torch.nn.Module):
 
     def __init__(self, in_chans: int = 3, width: int = 8):
         super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(in_chans, width, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(in_chans, width, 3), torch.nn.AdaptiveAvgPool2d(1), \
+torch.nn.Flatten())
         self.num_features = width
 
     def forward(self, x):
@@ -145,7 +147,8 @@ def test_plugin_components_in_an_extending_recipe(base, tmp_path):
     plug = tmp_path / "plug.py"
     plug.write_text(PLUGIN)
     child = tmp_path / "child.yaml"
-    child.write_text(f"extends: base.yaml\nplugins: [{plug}]\nbackbone: {{name: tiny_cnn_test, width: 4}}\nselector: {{name: plain_test}}\n")
+    child.write_text(f"extends: base.yaml\nplugins: [{plug}]\n"
+                     "backbone: {name: tiny_cnn_test, width: 4}\nselector: {name: plain_test}\n")
     r = load_recipe(child)
     assert r.cfg["backbone"] == {"name": "tiny_cnn_test", "in_chans": None, "width": 4}
     assert r.cfg["selector"] == {"name": "plain_test", "weight": 0.5}  # k dropped, weight kept
@@ -161,7 +164,8 @@ def test_a_parent_recipes_relative_plugin_is_found_from_a_child_elsewhere(base, 
     """Plug-in paths are relative to the file that names them, also when a child in another folder extends it."""
     (tmp_path / "parent").mkdir()
     (tmp_path / "parent" / "plug.py").write_text(PLUGIN.replace("_test", "_parent_test"))  # names of its own
-    (tmp_path / "parent" / "p.yaml").write_text(f"extends: {tmp_path / 'base.yaml'}\nplugins: [plug.py]\nselector: {{name: plain_parent_test}}\n")
+    (tmp_path / "parent" / "p.yaml").write_text(f"extends: {tmp_path / 'base.yaml'}\nplugins: [plug.py]\n"
+                                                "selector: {name: plain_parent_test}\n")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "c.yaml").write_text("extends: ../parent/p.yaml\nname: c\n")
     monkeypatch.chdir(tmp_path / "elsewhere")

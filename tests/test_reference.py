@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ssl_bench.cli import main
@@ -14,9 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_recipe_reference_is_not_stale():
     doc = (REPO / "docs" / "recipe_reference.md").read_text()
-    assert doc == markdown_reference(), "docs/recipe_reference.md is stale: run `ssl-bench list --markdown > docs/recipe_reference.md`"
+    assert doc == markdown_reference(), ("docs/recipe_reference.md is stale: "
+                                         "run `ssl-bench list --markdown > docs/recipe_reference.md`")
 
 
+@pytest.mark.slow
 def test_reference_lists_every_option_of_every_built_in_component_with_help():
     from ssl_bench.registry import ALL_REGISTRIES, factory_params
 
@@ -30,7 +33,8 @@ def test_reference_lists_every_option_of_every_built_in_component_with_help():
             params = [n for n, p in factory_params(e.factory).items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                       and not (p.default is p.empty and n in ("backbone", "encoder", "data", "objective"))]
             assert names == params, (kind, e.name)
-            assert all(r[3] for r in option_rows(e.factory)), (kind, e.name, [r[0] for r in option_rows(e.factory) if not r[3]])
+            assert all(r[3] for r in option_rows(e.factory)), (kind, e.name,
+                                                               [r[0] for r in option_rows(e.factory) if not r[3]])
     assert "| `knn_every` | int | 0 |" in doc and "| `log` | list | [] |" in doc
     assert "``" not in doc and ":func:" not in doc  # no reST markup leaks
 
@@ -41,9 +45,11 @@ def test_list_one_component_shows_type_default_and_help():
     assert "normalize" in r.output and "checkpoints" in r.output and "list[int] | None" in r.output
     assert "the cosine of the two per-sample gradients" in r.output
     r = CliRunner().invoke(main, ["list", "selectors", "tracn"])
-    assert r.exit_code == 0 and "tracin" not in r.output.split("\n", 1)[0]  # a name that is not exact: the filtered table
+    # a name that is not exact: the filtered table
+    assert r.exit_code == 0 and "tracin" not in r.output.split("\n", 1)[0]
 
 
+@pytest.mark.slow
 def test_list_recipes_shows_every_shipped_recipe():
     r = CliRunner().invoke(main, ["list", "recipes"], env={"COLUMNS": "250"})
     assert r.exit_code == 0, r.output
@@ -57,6 +63,8 @@ def test_list_recipes_shows_every_shipped_recipe():
 def test_show_checks_dataset_names_and_sizes_as_run_does():
     recipe = str(REPO / "recipes" / "medmnist" / "byol_breastmnist.yaml")
     r = CliRunner().invoke(main, ["show", recipe, "data.flag=breastmnst"])
-    assert r.exit_code == 2 and "unknown MedMNIST flag 'breastmnst' (recipe key data.flag) — did you mean 'breastmnist'" in r.output
+    assert (r.exit_code == 2
+            and "unknown MedMNIST flag 'breastmnst' (recipe key data.flag) — did you mean 'breastmnist'" in r.output)
     r = CliRunner().invoke(main, ["show", recipe, "data.size=36"])
-    assert r.exit_code == 2 and "recipe key data.size must be one of (28, 64, 128, 224) for MedMNIST, got 36" in r.output
+    assert (r.exit_code == 2
+            and "recipe key data.size must be one of (28, 64, 128, 224) for MedMNIST, got 36" in r.output)

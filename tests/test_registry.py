@@ -34,12 +34,14 @@ def test_build_passes_options(reg):
 
 
 def test_unknown_name_suggests_closest(reg):
-    with pytest.raises(SSLBenchError, match=r"unknown widget 'tracn' \(recipe key selector.name\) — did you mean 'tracin'\?"):
+    with pytest.raises(SSLBenchError,
+                       match=r"unknown widget 'tracn' \(recipe key selector.name\) — did you mean 'tracin'\?"):
         reg.build({"name": "tracn"}, key="selector")
 
 
 def test_unknown_option_and_wrong_type_and_missing(reg):
-    with pytest.raises(SSLBenchError, match=r"unknown recipe key selector\.kk for widget 'tracin' — did you mean 'k'\?"):
+    with pytest.raises(SSLBenchError,
+                       match=r"unknown recipe key selector\.kk for widget 'tracin' — did you mean 'k'\?"):
         reg.build({"name": "tracin", "kk": 1}, key="selector")
     with pytest.raises(SSLBenchError, match=r"recipe key selector\.k must be int, got str 'two'"):
         reg.build({"name": "tracin", "k": "two"}, key="selector")
@@ -106,7 +108,8 @@ def test_entry_point_plugins_are_loaded(monkeypatch, tmp_path):
         def load(self):
             calls.append(1)
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [EP()] if group == "ssl_bench.plugins" else [])
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [EP()] if group == "ssl_bench.plugins" else [])
     monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
     Registry("ep_test").names()
     assert calls == [1]

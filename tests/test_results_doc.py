@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from ssl_bench.cli import main
@@ -13,6 +14,7 @@ from ssl_bench.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_every_table_in_results_md_is_what_compare_prints(monkeypatch):
     doc = (REPO / "docs" / "results.md").read_text()
     blocks = re.findall(r"<!-- (\w+:\w+) -->\n(.*?)<!-- /\1 -->", doc, flags=re.S)
@@ -23,7 +25,8 @@ def test_every_table_in_results_md_is_what_compare_prints(monkeypatch):
         shown = body.split("```\n\n", 1)[1]
         res = CliRunner().invoke(main, shlex.split(cmd)[1:], catch_exceptions=False)
         assert res.exit_code == 0, res.output
-        assert res.stdout.rstrip() == shown.rstrip(), f"docs/results.md {marker} is stale: run python benchmarks/study_report.py"
+        assert res.stdout.rstrip() == shown.rstrip(), (f"docs/results.md {marker} is stale: "
+                                                       "run python benchmarks/study_report.py")
     # the figures the page shows exist
     for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc):
         assert (REPO / "docs" / img).is_file() or not tables, img

@@ -31,11 +31,13 @@ def tiny(module_dir):
     ckpts = {}
     for channels in (1, 3):
         torch.manual_seed(0)
-        cfg = load_recipe(data={"data": {"name": "medmnist", "flag": "breastmnist"}, "objective": {"name": "byol", "hidden_dim": 64}}).cfg
+        cfg = load_recipe(data={"data": {"name": "medmnist", "flag": "breastmnist"},
+                                "objective": {"name": "byol", "hidden_dim": 64}}).cfg
         obj = OBJECTIVES.build(cfg["objective"], build_backbone(cfg["backbone"], in_chans=channels))
         ckpts[channels] = root / f"frozen{channels}.pt"
         torch.save({"objective": obj.state_dict(), "recipe": cfg, "epoch": 1,
-                    "normalize": {"mean": torch.full((channels,), 0.5), "std": torch.full((channels,), 0.25)}}, ckpts[channels])
+                    "normalize": {"mean": torch.full((channels,), 0.5), "std": torch.full((channels,), 0.25)}},
+                   ckpts[channels])
     return {"isic": ham, "chestxray14": root / "cxr", "ckpt": ckpts}
 
 
@@ -63,6 +65,7 @@ def _tiny_overrides(path: str, tiny) -> list[str]:
     return sets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RECIPES)
 def test_every_shipped_recipe_builds_its_components(path, tiny):
     recipe = load_recipe(REPO / path, _tiny_overrides(path, tiny))  # also: the selector fits the objective
@@ -83,6 +86,7 @@ ON_THE_FLY = ["recipes/isic/tracin_isic.yaml", "recipes/isic/fs_isic.yaml",
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", ON_THE_FLY)
 def test_on_the_fly_rows_run_without_a_producer(path, tiny, tmp_path):
     from ssl_bench.train import run

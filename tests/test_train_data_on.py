@@ -30,6 +30,7 @@ def _recipe(root, data_on: str, selector: dict):
     })
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("selector", [{"name": "micle", "mode": "replace"}, {"name": "tracin", "views": "light"}])
 def test_host_mode_trains_to_the_same_weights_as_device_mode(ham_folder, tmp_path, selector):
     """Host mode reads each step's images one step ahead (the GPU prefetch order; MICLe's partner
@@ -40,7 +41,8 @@ def test_host_mode_trains_to_the_same_weights_as_device_mode(ham_folder, tmp_pat
                 for m in ("device", "host")}
     finally:
         torch.set_num_threads(threads)
-    losses = {m: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()] for m, d in dirs.items()}
+    losses = {m: [json.loads(x)["loss"] for x in (d / "metrics.jsonl").read_text().splitlines()]
+              for m, d in dirs.items()}
     assert len(losses["host"]) == 2 and losses["host"] == losses["device"]
     weights = {m: torch.load(d / "checkpoints" / "last.pt", weights_only=True)["objective"] for m, d in dirs.items()}
     assert weights["host"].keys() == weights["device"].keys()

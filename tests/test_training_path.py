@@ -162,6 +162,7 @@ def logged_losses(ham_folder, module_dir):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["tracin", "oracle", "micle", "ft", "nn"])
 def test_each_selector_family_changes_the_logged_loss(logged_losses, family):
     assert len(logged_losses[family]) == 1

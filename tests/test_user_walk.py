@@ -64,7 +64,8 @@ def test_a_derived_recipe_without_a_name_files_its_runs_under_its_own(tmp_path):
 
 
 def test_zero_epochs_and_a_batch_larger_than_the_split_are_said(tmp_path):
-    code, out = cli("run", BREAST, *TINY, "--set", "train.epochs=0", "--set", "train.batch_size=1024", "--out", tmp_path / "r")
+    code, out = cli("run", BREAST, *TINY, "--set", "train.epochs=0", "--set", "train.batch_size=1024", "--out",
+                    tmp_path / "r")
     assert code == 0, out
     assert "0 epochs × 1 step ·" in out and "1 epochs" not in out
     assert "train.epochs is 0: no pre-training" in out and "0/0" not in out
@@ -87,6 +88,7 @@ def test_selector_precision_plot_counts_epochs_in_whole_numbers(tmp_path, monkey
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
 
 
+@pytest.mark.slow
 def test_list_recipes_names_every_method_and_keeps_whole_sentences():
     from pathlib import Path
 
@@ -96,4 +98,5 @@ def test_list_recipes_names_every_method_and_keeps_whole_sentences():
     assert len(rows) > 50 and all(method for _, method, _, _ in rows), [r[0] for r in rows if not r[1]]
     byol_tracin = {path: method for path, method, _, _ in rows}
     assert byol_tracin["recipes/isic/tracin_isic.yaml"] == "BYOL-TracIn"  # as a run of it reports, with no method key
-    assert _first_sentence("MICLe of Azizi et al. (2021) pairs two images. Then more.") == "MICLe of Azizi et al. (2021) pairs two images."
+    assert (_first_sentence("MICLe of Azizi et al. (2021) pairs two images. Then more.")
+            == "MICLe of Azizi et al. (2021) pairs two images.")

@@ -8,7 +8,8 @@ tests notice.
 For each mutant — one operator or constant changed in one place (``a + b`` → ``a - b``, ``<`` → ``<=``,
 ``and`` → ``or``, ``not x`` → ``x``, ``-x`` → ``x``, ``n`` → ``n + 1``, ``True`` → ``False``,
 ``max`` ↔ ``min``, ``argmax`` ↔ ``argmin``, ``amax`` ↔ ``amin``, ``largest=True`` → ``False``, a
-``return x`` → ``return None``), the module's mapped fast tests run (``pytest -x -m "not slow"``); a
+``return x`` → ``return None``), the module's mapped tests run (``pytest -x -m "not e2e and not soak"``:
+all but the CLI's end-to-end runs); a
 mutant is *killed* when a test fails (or it times out), and *survives* otherwise.  Survivors are
 printed with their line; those that cannot change behaviour (equivalent mutants) are judged by hand
 and listed in the README's testing section.
@@ -54,12 +55,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {
-    "ssl_bench/selectors": ["tests/test_reference.py", "tests/selectors", "tests/test_training_path.py", "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
-    "ssl_bench/objectives": ["tests/test_reference.py", "tests/objectives", "tests/test_training_path.py", "tests/selectors/test_tracin.py",
+    "ssl_bench/selectors": ["tests/test_reference.py", "tests/selectors", "tests/test_training_path.py",
+                            "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
+    "ssl_bench/objectives": ["tests/test_reference.py", "tests/objectives", "tests/test_training_path.py",
+                             "tests/selectors/test_tracin.py",
                              "tests/test_distributed.py", "tests/test_paper_fidelity.py"],
-    "ssl_bench/evaluate": ["tests/test_reference.py", "tests/evaluate", "tests/test_plugin_examples.py", "tests/test_paper_fidelity.py"],
-    "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py", "tests/test_compare_sweep.py"],
-    "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py", "tests/selectors/test_selectors.py"],
+    "ssl_bench/evaluate": ["tests/test_reference.py", "tests/evaluate", "tests/test_plugin_examples.py",
+                           "tests/test_paper_fidelity.py"],
+    "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py",
+                             "tests/test_compare_sweep.py"],
+    "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py",
+                          "tests/selectors/test_selectors.py"],
 }
 # tests that read functions' signatures (the recipe reference documents objectives' defaults from
 # them) without running their bodies: a mutated default of a function header runs them too
@@ -69,7 +75,8 @@ SWAPS_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast
 SWAPS_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
              ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In}
 SWAPS_NAME = {"max": "min", "min": "max", "argmax": "argmin", "argmin": "argmax", "amax": "amin", "amin": "amax"}
-SKIP_CALLS = {"SSLBenchError", "warn", "log", "print", "ValueError", "RuntimeError", "TypeError", "KeyError", "secho", "echo"}
+SKIP_CALLS = {"SSLBenchError", "warn", "log", "print", "ValueError", "RuntimeError", "TypeError", "KeyError", "secho",
+              "echo"}
 
 
 def test_files(module: str) -> list[str]:
@@ -85,10 +92,12 @@ def _skipped_lines(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) and isinstance(first.value.value, str):
+            if (isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+                    and isinstance(first.value.value, str)):
                 out |= set(range(first.lineno, first.end_lineno + 1))
         if isinstance(node, (ast.Raise, ast.Assert, ast.Import, ast.ImportFrom)) or (
-            isinstance(node, ast.Call) and (getattr(node.func, "id", None) in SKIP_CALLS or getattr(node.func, "attr", None) in SKIP_CALLS)
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) in SKIP_CALLS or getattr(node.func, "attr", None) in SKIP_CALLS)
         ):
             out |= set(range(node.lineno, node.end_lineno + 1))
         if isinstance(node, ast.AnnAssign) and node.value is None:
@@ -101,7 +110,8 @@ def statement_lines(source: str) -> dict[int, int]:
     multi-line statement at its first line)."""
     out: dict[int, int] = {}
     for node in sorted((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.stmt)), key=lambda n: n.lineno):
-        body_start = min((c.lineno for f in ("body", "orelse", "finalbody", "handlers") for c in getattr(node, f, []) or []),
+        body_start = min((c.lineno for f in ("body", "orelse", "finalbody", "handlers")
+                          for c in getattr(node, f, []) or []),
                          default=node.end_lineno + 1)
         for line in range(node.lineno, min(node.end_lineno, body_start - 1) + 1):
             out[line] = node.lineno  # inner statements come later in line order and overwrite
@@ -161,9 +171,11 @@ def _spliced(source: str, node: ast.AST, replacement: ast.AST, mutated_tree: ast
             text = put(hi - len(node.attr.encode()), hi, replacement.attr)
         elif isinstance(node, ast.Return):
             v = node.value
-            text = put(at(v.lineno, v.col_offset), at(v.end_lineno, v.end_col_offset), padded("None", v.lineno, v.end_lineno))
+            text = put(at(v.lineno, v.col_offset), at(v.end_lineno, v.end_col_offset),
+                       padded("None", v.lineno, v.end_lineno))
         elif isinstance(node, ast.AugAssign):  # the operator between target and value: `x += y` → `x -= y`
-            lo, hi = at(node.target.end_lineno, node.target.end_col_offset), at(node.value.lineno, node.value.col_offset)
+            lo, hi = at(node.target.end_lineno, node.target.end_col_offset), at(node.value.lineno,
+                                                                                node.value.col_offset)
             gap = raw[lo:hi].decode()
             old, new = _OPS[type(node.op)] + "=", _OPS[type(replacement.op)] + "="
             if gap.count(old) != 1:
@@ -218,7 +230,8 @@ def _changes(node: ast.AST):
         yield f"{node.id} → {SWAPS_NAME[node.id]}", lambda n: _set(n, "id", SWAPS_NAME[n.id])
     elif isinstance(node, ast.Attribute) and node.attr in SWAPS_NAME:
         yield f".{node.attr} → .{SWAPS_NAME[node.attr]}", lambda n: _set(n, "attr", SWAPS_NAME[n.attr])
-    elif isinstance(node, ast.Return) and node.value is not None and not (isinstance(node.value, ast.Constant) and node.value.value is None):
+    elif isinstance(node, ast.Return) and node.value is not None and not (isinstance(node.value, ast.Constant)
+                                                                          and node.value.value is None):
         yield "return None", lambda n: _set(n, "value", ast.Constant(None))
 
 
@@ -227,7 +240,7 @@ def _changes(node: ast.AST):
 # -------------------------------------------------------------------------------------------------
 MAP_VERSION = "2"  # bump when what the coverage map records changes (its cache is then rebuilt)
 THREADS = 1  # torch threads of every test (--threads)
-PYTEST_ARGS = ["-q", "-m", "not slow", "-p", "no:cacheprovider", "-p", "no:randomly"]
+PYTEST_ARGS = ["-q", "-m", "not e2e and not soak", "-p", "no:cacheprovider", "-p", "no:randomly"]
 
 
 def _pin_threads(n: int) -> None:
@@ -242,7 +255,8 @@ def _pin_threads(n: int) -> None:
 def _forget_project_modules() -> None:
     """In a fork: drop ssl_bench and the tests from ``sys.modules`` so that they are imported anew
     (with the mutated file); torch, scikit-learn and lightly stay imported."""
-    for name in [m for m in sys.modules if m == "ssl_bench" or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
+    for name in [m for m in sys.modules if m == "ssl_bench"
+                 or m.startswith(("ssl_bench.", "tests", "ssl_bench_plugin_"))]:
         del sys.modules[name]
 
 
@@ -331,7 +345,8 @@ def coverage_map(modules: list[str], tests: list[str]) -> dict:
             for m in modules:
                 by_line = data.contexts_by_lineno(str(REPO / m)) or {}
                 lines[m] = {str(k): sorted(c for c in v if c) for k, v in by_line.items()}
-            out = {"lines": lines, "durations": plugin.durations, "spawns": sorted(plugin.spawns), "all": list(plugin.durations),
+            out = {"lines": lines, "durations": plugin.durations, "spawns": sorted(plugin.spawns),
+                   "all": list(plugin.durations),
                    "failed": plugin.failed}
             with os.fdopen(wfd, "w") as f:
                 json.dump(out, f)
@@ -445,7 +460,8 @@ def load_done(out: Path, retry_survivors: bool = False) -> dict:
             done[key], ran_with[key] = r["result"], r.get("fingerprint")
     if retry_survivors:
         now = {m: _fingerprint([m], test_files(m)) for m in {k[0] for k in done} if (REPO / m).is_file()}
-        done = {k: v for k, v in done.items() if v != "survived" or (ran_with[k] is not None and ran_with[k] == now.get(k[0]))}
+        done = {k: v for k, v in done.items() if v != "survived"
+                or (ran_with[k] is not None and ran_with[k] == now.get(k[0]))}
     return done
 
 
@@ -474,7 +490,8 @@ def main() -> int:
         return 0
     os.chdir(REPO)
     # a mutant left in place by a killed run would make every later result wrong: start clean only
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ssl_bench", "tests"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "ssl_bench", "tests"], capture_output=True,
+                           text=True).stdout
     if dirty.strip():
         raise SystemExit(f"uncommitted changes under ssl_bench/ or tests/ (a mutant left by a killed run?):\n{dirty}"
                          "restore them (git checkout -- ssl_bench tests) or commit them first")
@@ -485,7 +502,8 @@ def main() -> int:
     THREADS = args.threads
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     modules = args.module or sorted(
-        str(p.relative_to(REPO)) for prefix in TARGETS for p in ([REPO / prefix] if prefix.endswith(".py") else sorted((REPO / prefix).glob("*.py")))
+        str(p.relative_to(REPO)) for prefix in TARGETS
+        for p in ([REPO / prefix] if prefix.endswith(".py") else sorted((REPO / prefix).glob("*.py")))
         if p.name != "__init__.py"
     )
     # the heavy imports, once, in the parent (forks inherit them)
@@ -518,7 +536,8 @@ def main() -> int:
                 t0 = time.monotonic()
                 cmaps[key] = {**coverage_map(group, tests), "fingerprint": fp}
                 cache.write_text(json.dumps(cmaps))
-                print(f"coverage of {', '.join(group)} by {len(cmaps[key]['all'])} tests: {time.monotonic() - t0:.0f} s", flush=True)
+                print(f"coverage of {', '.join(group)} by {len(cmaps[key]['all'])} tests: "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
             cmap = cmaps[key]
         for index, (line, desc, mutated) in enumerate(mutants(source)):
             key = (module, line, desc, index)
@@ -558,7 +577,8 @@ def report(files: list[Path]) -> str:
     for module in sorted(by_module):
         # only results of the module's code as it is now (a mutant is its line, change and index)
         path = REPO / module
-        current = {(line, desc, i) for i, (line, desc, _) in enumerate(mutants(path.read_text()))} if path.is_file() else None
+        current = {(line, desc, i)
+                   for i, (line, desc, _) in enumerate(mutants(path.read_text()))} if path.is_file() else None
         recs = [r for key, r in by_module[module].items() if current is None or key in current]
         stale += len(by_module[module]) - len(recs)
         killed = sum(r["result"] in ("killed", "timeout") for r in recs)
@@ -568,7 +588,8 @@ def report(files: list[Path]) -> str:
         of = f" of {len(current)}" if current is not None and len(recs) < len(current) else ""
         rows.append(f"| `{module}` | {n}{of} | {killed} | {len(surv)} | {unrun} | {killed / max(n, 1):.1%} |")
         tot = [tot[0] + n, tot[1] + killed, tot[2] + len(surv), tot[3] + unrun]
-        survivors += [f"- `{module}:{r['line']}` {r['mutation']}: `{r['code'][:90]}`" for r in sorted(surv, key=lambda r: r["line"])]
+        survivors += [f"- `{module}:{r['line']}` {r['mutation']}: `{r['code'][:90]}`"
+                      for r in sorted(surv, key=lambda r: r["line"])]
     rows.append(f"| all | {tot[0]} | {tot[1]} | {tot[2]} | {tot[3]} | {tot[1] / max(tot[0], 1):.1%} |")
     notes = [f"Left out: {stale} results of code that has changed since they were run."] if stale else []
     return "\n".join(rows + notes + ["", "Survivors:", *survivors]) + "\n"

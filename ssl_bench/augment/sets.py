@@ -35,7 +35,8 @@ PerView = Union[float, tuple[float, float]]  # one probability for both views, o
 def _per_view(option: str, value: PerView) -> tuple[float, float]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise SSLBenchError(f"augmentation option {option} must be a probability or a pair (view 1, view 2), got {value!r}")
+            raise SSLBenchError(f"augmentation option {option} must be a probability or a pair (view 1, view 2), got "
+                                f"{value!r}")
         return float(value[0]), float(value[1])
     return float(value), float(value)
 

@@ -69,10 +69,13 @@ class ChestXray14Dataset(ImageFiles):
         missing = [c for c in ("Image Index", "Finding Labels", "Patient ID") if c not in df.columns]
         if missing:
             raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)}")
-        train_val, test = set(_read_list(store, "train_val_list.txt", path)), set(_read_list(store, "test_list.txt", path))
+        train_val, test = (
+            set(_read_list(store, "train_val_list.txt", path)), set(_read_list(store, "test_list.txt", path))
+        )
         both = train_val & test
         if both:
-            raise SSLBenchError(f"ChestX-ray14: {len(both)} image(s) are in both train_val_list.txt and test_list.txt, e.g. {min(both)}")
+            raise SSLBenchError(f"ChestX-ray14: {len(both)} image(s) are in both train_val_list.txt and test_list.txt, "
+                                f"e.g. {min(both)}")
         index = {f: j for j, f in enumerate(FINDINGS)}
         ids, rows, split = [], [], []
         for i, (img, findings) in enumerate(zip(df["Image Index"], df["Finding Labels"].fillna(""))):
@@ -85,7 +88,8 @@ class ChestXray14Dataset(ImageFiles):
                 if f in ("No Finding", ""):
                     continue
                 if f not in index:
-                    raise SSLBenchError(f"{where} line {i + 2}: unknown finding '{f}' (expected one of {', '.join(FINDINGS)} or No Finding)")
+                    raise SSLBenchError(f"{where} line {i + 2}: unknown finding '{f}' (expected one of "
+                                        f"{', '.join(FINDINGS)} or No Finding)")
                 y[index[f]] = 1.0
             ids.append(img)
             rows.append(y)
@@ -93,12 +97,14 @@ class ChestXray14Dataset(ImageFiles):
         listed = train_val | test
         unknown = listed - set(df["Image Index"])
         if unknown:
-            raise SSLBenchError(f"ChestX-ray14: {len(unknown)} image(s) of the split lists are not in {where}, e.g. {min(unknown)}")
+            raise SSLBenchError(f"ChestX-ray14: {len(unknown)} image(s) of the split lists are not in {where}, e.g. "
+                                f"{min(unknown)}")
         members = store.locate(ids, where)
         patients = df.set_index("Image Index").loc[ids, "Patient ID"].tolist()
         groups = group_codes(patients)
         split_arr = carve_val(np.asarray(split), groups.numpy(), val_fraction, split_seed)
         labels = torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, len(FINDINGS))
         return assemble(
-            "ChestX-ray14", store, members, labels, split_arr, "multi-label", list(FINDINGS), groups, self, channels=1, tag="chestxray14",
+            "ChestX-ray14", store, members, labels, split_arr, "multi-label", list(FINDINGS), groups, self, channels=1,
+            tag="chestxray14",
         )

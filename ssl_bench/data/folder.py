@@ -12,7 +12,8 @@ What a hospital user brings.  ``data.root`` is the folder (or .zip) the image pa
   = sorted folder names), or ``root/{train,val,test}/<class>/<image>`` for fixed splits.
 
 Without a ``split`` column or split folders, train / val / test are a seeded group-disjoint split
-with ``split_ratios``, stratified by label (each class's share in every split; multi-label: by group only).  Images are decoded once into the cache (see :mod:`ssl_bench.data.images`).
+with ``split_ratios``, stratified by label (each class's share in every split; multi-label: by group only).  Images are
+decoded once into the cache (see :mod:`ssl_bench.data.images`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ssl_bench.errors import SSLBenchError
 
 __all__ = ["HOWTO", "FolderDataset"]
 
-HOWTO = "point data.root at the folder (or .zip) of your images; see `ssl-bench list dataset` and the folder adapter's docstring"
+HOWTO = ("point data.root at the folder (or .zip) of your images; see `ssl-bench list dataset` and the folder "
+         "adapter's docstring")
 
 
 def _manifest_frame(store: ImageStore, manifest: str, root: Path):
@@ -45,7 +47,8 @@ def _manifest_frame(store: ImageStore, manifest: str, root: Path):
             raise SSLBenchError(f"manifest {p} could not be read as CSV: {type(e).__name__}: {e}") from e
     member = manifest if manifest in store.files else store.find(manifest)
     if member is None:
-        raise SSLBenchError(f"manifest {manifest} not found (recipe key data.manifest; neither a file nor inside {root})")
+        raise SSLBenchError(f"manifest {manifest} not found (recipe key data.manifest; neither a file nor inside "
+                            f"{root})")
     return store.read_csv(member, dtype=str, keep_default_na=False), store.where(member)
 
 
@@ -90,7 +93,8 @@ class FolderDataset(ImageFiles):
             df, where = _manifest_frame(store, manifest, path)
             missing = [c for c in ("path", "label") if c not in df.columns]
             if missing:
-                raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected path,label[,group][,split])")
+                raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected "
+                                    "path,label[,group][,split])")
             paths = df["path"].str.strip().tolist()
             values = df["label"].str.strip().tolist()
             if "group" in df.columns:
@@ -99,7 +103,8 @@ class FolderDataset(ImageFiles):
                 names = df["split"].str.strip().str.lower().tolist()
                 bad = [i for i, s in enumerate(names) if s not in SPLITS]
                 if bad:
-                    raise SSLBenchError(f"{where} line {bad[0] + 2}: split must be train, val or test, got '{df['split'][bad[0]]}'")
+                    raise SSLBenchError(f"{where} line {bad[0] + 2}: split must be train, val or test, got "
+                                        f"'{df['split'][bad[0]]}'")
                 split = np.asarray(names, dtype="<U5")
             empty = [i for i, p in enumerate(paths) if not p]
             if empty:
@@ -109,13 +114,15 @@ class FolderDataset(ImageFiles):
             where = str(path)
             files = store.images()
             if not files:
-                raise SSLBenchError(f"no images in {path} (expected ImageFolder root/<class>/<image> or a data.manifest CSV)")
+                raise SSLBenchError(f"no images in {path} (expected ImageFolder root/<class>/<image> or a "
+                                    "data.manifest CSV)")
             parts = [PurePosixPath(f).parts for f in files]
             if all(len(p) >= 3 and p[-3].lower() in SPLITS for p in parts):  # root/{train,val,test}/<class>/<image>
                 split = np.asarray([p[-3].lower() for p in parts]).astype("<U5")
             elif any(len(p) < 2 for p in parts):
                 loose = next(f for f, p in zip(files, parts) if len(p) < 2)
-                raise SSLBenchError(f"{store.where(loose)} is not inside a class folder (ImageFolder layout root/<class>/<image>)")
+                raise SSLBenchError(f"{store.where(loose)} is not inside a class folder (ImageFolder layout "
+                                    "root/<class>/<image>)")
             members = files
             values = [p[-2] for p in parts]
         if task == "auto":
@@ -143,7 +150,7 @@ class FolderDataset(ImageFiles):
             split = (group_split(groups.numpy(), ratios, split_seed) if multilabel
                      else stratified_group_split(labels.numpy(), groups.numpy(), ratios, split_seed))
         return assemble(
-            display_name or path.stem, store, members, labels, split, kind, names, groups if groups_raw is not None else None,
-            self, channels=channels,
+            display_name or path.stem, store, members, labels, split, kind, names,
+            groups if groups_raw is not None else None, self, channels=channels,
             tag="folder-" + "".join(ch if ch.isalnum() else "_" for ch in path.stem)[:40],
         )

@@ -165,7 +165,8 @@ class ImageStore:
         for line, p in enumerate(paths, start=2):  # after the header
             norm = PurePosixPath(str(p).replace("\\", "/"))
             if norm.is_absolute() or _escapes(str(norm)):
-                raise SSLBenchError(f"{listed_in} line {line}: path '{p}' is outside the data root {self.root} (give it relative to the root)")
+                raise SSLBenchError(f"{listed_in} line {line}: path '{p}' is outside the data root {self.root} (give "
+                                    "it relative to the root)")
             key = str(norm)
             if key not in members:
                 raise SSLBenchError(f"{listed_in} line {line}: {key} not found under {self.root}")
@@ -393,7 +394,8 @@ def _decode_dicom(data: bytes, window: Window):
     return Image.fromarray(out, "L")
 
 
-def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop", window: Window = "percentile") -> np.ndarray:
+def decode_image(data: bytes, size: int, channels: int = 3, fit: Fit = "center_crop",
+                 window: Window = "percentile") -> np.ndarray:
     """Decode JPEG/PNG/TIFF/DICOM bytes to uint8 ``[channels, size, size]``; raises on a corrupt file.
     Images of more than 8 bits are windowed to 8 by the rule ``window`` (:func:`to_uint8`).  An image
     of more pixels than Pillow's decompression-bomb limit (twice ``PIL.Image.MAX_IMAGE_PIXELS``, for
@@ -439,10 +441,13 @@ def _progress(enabled: bool):
 
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
 
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn()
     )
 
 
@@ -540,7 +545,8 @@ class DecodeCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SSLBenchError(f"cannot create the decode cache folder {self.dir} (recipe key data.cache_dir or ${CACHE_ENV}): {e}") from e
+            raise SSLBenchError(f"cannot create the decode cache folder {self.dir} (recipe key data.cache_dir or "
+                                f"${CACHE_ENV}): {e}") from e
         t0 = time.perf_counter()
         tmp, lock = self._reserve(path, int(np.prod(shape)))
         try:
@@ -749,8 +755,8 @@ def assemble(
     order = np.concatenate([np.nonzero(split == s)[0] for s in ("train", "val", "test")])
     members, labels, split = [members[i] for i in order], labels[torch.from_numpy(order)], split[order]
     groups = None if groups is None else groups[torch.from_numpy(order)]
-    dec = load_images(store, members, files.size, channels, files.fit, files.cache, files.cache_dir, tag, files.workers, log=log,
-                      window=files.window)
+    dec = load_images(store, members, files.size, channels, files.fit, files.cache, files.cache_dir, tag, files.workers,
+                      log=log, window=files.window)
     skip_corrupt = files.skip_corrupt
     keep = np.ones(len(members), dtype=bool)
     if dec.corrupt:

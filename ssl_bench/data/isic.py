@@ -64,7 +64,8 @@ def _read_isic2019(store: ImageStore, gt: str):
     where = store.where(gt)
     missing = [c for c in ("image", *ISIC2019_CLASSES[:-1]) if c not in df.columns]
     if missing:
-        raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected image,{','.join(ISIC2019_CLASSES)})")
+        raise SSLBenchError(f"{where} lacks column(s) {', '.join(missing)} (expected "
+                            f"image,{','.join(ISIC2019_CLASSES)})")
     cols = [c for c in ISIC2019_CLASSES if c in df.columns]
     try:
         onehot = df[cols].to_numpy(dtype=np.float64)
@@ -74,11 +75,13 @@ def _read_isic2019(store: ImageStore, gt: str):
     bad = np.nonzero(sums == 0)[0]
     if len(bad):
         i = bad[0]
-        raise SSLBenchError(f"{where} line {_line(i)}: label row of {df['image'].iloc[i]} is all zeros ({len(bad)} such row(s))")
+        raise SSLBenchError(f"{where} line {_line(i)}: label row of {df['image'].iloc[i]} is all zeros ({len(bad)} "
+                            "such row(s))")
     bad = np.nonzero((sums != 1) | ~np.isin(onehot, (0.0, 1.0)).all(1))[0]
     if len(bad):
         i = bad[0]
-        raise SSLBenchError(f"{where} line {_line(i)}: label row of {df['image'].iloc[i]} is not one-hot ({len(bad)} such row(s))")
+        raise SSLBenchError(f"{where} line {_line(i)}: label row of {df['image'].iloc[i]} is not one-hot ({len(bad)} "
+                            "such row(s))")
     ids = df["image"].astype(str).tolist()
     label_names = [cols[j] for j in onehot.argmax(1)]
     groups = [None] * len(ids)
@@ -101,7 +104,8 @@ def _read_ham10000(store: ImageStore, meta: str):
     label_names = []
     for i, dx in enumerate(df["dx"].astype(str)):
         if dx not in HAM_TO_ISIC2019:
-            raise SSLBenchError(f"{where} line {_line(i)}: unknown class '{dx}' (dx must be one of {', '.join(HAM_TO_ISIC2019)})")
+            raise SSLBenchError(f"{where} line {_line(i)}: unknown class '{dx}' (dx must be one of "
+                                f"{', '.join(HAM_TO_ISIC2019)})")
         label_names.append(HAM_TO_ISIC2019[dx])
     return df["image_id"].astype(str).tolist(), label_names, df["lesion_id"].tolist(), None, meta
 
@@ -123,7 +127,8 @@ def _read_two_column(store: ImageStore, member: str) -> tuple[list[str], list[in
         elif _is_number(s) and float(s) in (0.0, 1.0):
             labels.append(int(float(s)))
         else:
-            raise SSLBenchError(f"{where} line {int(df.index[i]) + 1}: unknown class '{lab}' (expected benign/malignant or 0/1)")
+            raise SSLBenchError(f"{where} line {int(df.index[i]) + 1}: unknown class '{lab}' (expected "
+                                "benign/malignant or 0/1)")
         ids.append(str(img).strip())
     return ids, labels
 
@@ -159,7 +164,8 @@ class ISICDataset(ImageFiles):
         if layout == "auto":
             layout = next((k for k, v in found.items() if v is not None), None)
             if layout is None:
-                raise SSLBenchError(f"no ISIC label file in {path}: expected {ISIC2019_GT}, {HAM_META} or {ISIC2016_TRAIN}; {HOWTO}")
+                raise SSLBenchError(f"no ISIC label file in {path}: expected {ISIC2019_GT}, {HAM_META} or "
+                                    f"{ISIC2016_TRAIN}; {HOWTO}")
         elif found[layout] is None:
             want = {"isic2019": ISIC2019_GT, "ham10000": HAM_META, "isic2016": ISIC2016_TRAIN}[layout]
             raise SSLBenchError(f"data.layout {layout}: {want} not found in {path}; {HOWTO}")
@@ -174,14 +180,17 @@ class ISICDataset(ImageFiles):
                 t_ids, t_y = _read_two_column(store, test_csv)
                 t_members = store.locate(t_ids, store.where(test_csv))
                 val_frac = ratios[1] / (ratios[0] + ratios[1])
-                split = np.concatenate([carve_val(np.full(len(ids), "train"), ids, val_frac, split_seed), np.full(len(t_ids), "test")])
+                split = np.concatenate([carve_val(np.full(len(ids), "train"), ids, val_frac, split_seed),
+                                        np.full(len(t_ids), "test")])
                 ids, y, members = ids + t_ids, y + t_y, members + t_members
             return assemble(
-                "ISIC2016", store, members, torch.tensor(y, dtype=torch.long), split, "binary-class", ["benign", "malignant"],
-                group_codes(ids), self, channels=3, tag="isic2016",
+                "ISIC2016", store, members, torch.tensor(y, dtype=torch.long), split, "binary-class",
+                ["benign", "malignant"], group_codes(ids), self, channels=3, tag="isic2016",
             )
 
-        ids, label_names, groups, _, listed = (_read_isic2019 if layout == "isic2019" else _read_ham10000)(store, found[layout])
+        ids, label_names, groups, _, listed = (_read_isic2019 if layout == "isic2019" else _read_ham10000)(
+            store, found[layout]
+        )
         members = store.locate(ids, store.where(listed))
         classes = [c for c in ISIC2019_CLASSES if c in set(label_names)]
         index = {c: i for i, c in enumerate(classes)}

@@ -107,14 +107,17 @@ def medmnist_dataset(
         npz = np.load(path, allow_pickle=False)
         arrays = {k: npz[k] for k in npz.files}
     except Exception as e:
-        raise SSLBenchError(f"MedMNIST file {path} could not be read: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise SSLBenchError(f"MedMNIST file {path} could not be read: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
     for split in ("train", "val", "test"):
         for part in ("images", "labels"):
             if f"{split}_{part}" not in arrays:
-                raise SSLBenchError(f"MedMNIST file {path} has no array '{split}_{part}' (arrays: {', '.join(sorted(arrays)) or 'none'})")
+                raise SSLBenchError(f"MedMNIST file {path} has no array '{split}_{part}' (arrays: "
+                                    f"{', '.join(sorted(arrays)) or 'none'})")
         n_img, n_lab = len(arrays[f"{split}_images"]), len(arrays[f"{split}_labels"])
         if n_img != n_lab:
-            raise SSLBenchError(f"MedMNIST file {path}: {split}_images has {n_img} images but {split}_labels {n_lab} labels")
+            raise SSLBenchError(f"MedMNIST file {path}: {split}_images has {n_img} images but {split}_labels {n_lab} "
+                                "labels")
         if arrays[f"{split}_images"].dtype != np.uint8 or arrays[f"{split}_images"].ndim not in (3, 4):
             raise SSLBenchError(f"MedMNIST file {path}: {split}_images must be uint8 [N, H, W] or [N, H, W, 3], "
                                 f"got {arrays[f'{split}_images'].dtype} {arrays[f'{split}_images'].shape}")
@@ -131,7 +134,10 @@ def medmnist_dataset(
         if as_rgb and images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1).contiguous()
         lab = arrays[f"{split}_labels"]
-        labels = torch.from_numpy(lab.astype(np.float32)) if task == "multi-label" else torch.from_numpy(lab.reshape(-1).astype(np.int64))
+        labels = (
+            torch.from_numpy(lab.astype(np.float32)) if task == "multi-label"
+            else torch.from_numpy(lab.reshape(-1).astype(np.int64))
+        )
         splits[split] = ImageSet(images, labels)
     names = [info["label"][k] for k in sorted(info["label"], key=int)]
     pretty = info["python_class"]

@@ -57,7 +57,8 @@ def npz_dataset(
     carve = split == "split" and "split" not in z.files  # no split array: carve one (the default name only)
     for key, what in ((images, "images"), (labels, "labels")) + (() if carve else ((split, "split"),)):
         if key not in z.files:
-            raise SSLBenchError(f"npz file {p} has no array '{key}' (recipe key data.{what}; arrays: {', '.join(z.files)})")
+            raise SSLBenchError(f"npz file {p} has no array '{key}' (recipe key data.{what}; arrays: "
+                                f"{', '.join(z.files)})")
     imgs = _images(_array(z, images, "images", p), images, p)
     n = len(imgs)
     lab = _array(z, labels, "labels", p)

@@ -27,8 +27,9 @@ __all__ = ["NAME", "ShenzhenDataset"]
 ROOT_ENV = "SSL_BENCH_SHENZHEN_ROOT"
 NAME = re.compile(r"^CHNCXR_(\d{4})_([01])\.png$", re.IGNORECASE)
 HOWTO = (
-    "download the Shenzhen set (ChinaSet_AllFiles.zip) from https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets "
-    "and point data.root at the zip or at the folder with CXR_png/CHNCXR_NNNN_L.png"
+    "download the Shenzhen set (ChinaSet_AllFiles.zip) from "
+    "https://lhncbc.nlm.nih.gov/LHC-downloads/downloads.html#tuberculosis-image-data-sets and point data.root at the "
+    "zip or at the folder with CXR_png/CHNCXR_NNNN_L.png"
 )
 
 
@@ -46,10 +47,12 @@ class ShenzhenDataset(ImageFiles):
         check_ratios(split_ratios)  # before any file is read
         path = resolve_root(root, ROOT_ENV, "Shenzhen data", HOWTO)
         store = ImageStore(path)
-        members = [m for m in store.images() if m.lower().endswith(".png") and PurePosixPath(m).name.upper().startswith("CHNCXR_")]
+        members = [m for m in store.images()
+                   if m.lower().endswith(".png") and PurePosixPath(m).name.upper().startswith("CHNCXR_")]
         bad = [m for m in members if not NAME.match(PurePosixPath(m).name)]
         if bad:
-            raise SSLBenchError(f"Shenzhen: file name {store.where(bad[0])} is not CHNCXR_NNNN_L.png with L = 0 or 1 (the label)")
+            raise SSLBenchError(f"Shenzhen: file name {store.where(bad[0])} is not CHNCXR_NNNN_L.png with L = 0 or 1 "
+                                "(the label)")
         if not members:
             raise SSLBenchError(f"Shenzhen: no CHNCXR_NNNN_L.png images in {path}; {HOWTO}")
         members = sorted(members, key=lambda m: PurePosixPath(m).name)
@@ -57,5 +60,6 @@ class ShenzhenDataset(ImageFiles):
         ids = [PurePosixPath(m).stem for m in members]
         split = group_split(np.asarray(ids), check_ratios(split_ratios), split_seed)
         return assemble(
-            "Shenzhen", store, members, labels, split, "binary-class", ["normal", "tuberculosis"], group_codes(ids), self, channels=1, tag="shenzhen",
+            "Shenzhen", store, members, labels, split, "binary-class", ["normal", "tuberculosis"], group_codes(ids),
+            self, channels=1, tag="shenzhen",
         )

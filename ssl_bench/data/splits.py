@@ -27,9 +27,11 @@ def check_ratios(ratios: Sequence[float], key: str = "data.split_ratios", need_t
     """Three non-negative fractions summing to 1, train > 0 (and test > 0 unless ``need_test`` is False)."""
     r = tuple(float(x) for x in ratios)
     if len(r) != 3 or any(x < 0 for x in r) or abs(sum(r) - 1.0) > 1e-6:
-        raise SSLBenchError(f"recipe key {key} must be three fractions [train, val, test] ≥ 0 summing to 1, got {list(ratios)}")
+        raise SSLBenchError(f"recipe key {key} must be three fractions [train, val, test] ≥ 0 summing to 1, got "
+                            f"{list(ratios)}")
     if r[0] <= 0 or (need_test and r[2] <= 0):
-        raise SSLBenchError(f"recipe key {key} must give train{' and test' if need_test else ''} a share > 0, got {list(ratios)}")
+        raise SSLBenchError(f"recipe key {key} must give train{' and test' if need_test else ''} a share > 0, got "
+                            f"{list(ratios)}")
     return r
 
 
@@ -66,7 +68,8 @@ def stratified_group_split(labels: Sequence, groups: Sequence, ratios: Sequence[
     return out
 
 
-def carve_val(split: np.ndarray, groups: Sequence, fraction: float, seed: int = 0, key: str = "data.val_fraction") -> np.ndarray:
+def carve_val(split: np.ndarray, groups: Sequence, fraction: float, seed: int = 0,
+              key: str = "data.val_fraction") -> np.ndarray:
     """Move a group-disjoint ``fraction`` of the ``train`` rows to ``val`` (an official train set
     with no validation split, e.g. ChestX-ray14's ``train_val_list.txt``)."""
     if not 0 <= fraction < 1:

@@ -121,8 +121,8 @@ class EvalContext:
 
         return cls(
             data=data,
-            embed=lambda imgs: extract_features(objective.backbone, imgs, eval_view, device, channels_last=channels_last,
-                                                precision=precision),
+            embed=lambda imgs: extract_features(objective.backbone, imgs, eval_view, device,
+                                                channels_last=channels_last, precision=precision),
             encoder=encoder,
             train_view=lambda x, g: prep(augment.view1(x, g)),
             eval_view=eval_view,
@@ -130,7 +130,8 @@ class EvalContext:
             channels_last=channels_last,
             augment=augment.view1,
             view_size=view_size,
-            project=lambda imgs: extract_features(Embedder(objective), imgs, eval_view, device, channels_last=channels_last),
+            project=lambda imgs: extract_features(Embedder(objective), imgs, eval_view, device,
+                                                  channels_last=channels_last),
             out_dir=out_dir,
             augment_cfg=augment_cfg,
             prep=prep,
@@ -159,8 +160,8 @@ class EvalContext:
 
             raise SSLBenchError("a from-scratch context has no trained features: run a protocol that trains (finetune)")
 
-        return cls(data=data, embed=embed, encoder=encoder, eval_view=eval_view, device=device, channels_last=channels_last,
-                   view_size=size, prep=prep, log=log)
+        return cls(data=data, embed=embed, encoder=encoder, eval_view=eval_view, device=device,
+                   channels_last=channels_last, view_size=size, prep=prep, log=log)
 
     def view_of(self, block: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
         """The training view (view 1, normalised, at the evaluation size) of augmentation ``block``."""
@@ -245,7 +246,8 @@ def run_evaluations(evaluations: list[Evaluation], ctx: EvalContext, log: Callab
         if "skipped" in m:
             log(f"eval {key}: skipped — {m['skipped']}")
             continue
-        skip = ("label_fraction", "majority_accuracy", "chance_balanced_accuracy", "positive_class", "predicted_classes", "chosen_epoch")
+        skip = ("label_fraction", "majority_accuracy", "chance_balanced_accuracy", "positive_class",
+                "predicted_classes", "chosen_epoch")
         shown = {k: v for k, v in m.items() if isinstance(v, float) and not k.endswith("_std") and k not in skip}
         chosen = "".join(f"  ({k} = {v:g}, chosen on val)" for k, v in ev.chosen.items())
         log(f"eval {key}: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()) + chosen)
@@ -263,7 +265,9 @@ def at_baseline(m: dict, tolerance: float = 1e-3) -> Optional[str]:
     acc, bma = m.get("accuracy"), m.get("balanced_accuracy")
     majority, chance = m.get("majority_accuracy"), m.get("chance_balanced_accuracy")
     if m.get("predicted_classes") == 1:
-        return "every test image was predicted as one class (the classifier learned nothing the majority class does not give)"
+        return ("every test image was predicted as one class (the classifier learned nothing the majority class does "
+                "not give)")
     if None not in (acc, bma, majority, chance) and acc <= majority + tolerance and bma <= chance + tolerance:
-        return f"no better than the majority class (accuracy {acc:.3f} ≤ {majority:.3f}, BMA {bma:.3f} ≤ chance {chance:.3f})"
+        return (f"no better than the majority class (accuracy {acc:.3f} ≤ {majority:.3f}, BMA {bma:.3f} ≤ chance "
+                f"{chance:.3f})")
     return None

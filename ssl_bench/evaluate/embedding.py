@@ -113,7 +113,8 @@ class EmbeddingQuality(Evaluation):
         if k < 1:
             raise SSLBenchError(f"recipe key evaluate.embedding.k must be ≥ 1, got {k}")
         if silhouette_samples < 2:
-            raise SSLBenchError(f"recipe key evaluate.embedding.silhouette_samples must be ≥ 2, got {silhouette_samples}")
+            raise SSLBenchError("recipe key evaluate.embedding.silhouette_samples must be ≥ 2, got "
+                                f"{silhouette_samples}")
         self.k, self.train_split, self.test_split = k, train_split, test_split
         self.silhouette_samples, self.seed, self.plot, self.thumbnails = silhouette_samples, seed, plot, thumbnails
         self.protocol = protocol
@@ -152,14 +153,16 @@ class EmbeddingQuality(Evaluation):
         f = np.concatenate([ctx.features(s)[0] for s in splits])
         y = np.concatenate([ctx.projections(s)[1].reshape(-1) for s in splits])
         tr, te = train_test_split(np.arange(len(y)), test_size=0.1, stratify=y, random_state=self.seed)
-        out = map_metrics(z[tr], y[tr], z[te], y[te], ctx.data.task, ctx.data.num_classes, self.k, self.silhouette_samples, self.seed)
+        out = map_metrics(z[tr], y[tr], z[te], y[te], ctx.data.task, ctx.data.num_classes, self.k,
+                          self.silhouette_samples, self.seed)
         out["knn_accuracy_features"] = knn_accuracy(f[tr], y[tr], f[te], y[te], self.k)
         out["dim"] = int(z.shape[1])
         if ctx.out_dir is not None:
             parts = {s: ctx.projections(s) for s in splits}
             self.files["csv"] = write_embedding_csv(Path(ctx.out_dir) / "embedding.csv", parts)
             if self.plot and z.shape[1] == 2:
-                self.files["png"] = self._plot(ctx, z[tr], y[tr], z[te], y[te], out, names=("kNN reference", "kNN query"))
+                self.files["png"] = self._plot(ctx, z[tr], y[tr], z[te], y[te], out,
+                                               names=("kNN reference", "kNN query"))
         return out
 
     def _plot(self, ctx: EvalContext, z_tr, y_tr, z_te, y_te, m: dict, names=None) -> Optional[Path]:

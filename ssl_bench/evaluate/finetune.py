@@ -137,12 +137,15 @@ class FineTune(Evaluation):
 
         ``gamma``: the factor of each multistep milestone.
 
-        ``class_weight``: balanced = cross-entropy weighted n / (C·n_c) over the fine-tuning labels (single-label tasks); none = plain.
+        ``class_weight``: balanced = cross-entropy weighted n / (C·n_c) over the fine-tuning labels (single-label
+        tasks); none = plain.
 
-        ``precision``: auto = bf16 autocast where the device has native bf16 (as train.precision), else fp32; the loss and metrics are fp32.
+        ``precision``: auto = bf16 autocast where the device has native bf16 (as train.precision), else fp32; the loss
+        and metrics are fp32.
         """
         if not 0 < label_fraction <= 1:
-            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.label_fraction must be in (0, 1], got {label_fraction}")
+            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.label_fraction must be in (0, 1], got "
+                                f"{label_fraction}")
         for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seeds", seeds)):
             if v < 1:
                 raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.{k} must be ≥ 1, got {v}")
@@ -150,12 +153,14 @@ class FineTune(Evaluation):
             if not v >= 0:
                 raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.{k} must be ≥ 0, got {v}")
         if any(not 0 <= m <= 1 for m in milestones):
-            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.milestones are fractions of the epochs in [0, 1], got {list(milestones)}")
+            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.milestones are fractions of the epochs in "
+                                f"[0, 1], got {list(milestones)}")
         self.fraction, self.epochs, self.lr, self.batch_size = label_fraction, epochs, lr, batch_size
         self.weight_decay, self.seeds, self.from_scratch = weight_decay, seeds, from_scratch
         self.select_split, self.select_metric, self.test_split = select_split, select_metric, test_split
         if augment is not None and (not isinstance(augment, dict) or "name" not in augment):
-            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.augment must name an augmentation set, got {augment!r}")
+            raise SSLBenchError(f"recipe key evaluate.{self.registered_name}.augment must name an augmentation set, "
+                                f"got {augment!r}")
         self.augment = augment
         self.optimizer, self.momentum, self.schedule = optimizer, momentum, schedule
         self.milestones, self.gamma = tuple(milestones), gamma
@@ -167,7 +172,8 @@ class FineTune(Evaluation):
 
     def run(self, ctx: EvalContext) -> dict:
         if ctx.encoder is None:
-            raise SSLBenchError(f"evaluation {self.registered_name} needs the trained encoder (run it through ssl-bench run)")
+            raise SSLBenchError(f"evaluation {self.registered_name} needs the trained encoder (run it through "
+                                "ssl-bench run)")
         block = self.views()
         per_seed = [self.run_seed(ctx, s) for s in range(self.seeds)]
         numeric = [k for k, v in per_seed[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -217,7 +223,8 @@ class FineTune(Evaluation):
         if self.optimizer == "adam":
             opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         else:
-            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+            opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,
+                                  weight_decay=self.weight_decay)
         order_gen = torch.Generator().manual_seed(seed)
         aug_gen = torch.Generator(device=dev).manual_seed(seed)
         n = len(train_idx)
@@ -257,8 +264,9 @@ class FineTune(Evaluation):
             if score > best or (best_state is None and epoch == self.epochs - 1):
                 best, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
             if ctx.log is not None:
-                ctx.log(f"  {self.key} seed {seed} epoch {epoch + 1}/{self.epochs}  loss {history[-1]['train_loss']:.4f}  "
-                        f"val {self.select_metric} {val[self.select_metric]:.4f}  ({time.perf_counter() - t0:.0f} s)")
+                ctx.log(f"  {self.key} seed {seed} epoch {epoch + 1}/{self.epochs}  loss "
+                        f"{history[-1]['train_loss']:.4f}  val {self.select_metric} {val[self.select_metric]:.4f}  "
+                        f"({time.perf_counter() - t0:.0f} s)")
         if best == -math.inf:
             warnings.warn(
                 f"fine-tuning: validation {self.select_metric} is undefined at every epoch (one class in the "
@@ -271,9 +279,11 @@ class FineTune(Evaluation):
         return out
 
     @torch.no_grad()
-    def _evaluate(self, ctx: EvalContext, model: nn.Module, split: str, precision: str = "32-true", keep_proba: bool = False) -> dict:
+    def _evaluate(self, ctx: EvalContext, model: nn.Module, split: str, precision: str = "32-true",
+                  keep_proba: bool = False) -> dict:
         s = ctx.data.split(split)
-        logits = extract_features(model, s.images, ctx.eval_view, ctx.device, channels_last=ctx.channels_last, precision=precision)
+        logits = extract_features(model, s.images, ctx.eval_view, ctx.device, channels_last=ctx.channels_last,
+                                  precision=precision)
         logits = torch.from_numpy(logits).float()
         proba = torch.sigmoid(logits) if ctx.data.task == "multi-label" else logits.softmax(1)
         out = classification_metrics(s.labels.numpy(), proba.numpy(), ctx.data.task, ctx.data.positive_class)

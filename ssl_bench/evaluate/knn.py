@@ -16,12 +16,14 @@ class KNN(Evaluation):
     """kNN classifier on frozen features, cosine distance; weights uniform, distance or softmax(τ)."""
 
     def __init__(
-        self, k: int = 20, train_split: Split = "train", test_split: Split = "test", weights: str = "uniform", temperature: float = 0.07
+        self, k: int = 20, train_split: Split = "train", test_split: Split = "test", weights: str = "uniform",
+        temperature: float = 0.07
     ):
         if k < 1:
             raise SSLBenchError(f"recipe key evaluate.knn.k must be ≥ 1, got {k}")
         if weights not in ("uniform", "distance", "softmax"):
-            raise SSLBenchError(f"recipe key evaluate.knn.weights must be uniform, distance or softmax, got '{weights}'")
+            raise SSLBenchError("recipe key evaluate.knn.weights must be uniform, distance or softmax, got "
+                                f"'{weights}'")
         self.k, self.train_split, self.test_split = k, train_split, test_split
         self.weights, self.temperature = weights, temperature
 

@@ -70,7 +70,8 @@ class LinearProbe(Evaluation):
                 for c in C_GRID:
                     t0 = time.perf_counter()
                     fits.append(self._fit(ctx, c, x_tr, y_tr))
-                    m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task, ctx.data.positive_class)
+                    # tools/planted_bugs.py (linear-C-on-train) plants a bug by replacing this exact line
+                    m = classification_metrics(y_va, self._proba(ctx, fits[-1], x_va), ctx.data.task, ctx.data.positive_class)  # noqa: E501
                     scores.append(np.nan_to_num(m["auc"], nan=-1.0) + 1e-3 * m["balanced_accuracy"])
                     if ctx.log is not None:  # a line per fit: a large split takes minutes
                         ctx.log(f"  linear probe C={c:g}: {self.select_split} AUC {m['auc']:.4f}  "

@@ -45,8 +45,9 @@ def upgrade_old_blocks(blocks: list, log: Callable[[str], None]) -> list:
         if block.get("name") == "finetune" and "optimizer" not in block:
             dropped = [k for k in _OLD_FINETUNE_DEFAULTS if k in block]
             if dropped:
-                log(f"note: {where} (finetune) was written by an earlier ssl-bench (SGD, lr {block.get('lr')}, the pre-training "
-                    f"augmentations); evaluated with today's validated protocol: {', '.join(dropped)} dropped")
+                log(f"note: {where} (finetune) was written by an earlier ssl-bench (SGD, lr {block.get('lr')}, the "
+                    f"pre-training augmentations); evaluated with today's validated protocol: {', '.join(dropped)} "
+                    "dropped")
             return {k: v for k, v in block.items() if k not in _OLD_FINETUNE_DEFAULTS}
         return block
 
@@ -81,7 +82,8 @@ def evaluate_run(
     for o in overrides:
         key = o.split("=", 1)[0].strip()
         if key != "evaluate" and not key.startswith(("evaluate.", "evaluate[")):
-            raise SSLBenchError(f"ssl-bench evaluate changes only the evaluate block (the network was trained with the rest): got --set {key}")
+            raise SSLBenchError("ssl-bench evaluate changes only the evaluate block (the network was trained with the "
+                                f"rest): got --set {key}")
     base = load_recipe(run_dir / runs.RECIPE_FILE, load_plugins=False)
     if overrides:
         cfg = load_recipe(data={k: v for k, v in base.cfg.items()}, overrides=list(overrides), load_plugins=False).cfg
@@ -92,7 +94,8 @@ def evaluate_run(
         own = upgrade_old_blocks(raw.get("evaluate") or [], log)
         cfg = load_recipe(data={**base.cfg, "evaluate": own}, load_plugins=False).cfg
     if not cfg["evaluate"]:
-        raise SSLBenchError("nothing to evaluate: the run's recipe has no evaluate blocks; give some with --set 'evaluate=[{name: linear}]'")
+        raise SSLBenchError("nothing to evaluate: the run's recipe has no evaluate blocks; give some with --set "
+                            "'evaluate=[{name: linear}]'")
     evaluations = [EVALUATIONS.build(ev, key=f"evaluate[{i}]") for i, ev in enumerate(cfg["evaluate"])]
     ckpt_file = epoch_path(run_dir, epoch) if epoch is not None else run_dir
     dev = select_device(device)
@@ -108,8 +111,9 @@ def evaluate_run(
     view_size = cfg["augment"].get("size") or data.image_size
     augment = AUGMENTATIONS.build(cfg["augment"], key="augment")
     ctx = EvalContext.of_objective(
-        trained.objective, data, augment, view_size, trained.normalize, dev, channels_last=cfg["train"].get("channels_last", False),
-        backbone_cfg=cfg["backbone"], out_dir=None, augment_cfg=cfg["augment"], log=log, precision=cfg["train"].get("precision", "32-true"),
+        trained.objective, data, augment, view_size, trained.normalize, dev,
+        channels_last=cfg["train"].get("channels_last", False), backbone_cfg=cfg["backbone"], out_dir=None,
+        augment_cfg=cfg["augment"], log=log, precision=cfg["train"].get("precision", "32-true"),
     )
     selector = SELECTORS.build(cfg["selector"], key="selector") if cfg["selector"]["name"] in SELECTORS else None
     method = method_name(cfg, selector, trained.objective) if selector is not None else cfg.get("method") or cfg["name"]
@@ -120,7 +124,10 @@ def evaluate_run(
         "recipe": cfg["name"], "method": method, "dataset": data.name, "seed": cfg["seed"],
         "objective": cfg["objective"]["name"], "selector": cfg["selector"]["name"], "backbone": cfg["backbone"]["name"],
         "epochs": cfg["train"]["epochs"], "evaluated_epoch": trained.epoch,
-        "checkpoint": str(trained.path.relative_to(run_dir.resolve()) if trained.path.resolve().is_relative_to(run_dir.resolve()) else trained.path),
+        "checkpoint": str(
+            trained.path.relative_to(run_dir.resolve()) if trained.path.resolve().is_relative_to(run_dir.resolve())
+            else trained.path
+        ),
         "eval_split": {k: ev.test_split for k, ev in zip(results, evaluations)},
         "eval_chosen": {k: ev.chosen for k, ev in zip(results, evaluations) if ev.chosen},
         "eval_blocks": dict(zip(results, cfg["evaluate"])),

@@ -12,7 +12,8 @@ recipe the target dataset is its own ``data`` block and the protocol its own ``e
 Dataset B is loaded when the recipe is built (a bad block fails before anything is written) and
 adapted to the encoder: grayscale images are repeated to three channels for an RGB encoder, RGB
 images are converted to luminance (ITU-R BT.601 weights, as ``torchvision``'s ``rgb_to_grayscale``)
-for a grayscale encoder, and resized once to the pre-training view size.  B is standardised with its own training-split statistics.  Its results are stored
+for a grayscale encoder, and resized once to the pre-training view size.  B is standardised with its own training-split
+statistics.  Its results are stored
 under the key ``transfer:<B>/<protocol key>`` (e.g. ``transfer:BreastMNIST/finetune@1``).
 """
 
@@ -43,7 +44,9 @@ def adapt_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         out = torch.empty(images.shape[0], 1, *images.shape[2:], dtype=torch.uint8)
         for s in range(0, images.shape[0], 4096):  # float copies of a whole dataset would not fit in RAM
             x = images[s : s + 4096].float()
-            out[s : s + 4096] = torch.einsum("nchw,c->nhw", x, _LUMA).round_().clamp_(0, 255).unsqueeze(1).to(torch.uint8)
+            out[s : s + 4096] = (
+                torch.einsum("nchw,c->nhw", x, _LUMA).round_().clamp_(0, 255).unsqueeze(1).to(torch.uint8)
+            )
         return out
     raise SSLBenchError(f"transfer: cannot adapt {c}-channel images to an encoder with {channels} input channels")
 

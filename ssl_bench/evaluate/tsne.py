@@ -25,7 +25,8 @@ from ssl_bench.evaluate.embedding import knn_accuracy, map_metrics
 __all__ = ["tsne_2d", "TSNEBaseline"]
 
 
-def tsne_2d(x: np.ndarray, perplexity: float = 30.0, pca_dim: int = 50, max_iter: int = 1000, seed: int = 0) -> np.ndarray:
+def tsne_2d(x: np.ndarray, perplexity: float = 30.0, pca_dim: int = 50, max_iter: int = 1000,
+            seed: int = 0) -> np.ndarray:
     """[N, D] → [N, 2]: PCA to ``pca_dim`` (when D is larger), then scikit-learn t-SNE."""
     from sklearn.decomposition import PCA  # (imported where used: see metrics.py)
     from sklearn.manifold import TSNE
@@ -85,7 +86,8 @@ class TSNEBaseline(Evaluation):
         if ctx.out_dir is not None and self.plot:
             from ssl_bench.scatter import scatter_embedding
 
-            title = f"{ctx.data.name}: t-SNE of {self.input} · kNN acc {out['accuracy']:.3f} · silhouette {out['silhouette']:.3f}"
+            title = (f"{ctx.data.name}: t-SNE of {self.input} · kNN acc {out['accuracy']:.3f} · silhouette "
+                     f"{out['silhouette']:.3f}")
             scatter_embedding(
                 xy, np.concatenate([y_tr.reshape(-1), y_te.reshape(-1)]), Path(ctx.out_dir) / f"tsne_{self.input}.png",
                 ctx.data.class_names, title, seed=self.seed,

@@ -77,7 +77,8 @@ class SimCLR(Objective):
     provides = frozenset({"features", "projection", "index_positives", "contrastive"})
     display = "SimCLR"
 
-    def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048, temperature: float = 0.5):
+    def __init__(self, backbone: nn.Module, projection_dim: int = 128, hidden_dim: int = 2048,
+                 temperature: float = 0.5):
         super().__init__()
         self.backbone = backbone
         # lightly's heads import torchvision and torch._dynamo (1.2–3 s on 2 cores): imported where a

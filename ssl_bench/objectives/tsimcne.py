@@ -86,11 +86,14 @@ class TSimCNE(Objective):
         statistics keep updating), or in eval mode (``eval``: statistics frozen too)."""
         super().__init__()
         if any(e < 0 for e in stages) or sum(stages) == 0 or stages[0] < 1:
-            raise SSLBenchError(f"recipe key objective.stages must be 3 epoch counts ≥ 0 with stage 1 ≥ 1, got {list(stages)}")
+            raise SSLBenchError("recipe key objective.stages must be 3 epoch counts ≥ 0 with stage 1 ≥ 1, got "
+                                f"{list(stages)}")
         if any(s <= 0 for s in stage_lr):
-            raise SSLBenchError(f"recipe key objective.stage_lr must be 3 positive lr multipliers, got {list(stage_lr)}")
+            raise SSLBenchError("recipe key objective.stage_lr must be 3 positive lr multipliers, got "
+                                f"{list(stage_lr)}")
         if any(w < 0 for w in stage_warmup):
-            raise SSLBenchError(f"recipe key objective.stage_warmup must be 3 warm-up epochs ≥ 0, got {list(stage_warmup)}")
+            raise SSLBenchError("recipe key objective.stage_warmup must be 3 warm-up epochs ≥ 0, got "
+                                f"{list(stage_warmup)}")
         for k, v in (("projection_dim", projection_dim), ("hidden_dim", hidden_dim), ("output_dim", output_dim)):
             if v < 1:
                 raise SSLBenchError(f"recipe key objective.{k} must be ≥ 1, got {v}")

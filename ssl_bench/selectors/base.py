@@ -179,7 +179,8 @@ def same_label_matrix(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, None] == labels[None, :]
 
 
-def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Tensor] = None, offset: int = 0) -> torch.Tensor:
+def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Tensor] = None,
+                        offset: int = 0) -> torch.Tensor:
     """Row-wise top-k of ``scores`` [B, N] with the sample itself (column ``offset + row``; the
     diagonal of a square batch) and ``~allowed`` masked; −1 where fewer than k candidates exist.
 
@@ -197,7 +198,8 @@ def topk_excluding_self(scores: torch.Tensor, k: int, allowed: Optional[torch.Te
     return out
 
 
-def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor, pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+def selection_counts(extra: Optional[torch.Tensor], labels: torch.Tensor,
+                     pool_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """LongTensor [3] on the labels' device (no host sync): chosen positives sharing the anchor's
     label, chosen positives, anchors with ≥ 1 positive.  ``pool_labels``: the labels ``extra``
     indexes (the global batch's, in data-parallel training); default ``labels``."""

@@ -56,7 +56,8 @@ class FTSelector(Selector):
     def missing(self, provides: frozenset) -> Optional[str]:
         if "contrastive" in provides or super().missing(provides) is None:
             return None
-        return "targets that a prediction is pulled towards (BYOL, SimSiam) or a contrastive loss over projections (SimCLR)"
+        return ("targets that a prediction is pulled towards (BYOL, SimSiam) or a contrastive loss over projections "
+                "(SimCLR)")
 
     def setup(self, objective, data) -> None:
         self._targets = "contrastive" not in getattr(objective, "provides", frozenset())

@@ -43,9 +43,10 @@ def load_frozen(path, data, key: str):
     from ssl_bench.trained import load_run
 
     run = load_run(path, in_chans=data.channels, key=key)
-    if run.normalize is not None and run.in_chans != data.channels:  # (without its statistics it was built for the data)
-        raise SSLBenchError(f"recipe key {key}: {run.path} was trained on {run.in_chans}-channel images and this recipe's "
-                            f"data has {data.channels}; score with a run of the same data")
+    # (without its statistics it was built for the data)
+    if run.normalize is not None and run.in_chans != data.channels:
+        raise SSLBenchError(f"recipe key {key}: {run.path} was trained on {run.in_chans}-channel images and this "
+                            f"recipe's data has {data.channels}; score with a run of the same data")
     return run
 
 
@@ -89,7 +90,8 @@ class ModelSelector(Selector):
         """Select with an already loaded frozen network (shared between selectors)."""
         lacking = self.missing(getattr(net, "provides", frozenset()))
         if lacking:
-            raise SSLBenchError(f"selector.checkpoint: the frozen network ({type(net).__name__}) lacks the {lacking} this selector needs")
+            raise SSLBenchError(f"selector.checkpoint: the frozen network ({type(net).__name__}) lacks the {lacking} "
+                                "this selector needs")
         self.frozen = net
 
     def network(self, ctx: SelectionContext) -> nn.Module:

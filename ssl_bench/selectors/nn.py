@@ -92,7 +92,8 @@ class NearestNeighbourSelector(Selector):
         if self.bank is None:
             return {}
         # lightly registers the bank as non-persistent buffers: save the tensors themselves
-        return {"bank": self.bank.clone(), "ptr": torch.tensor(self._ptr), "labels": self.bank_labels.clone(), "filled": self.filled}
+        return {"bank": self.bank.clone(), "ptr": torch.tensor(self._ptr), "labels": self.bank_labels.clone(),
+                "filled": self.filled}
 
     def load_state_dict(self, state: dict) -> None:
         if state:
@@ -106,6 +107,9 @@ def neighbour_counts(neighbour_labels: Optional[torch.Tensor], labels: torch.Ten
     sharing the anchor's label, neighbours, anchors with neighbours."""
     if neighbour_labels is None:
         return torch.zeros(3, dtype=torch.long, device=labels.device)
-    same = (neighbour_labels == labels[:, None]) if labels.ndim == 1 else (neighbour_labels == labels[:, None, :]).all(-1)
+    same = (
+        (neighbour_labels == labels[:, None]) if labels.ndim == 1
+        else (neighbour_labels == labels[:, None, :]).all(-1)
+    )
     total = same.sum()
     return torch.stack([total, total.new_full((), same.numel()), total.new_full((), labels.shape[0])])

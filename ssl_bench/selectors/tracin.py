@@ -43,7 +43,8 @@ def byol_loss_grad(q: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -2.0 / q_norm * (z_hat - cos * q_hat)
 
 
-def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float = 1.0, normalize: bool = False) -> torch.Tensor:
+def tracin_matrix(q: torch.Tensor, z: torch.Tensor, a: torch.Tensor, lr: float = 1.0,
+                  normalize: bool = False) -> torch.Tensor:
     """Pairwise TracIn of a batch w.r.t. the predictor's last linear weight (contract).
 
     Args:
@@ -83,7 +84,8 @@ def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 
 
 def tracin_matrix_views(
-    qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0, normalize: bool = False
+    qs: Sequence[torch.Tensor], zs: Sequence[torch.Tensor], as_: Sequence[torch.Tensor], lr: float = 1.0,
+    normalize: bool = False
 ) -> torch.Tensor:
     """TracIn for a loss summed over several view pairs (BYOL's symmetric loss).
 
@@ -177,7 +179,8 @@ class TracInSelector(ModelSelector):
                 raise SSLBenchError("recipe key selector.checkpoints (TracInCP) needs selector.model: pretrained")
             bad = [e for e in self.checkpoints if not isinstance(e, int) or isinstance(e, bool) or e < 1]
             if not self.checkpoints or bad:
-                raise SSLBenchError(f"recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got {self.checkpoints}")
+                raise SSLBenchError("recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got "
+                                    f"{self.checkpoints}")
             self.display = "TracInCP"
         self.frozen_cp: list[tuple[nn.Module, float]] = []
 
@@ -200,8 +203,8 @@ class TracInSelector(ModelSelector):
             path = epoch_path(run_dir, e)
             if not path.is_file():
                 raise SSLBenchError(
-                    f"recipe key selector.checkpoints: the run {run_dir} kept no checkpoint of epoch {e} ({path.name}); "
-                    f"train it with train.save_epochs={sorted(self.checkpoints)}"
+                    f"recipe key selector.checkpoints: the run {run_dir} kept no checkpoint of epoch {e} "
+                    f"({path.name}); train it with train.save_epochs={sorted(self.checkpoints)}"
                 )
             trained = load_frozen(path, data, "selector.checkpoints")
             if trained.lr is None:

@@ -50,7 +50,8 @@ def test_chestxray14_layout_labels_patients_and_official_split(tmp_path):
         rows = [by_name.index.get_loc(n) for n in names]
         lab = d.split(s).labels
         assert lab[:, FINDINGS.index("Pneumonia")].tolist() == [float(y[r]) for r in rows]
-        assert lab[:, FINDINGS.index("Effusion")].tolist() == [float("Effusion" in by_name["Finding Labels"].iloc[r]) for r in rows]
+        assert lab[:, FINDINGS.index("Effusion")].tolist() == [float("Effusion" in by_name["Finding Labels"].iloc[r])
+                                                               for r in rows]
         assert torch.equal(d.split(s).images[:, 0], torch.from_numpy(x[rows]))  # 28 px PNG: no resize, exact
     assert sorted(f.rsplit("/", 1)[-1] for f in d.files["test"]) == sorted((root / "test_list.txt").read_text().split())
     pats = {s: {by_name.loc[f.rsplit("/", 1)[-1], "Patient ID"] for f in d.files[s]} for s in ("train", "val", "test")}
@@ -92,7 +93,8 @@ def test_chestxray14_bad_input(tmp_path, monkeypatch):
         build("chestxray14", root, tmp_path)
     df.to_csv(root / "Data_Entry_2017.csv", index=False)
     next(root.rglob(df["Image Index"][6])).unlink()
-    with pytest.raises(SSLBenchError, match=rf"1 image\(s\) listed in .*Data_Entry_2017.csv are missing .*{df['Image Index'][6]}"):
+    with pytest.raises(SSLBenchError,
+                       match=rf"1 image\(s\) listed in .*Data_Entry_2017.csv are missing .*{df['Image Index'][6]}"):
         build("chestxray14", root, tmp_path)
 
 

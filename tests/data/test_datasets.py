@@ -40,7 +40,8 @@ def test_as_rgb_and_bad_flags(tmp_path):
     with pytest.raises(SSLBenchError, match="data.size must be one of"):
         DATASETS.build({"name": "medmnist", "flag": "breastmnist", "size": 32})
     with pytest.raises(SSLBenchError, match=r"MedMNIST file not found: .*pneumoniamnist_64\.npz"):
-        DATASETS.build({"name": "medmnist", "flag": "pneumoniamnist", "size": 64, "root": str(tmp_path), "download": False})
+        DATASETS.build({"name": "medmnist", "flag": "pneumoniamnist", "size": 64, "root": str(tmp_path),
+                        "download": False})
 
 
 def test_ham10000_28px_has_lesion_groups(ham):

@@ -18,12 +18,14 @@ def test_manifest_with_groups_and_splits(tmp_path):
     rows = ham_rows(30)
     copy_jpegs(rows["image_id"], tmp_path / "hospital" / "img")
     split = ["test" if i % 5 == 0 else "val" if i % 5 == 1 else "train" for i in range(len(rows))]
-    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"], "group": rows["lesion_id"], "split": split}).to_csv(
+    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"], "group": rows["lesion_id"],
+                  "split": split}).to_csv(
         tmp_path / "hospital" / "labels.csv", index=False
     )
     d = build(tmp_path / "hospital", tmp_path, manifest="labels.csv", display_name="Hospital")
     assert d.name == "Hospital" and d.task == "multi-class" and d.class_names == sorted(rows["dx"].unique())
-    assert [f.rsplit("/", 1)[-1][:-4] for f in d.files["test"]] == [r for i, r in enumerate(rows["image_id"]) if i % 5 == 0]
+    assert [f.rsplit("/", 1)[-1][:-4] for f in d.files["test"]] == [r for i, r in enumerate(rows["image_id"])
+                                                                    if i % 5 == 0]
     assert d.test.labels.tolist() == [d.class_names.index(x) for i, x in enumerate(rows["dx"]) if i % 5 == 0]
     assert torch.equal(d.test.images[0], torch.from_numpy(decode_image(ham_jpeg(rows["image_id"][0]), 32)))
     assert d.train.groups is not None
@@ -34,10 +36,12 @@ def test_manifest_multilabel_seeded_group_split(tmp_path):
     for i in range(24):
         save_png(x[i], tmp_path / "cxr" / f"p{i // 2}" / f"{i}.png")
     labels = ["pneumonia|effusion" if y[i] and i % 3 == 0 else "pneumonia" if y[i] else "" for i in range(24)]
-    pd.DataFrame({"path": [f"p{i // 2}/{i}.png" for i in range(24)], "label": labels, "group": [f"P{i // 2}" for i in range(24)]}).to_csv(
+    pd.DataFrame({"path": [f"p{i // 2}/{i}.png" for i in range(24)], "label": labels,
+                  "group": [f"P{i // 2}" for i in range(24)]}).to_csv(
         tmp_path / "manifest.csv", index=False
     )
-    d = build(tmp_path / "cxr", tmp_path, manifest=str(tmp_path / "manifest.csv"), channels=1, size=28, split_ratios=[0.5, 0.25, 0.25])
+    d = build(tmp_path / "cxr", tmp_path, manifest=str(tmp_path / "manifest.csv"), channels=1, size=28,
+              split_ratios=[0.5, 0.25, 0.25])
     assert d.task == "multi-label" and d.class_names == ["effusion", "pneumonia"] and d.channels == 1
     for s in ("train", "val", "test"):
         idx = [int(f.rsplit("/", 1)[-1][:-4]) for f in d.files[s]]
@@ -64,12 +68,14 @@ def test_imagefolder_with_and_without_split_folders(tmp_path):
 def test_folder_bad_input(tmp_path):
     rows = ham_rows(10)
     copy_jpegs(rows["image_id"], tmp_path / "h" / "img")
-    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"]}).to_csv(tmp_path / "h" / "m.csv", index=False)
+    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"]}).to_csv(tmp_path / "h" / "m.csv",
+                                                                                           index=False)
     with pytest.raises(SSLBenchError, match=r"m.csv: unknown class 'akiec' \(data.class_names: mel, nv\)"):
         build(tmp_path / "h", tmp_path, manifest="m.csv", class_names=["mel", "nv"])
     with pytest.raises(SSLBenchError, match=r"manifest nope.csv not found"):
         build(tmp_path / "h", tmp_path, manifest="nope.csv")
-    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"], "split": "training"}).to_csv(tmp_path / "h" / "m.csv", index=False)
+    pd.DataFrame({"path": "img/" + rows["image_id"] + ".jpg", "label": rows["dx"],
+                  "split": "training"}).to_csv(tmp_path / "h" / "m.csv", index=False)
     with pytest.raises(SSLBenchError, match=r"m.csv line 2: split must be train, val or test, got 'training'"):
         build(tmp_path / "h", tmp_path, manifest="m.csv")
     pd.DataFrame({"file": ["a.jpg"], "label": ["x"]}).to_csv(tmp_path / "h" / "m.csv", index=False)

@@ -100,6 +100,7 @@ def test_a_symlink_out_of_the_root_is_refused(tmp_path, kind, manifest):
     refused(lambda: build(root, **kw), str(link), "is a symlink to", str(outside), "outside data.root")
 
 
+@pytest.mark.slow
 def test_a_symlink_out_of_the_root_through_the_cli_is_one_line_and_writes_nothing(tmp_path):
     root = xray_folder(tmp_path / "data")
     (root / "class1" / "secret.png").symlink_to(_outside(tmp_path) / "secret.png")
@@ -156,6 +157,7 @@ except SSLBenchError as e:
 """
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_in_a_real_process_is_one_line_not_a_signal(tmp_path):
     """A real failing write (RLIMIT_FSIZE: any write past 200 kB fails), not a mock: the 12 images at
     128 px RGB need 576 KiB of cache.  Before, numpy's sparse memory map died with SIGBUS on a full disk."""

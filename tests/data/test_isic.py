@@ -39,7 +39,8 @@ def test_ham10000_zip_reproduces_the_lesion_split_of_the_npz(ham_zip):
         ids = [f.rsplit("/", 1)[-1][:-4] for f in d.files[s]]
         assert all(npz_split[i] == s for i in ids)
         got = [d.class_names[k] for k in d.split(s).labels.tolist()]
-        want = [{"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV", "vasc": "VASC"}[npz_dx[i]] for i in ids]
+        want = [{"akiec": "AK", "bcc": "BCC", "bkl": "BKL", "df": "DF", "mel": "MEL", "nv": "NV",
+                 "vasc": "VASC"}[npz_dx[i]] for i in ids]
         assert got == want
     assert not set(d.train.groups.tolist()) & set(d.test.groups.tolist())
     assert not set(d.train.groups.tolist()) & set(d.val.groups.tolist())
@@ -79,7 +80,8 @@ def test_folder_images_equal_the_zips_jpegs_and_cache_follows_the_files(tmp_path
     assert b.cache_file == a.cache_file and torch.equal(a.train.images, b.train.images)
     for s in ("train", "val", "test"):
         for k, f in enumerate(a.files[s]):
-            assert torch.equal(a.split(s).images[k], torch.from_numpy(decode_image(ham_jpeg(f.rsplit("/", 1)[-1][:-4]), 32)))
+            assert torch.equal(a.split(s).images[k],
+                               torch.from_numpy(decode_image(ham_jpeg(f.rsplit("/", 1)[-1][:-4]), 32)))
     # replacing an image's bytes changes the key: the stale cache is rebuilt and removed
     victim = root / a.files["train"][0]
     victim.write_bytes(ham_jpeg(rows["image_id"].iloc[-1]))
@@ -100,8 +102,10 @@ def test_isic2019_layout_with_metadata_lesions(tmp_path):
     for s in ("train", "val", "test"):
         ids = [f.rsplit("/", 1)[-1][:-4] for f in d.files[s]]
         got = [d.class_names[k] for k in d.split(s).labels.tolist()]
-        assert got == [{"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK", "bkl": "BKL", "df": "DF", "vasc": "VASC"}[by_id.loc[i, "dx"]] for i in ids]
-    groups = {s: {by_id.loc[f.rsplit("/", 1)[-1][:-4], "lesion_id"] for f in d.files[s]} for s in ("train", "val", "test")}
+        assert got == [{"mel": "MEL", "nv": "NV", "bcc": "BCC", "akiec": "AK", "bkl": "BKL", "df": "DF",
+                        "vasc": "VASC"}[by_id.loc[i, "dx"]] for i in ids]
+    groups = {s: {by_id.loc[f.rsplit("/", 1)[-1][:-4], "lesion_id"] for f in d.files[s]}
+              for s in ("train", "val", "test")}
     assert not groups["train"] & groups["test"] and not groups["train"] & groups["val"]
     assert d.train.groups.unique().numel() < len(d.train)  # multi-image lesions share a group id
     # without the metadata file every image is its own group
@@ -134,12 +138,14 @@ def test_env_root_and_missing_root_say_where_to_download(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SSLBenchError, match="no ISIC label file in"):
         DATASETS.build({"name": "isic", "root": str(tmp_path / "empty")})
-    with pytest.raises(SSLBenchError, match=r"data.layout isic2016: ISBI2016_ISIC_Part3_Training_GroundTruth.csv not found"):
+    with pytest.raises(SSLBenchError,
+                       match=r"data.layout isic2016: ISBI2016_ISIC_Part3_Training_GroundTruth.csv not found"):
         build(HAM_ZIP, tmp_path, layout="isic2016")
     rows = ham_rows(12)
     root = write_ham10000(tmp_path / "ham", rows)
     monkeypatch.setenv("SSL_BENCH_ISIC_ROOT", str(root))
-    d = DATASETS.build({"name": "isic", "size": 16, "cache_dir": str(tmp_path / "c"), "split_ratios": [0.5, 0.25, 0.25]})
+    d = DATASETS.build({"name": "isic", "size": 16, "cache_dir": str(tmp_path / "c"),
+                        "split_ratios": [0.5, 0.25, 0.25]})
     assert len(d.train) + len(d.val) + len(d.test) == len(rows)
 
 
@@ -154,13 +160,15 @@ def test_bad_labels_are_named_with_file_and_line(tmp_path):
     gt = pd.read_csv(root / "ISIC_2019_Training_GroundTruth.csv")
     gt.loc[2, ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]] = 0.0
     gt.to_csv(root / "ISIC_2019_Training_GroundTruth.csv", index=False)
-    with pytest.raises(SSLBenchError, match=rf"GroundTruth.csv line 4: label row of {rows['image_id'][2]} is all zeros"):
+    with pytest.raises(SSLBenchError,
+                       match=rf"GroundTruth.csv line 4: label row of {rows['image_id'][2]} is all zeros"):
         build(root, tmp_path)
     gt.drop(columns=["VASC"]).to_csv(root / "ISIC_2019_Training_GroundTruth.csv", index=False)
     with pytest.raises(SSLBenchError, match="lacks column.*VASC"):
         build(root, tmp_path)
     root = write_isic2016(tmp_path / "i16", rows)
-    (root / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv").write_text(f"{rows['image_id'][0]},benign\n{rows['image_id'][1]},maybe\n")
+    (root / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv").write_text(f"{rows['image_id'][0]},benign\n"
+                                                                       f"{rows['image_id'][1]},maybe\n")
     with pytest.raises(SSLBenchError, match=r"Training_GroundTruth.csv line 2: unknown class 'maybe'"):
         build(root, tmp_path)
 
@@ -170,11 +178,13 @@ def test_missing_and_corrupt_images(tmp_path):
     root = write_ham10000(tmp_path / "ham", rows)
     gone = root / "HAM10000_images_part_1" / f"{rows['image_id'][4]}.jpg"
     gone.unlink()
-    with pytest.raises(SSLBenchError, match=rf"1 image\(s\) listed in .*HAM10000_metadata.csv are missing .*{rows['image_id'][4]}"):
+    with pytest.raises(SSLBenchError,
+                       match=rf"1 image\(s\) listed in .*HAM10000_metadata.csv are missing .*{rows['image_id'][4]}"):
         build(root, tmp_path)
     gone.write_bytes(ham_jpeg(rows["image_id"][4])[:900])  # truncated JPEG
     (root / "HAM10000_images_part_1" / f"{rows['image_id'][7]}.jpg").write_bytes(b"not an image at all")
-    with pytest.raises(SSLBenchError, match=rf"2 unreadable or corrupt image\(s\) in .*{rows['image_id'][4]}\.jpg.*skip_corrupt"):
+    with pytest.raises(SSLBenchError,
+                       match=rf"2 unreadable or corrupt image\(s\) in .*{rows['image_id'][4]}\.jpg.*skip_corrupt"):
         build(root, tmp_path)
     d = DATASETS.build(
         {"name": "isic", "root": str(root), "size": 32, "cache_dir": str(tmp_path / "cache"), "skip_corrupt": True,

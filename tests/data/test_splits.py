@@ -33,7 +33,8 @@ def test_group_disjoint_seeded_and_ratios(lesions):
     a = group_split(lesion_id, (0.6, 0.2, 0.2), seed=1)
     assert_group_disjoint(a, lesion_id)
     n_groups = {s: len(np.unique(lesion_id[a == s])) for s in ("train", "val", "test")}
-    assert n_groups == {"train": round(0.6 * 7470), "val": round(0.2 * 7470), "test": 7470 - round(0.6 * 7470) - round(0.2 * 7470)}
+    assert n_groups == {"train": round(0.6 * 7470), "val": round(0.2 * 7470),
+                        "test": 7470 - round(0.6 * 7470) - round(0.2 * 7470)}
     assert np.array_equal(a, group_split(lesion_id, (0.6, 0.2, 0.2), seed=1))
     assert not np.array_equal(a, group_split(lesion_id, (0.6, 0.2, 0.2), seed=2))
     ids, counts = np.unique(lesion_id[a == "train"], return_counts=True)

@@ -23,6 +23,7 @@ def _pixels(imgs):
     return imgs.flatten(1).float().numpy() / 255
 
 
+@pytest.mark.slow
 def test_knn_and_silhouette_equal_sklearn_on_the_same_arrays(breast, tmp_path):
     ctx = EvalContext(data=breast, embed=_pixels, project=_pca2(breast), out_dir=tmp_path)
     ev = EVALUATIONS.build({"name": "embedding"})
@@ -35,7 +36,8 @@ def test_knn_and_silhouette_equal_sklearn_on_the_same_arrays(breast, tmp_path):
     z, y = np.concatenate([z_tr, z_te]), np.concatenate([y_tr, y_te])
     assert m["silhouette"] == pytest.approx(silhouette_score(z, y))
     f_tr, f_te = _pixels(breast.train.images), _pixels(breast.test.images)
-    assert m["knn_accuracy_features"] == pytest.approx((KNeighborsClassifier(15).fit(f_tr, y_tr).predict(f_te) == y_te).mean())
+    assert m["knn_accuracy_features"] == pytest.approx(
+        (KNeighborsClassifier(15).fit(f_tr, y_tr).predict(f_te) == y_te).mean())
     assert m["dim"] == 2
     # a seeded subsample above silhouette_samples: scikit-learn's own sampling, reproducible
     sub = EVALUATIONS.build({"name": "embedding", "silhouette_samples": 300, "seed": 3, "plot": False})
@@ -56,17 +58,20 @@ def test_map_metrics_refuse_multilabel_tasks(retina):
         map_metrics(z, np.zeros((4, 3)), z, np.zeros((4, 3)), "multi-label", 3)
 
 
+@pytest.mark.slow
 def test_scatter_adapts_to_the_number_of_points_and_draws_thumbnails(retina, tmp_path):
     small, large = point_style(500), point_style(100_000)
     assert small[0] > large[0] and small[1] > large[1] and large[0] > 0 and large[1] >= 0.2
     xy = _pca2(retina)(retina.train.images)
     labels = retina.train.labels.numpy()
-    out = scatter_embedding(xy, labels, tmp_path / "map.png", retina.class_names, images=retina.train.images, thumbnails=6)
+    out = scatter_embedding(xy, labels, tmp_path / "map.png", retina.class_names, images=retina.train.images,
+                            thumbnails=6)
     plain = scatter_embedding(xy, labels, tmp_path / "plain.png", retina.class_names)
     assert out.stat().st_size > plain.stat().st_size > 10_000  # the thumbnails are real image content
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
+@pytest.mark.slow
 def test_tsne_baseline_of_pixels(breast, tmp_path):
     from tests.evaluate.test_evaluate import _pixels as projected
 
@@ -74,7 +79,8 @@ def test_tsne_baseline_of_pixels(breast, tmp_path):
     ev = EVALUATIONS.build({"name": "tsne", "input": "pixels", "max_iter": 250})
     m = ev.run(ctx)
     assert m["knn_accuracy_pixels"] == pytest.approx(
-        (KNeighborsClassifier(15).fit(_pixels(breast.train.images), breast.train.labels).predict(_pixels(breast.test.images))
+        (KNeighborsClassifier(15).fit(_pixels(breast.train.images), breast.train.labels)
+         .predict(_pixels(breast.test.images))
          == breast.test.labels.numpy()).mean()
     )
     assert ev.key == "tsne@pixels" and ev.xy.shape == (702, 2) and np.isfinite(ev.xy).all()
@@ -103,6 +109,7 @@ def _capture_scatter(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
     """The split protocol plots train + test with their own images (thumbnails) and split names; the
     poster protocol plots its 90 / 10 points, without thumbnails (they are not the split images),
@@ -123,7 +130,8 @@ def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
     EVALUATIONS.build({"name": "embedding", "protocol": "poster", "thumbnails": 4}).run(poster)
     [c] = calls
     assert c["images"] is None and c["splits"] == ["kNN reference"] * 702 + ["kNN query"] * 78
-    assert "780 images (702 kNN reference, 78 kNN query)" in c["title"] and (tmp_path / "poster" / "embedding.png").is_file()
+    assert ("780 images (702 kNN reference, 78 kNN query)" in c["title"]
+            and (tmp_path / "poster" / "embedding.png").is_file())
     csv = pd.read_csv(tmp_path / "poster" / "embedding.csv")
     assert csv.groupby("split").size().to_dict() == {"test": 156, "train": 546, "val": 78}
 
@@ -138,11 +146,13 @@ def test_map_files_and_plots_follow_the_protocol(breast, tmp_path, monkeypatch):
         out3.mkdir()
         three = PCA(3, random_state=0).fit(_pixels(breast.train.images))
         ev = EVALUATIONS.build({"name": "embedding", "protocol": protocol})
-        m = ev.run(EvalContext(data=breast, embed=_pixels, project=lambda im: three.transform(_pixels(im)), out_dir=out3))
+        m = ev.run(EvalContext(data=breast, embed=_pixels, project=lambda im: three.transform(_pixels(im)),
+                               out_dir=out3))
         assert m["dim"] == 3 and not (out3 / "embedding.png").exists()
         assert list(pd.read_csv(out3 / "embedding.csv").columns) == ["split", "index", "label", "z0", "z1", "z2"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # the last 1,000 images lack a class
 def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
     """Images without labels get label -1; ``map_metrics`` and ``knn_accuracy`` default to the t-SimCNE
@@ -151,7 +161,8 @@ def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
 
     df = embedding_frame({"test": (np.zeros((3, 2)), np.array([]))})
     assert df["label"].tolist() == [-1, -1, -1]
-    multi = embedding_frame({"test": (np.zeros((2, 2)), np.array([[1, 0, 1], [0, 1, 1]]))})  # ssl-bench embed of multi-label data
+    # ssl-bench embed of multi-label data
+    multi = embedding_frame({"test": (np.zeros((2, 2)), np.array([[1, 0, 1], [0, 1, 1]]))})
     assert multi["label"].tolist() == [1, 0]  # the first label's value
     images = torch.cat([ham.train.images, ham.val.images, ham.test.images])[:10_001]
     labels = torch.cat([ham.train.labels, ham.val.labels, ham.test.labels])[:10_001].numpy()
@@ -170,6 +181,7 @@ def test_embedding_frame_of_unlabelled_images_and_the_documented_defaults(ham):
     EVALUATIONS.build({"name": "embedding", "k": 1, "silhouette_samples": 2})  # the smallest accepted
 
 
+@pytest.mark.slow
 def test_tsne_defaults_and_small_inputs_against_scikit_learn(breast):
     """``tsne_2d`` is PCA to 50 dimensions then scikit-learn's t-SNE with perplexity 30, 1,000
     iterations, PCA init and seed 0; with few points the perplexity is lowered to (N − 1) / 3."""
@@ -181,7 +193,8 @@ def test_tsne_defaults_and_small_inputs_against_scikit_learn(breast):
     x = _pixels(breast.train.images[:120]).astype(np.float32)
     # one OpenMP thread: 0.5 s; two while another job holds one of the 2 cores: 45 s (measured)
     with threadpool_limits(1, user_api="openmp"):
-        ref = TSNE(2, perplexity=30.0, init="pca", max_iter=1000, random_state=0).fit_transform(PCA(50, random_state=0).fit_transform(x))
+        ref = TSNE(2, perplexity=30.0, init="pca", max_iter=1000, random_state=0).fit_transform(
+            PCA(50, random_state=0).fit_transform(x))
         np.testing.assert_allclose(tsne_2d(x), ref, rtol=1e-5, atol=1e-5)
         few = x[:40]
         ref = TSNE(2, perplexity=13.0, init="pca", max_iter=250, random_state=0).fit_transform(few)  # 40 ≤ 50: no PCA
@@ -189,4 +202,5 @@ def test_tsne_defaults_and_small_inputs_against_scikit_learn(breast):
     for bad in ({"perplexity": 0}, {"pca_dim": 1}, {"max_iter": 249}, {"k": 0}):
         with pytest.raises(SSLBenchError, match="recipe keys evaluate.tsne"):
             EVALUATIONS.build({"name": "tsne", **bad})
-    EVALUATIONS.build({"name": "tsne", "perplexity": 0.5, "pca_dim": 2, "max_iter": 250, "k": 1})  # the smallest accepted
+    # the smallest accepted
+    EVALUATIONS.build({"name": "tsne", "perplexity": 0.5, "pca_dim": 2, "max_iter": 250, "k": 1})

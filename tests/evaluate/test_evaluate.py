@@ -22,6 +22,7 @@ TRAINING_PROTOCOL_OPTIONS = {
 FAST_OPTIONS = {"tsne": {"max_iter": 250}}  # early-exaggeration phase only: a smoke test, no AUC claim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EVALUATIONS.names())
 def test_every_evaluation_on_real_data(name, breast, retina):
     from tests.evaluate.test_finetune import _ctx
@@ -52,7 +53,8 @@ def test_knn_on_pixels_equals_sklearn_directly(breast):
 
 def test_metrics_multiclass_with_absent_class_and_multilabel():
     y = np.array([0, 1, 1, 0, 2, 2])
-    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]])
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8],
+                      [0.2, 0.2, 0.6]])
     m = classification_metrics(y, proba, "multi-class")
     assert m["accuracy"] == pytest.approx(5 / 6)
     from sklearn.metrics import f1_score, precision_score
@@ -61,7 +63,8 @@ def test_metrics_multiclass_with_absent_class_and_multilabel():
     assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro"))
     assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     assert "precision_pos" not in m
-    b = classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]), "binary-class")
+    b = classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+                               "binary-class")
     assert b["precision_pos"] == pytest.approx(0.5) and b["accuracy"] == pytest.approx(0.5)
     assert m["auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
     # class 2 absent from y: AUC averages one-vs-rest over present classes instead of failing
@@ -74,6 +77,7 @@ def test_metrics_multiclass_with_absent_class_and_multilabel():
     assert ml["auc"] == pytest.approx(np.mean([roc_auc_score(yl[:, j], pl[:, j]) for j in (0, 1)]))
 
 
+@pytest.mark.slow
 def test_context_of_a_trained_objective_gives_its_encoder_and_the_recipe_views(breast):
     """``encoder()`` is a copy of the pre-trained backbone (its features are the context's own),
     ``encoder(random=True)`` an untrained one; ``view_of(block)`` is view 1 of that augmentation set,
@@ -145,7 +149,8 @@ def test_probes_with_a_class_or_label_absent_from_training(retina):
         y = torch.stack([s.labels >= t for t in (1, 2)], 1).float()
         return ImageSet(s.images, torch.cat([y, torch.full((len(y), 1), float(constant))], 1))
 
-    three = DataSplits(name="R", train=ml(retina.train, 0), val=ml(retina.val, 0), test=ml(retina.test, 0), task="multi-label")
+    three = DataSplits(name="R", train=ml(retina.train, 0), val=ml(retina.val, 0), test=ml(retina.test, 0),
+                       task="multi-label")
     two = DataSplits(name="R", train=ImageSet(retina.train.images, three.train.labels[:, :2]),
                      test=ImageSet(retina.test.images, three.test.labels[:, :2]), task="multi-label")
     with pytest.warns(UserWarning, match="skips 1 label"):
@@ -164,7 +169,8 @@ def test_metrics_at_their_edges_against_scikit_learn():
     from sklearn.metrics import f1_score, precision_score
 
     y = np.array([0, 1, 2, 2, 1, 0])
-    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
+    proba = np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.1, 0.8, 0.1],
+                      [0.6, 0.3, 0.1]])
     m = classification_metrics(y, proba, "multi-class")  # class 2 never predicted
     pred = proba.argmax(1)
     assert m["precision"] == pytest.approx(precision_score(y, pred, average="macro", zero_division=0))
@@ -172,9 +178,11 @@ def test_metrics_at_their_edges_against_scikit_learn():
     assert m["f1"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
     # a class neither present nor predicted (3 columns, labels 0 and 1 only): its F1 is 0 in the average
     m01 = classification_metrics(y[[0, 1, 4, 5]], proba[[0, 1, 4, 5]], "multi-class")
-    assert m01["f1"] == pytest.approx(f1_score(y[[0, 1, 4, 5]], pred[[0, 1, 4, 5]], labels=[0, 1, 2], average="macro", zero_division=0))
+    assert m01["f1"] == pytest.approx(f1_score(y[[0, 1, 4, 5]], pred[[0, 1, 4, 5]], labels=[0, 1, 2], average="macro",
+                                               zero_division=0))
     assert m01["f1"] == pytest.approx(2 / 3)
-    b = classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2]]), "binary-class")
+    b = classification_metrics(np.array([0, 1, 1, 0]), np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [0.8, 0.2]]),
+                               "binary-class")
     assert b["precision_pos"] == 0.0  # nothing predicted positive
 
     yl = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0]])  # label 2: one positive
@@ -191,4 +199,5 @@ def test_metrics_at_their_edges_against_scikit_learn():
     y0, p0 = np.concatenate([yl, np.zeros((4, 1), int)], 1), np.concatenate([pl, np.full((4, 1), 0.1)], 1)
     with pytest.warns(UserWarning, match="skips 1 label"):  # a label neither present nor predicted
         ml0 = classification_metrics(y0, p0, "multi-label")
-    assert ml0["f1"] == pytest.approx(f1_score(y0, (p0 >= 0.5).astype(int), average="macro", zero_division=0)) == pytest.approx(ml["f1"] * 3 / 4)
+    assert ml0["f1"] == pytest.approx(f1_score(y0, (p0 >= 0.5).astype(int), average="macro",
+                                               zero_division=0)) == pytest.approx(ml["f1"] * 3 / 4)

@@ -28,22 +28,26 @@ def _ctx(data):
     return eval_context(data)
 
 
+@pytest.mark.slow
 def test_finetune_is_seeded_and_deterministic(breast):
     ft = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 2, "batch_size": 32})
     ctx = _ctx(breast)
     a, b, c = ft.run_seed(ctx, 0), ft.run_seed(ctx, 0), ft.run_seed(ctx, 1)
     assert a == b  # same seed on CPU: bit-identical metrics
     assert a != c  # another label subset and head
-    assert set(a) == {"accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos", "positive_class", "majority_accuracy",
+    assert set(a) == {"accuracy", "balanced_accuracy", "auc", "precision", "f1", "precision_pos", "positive_class",
+                      "majority_accuracy",
                       "chance_balanced_accuracy", "pred_histogram", "predicted_classes", "chosen_epoch", "val_history"}
     assert a["positive_class"] == 0  # BreastMNIST: label 0 is "malignant"
     assert sum(a["pred_histogram"]) == len(breast.test) and len(a["val_history"]) == 2
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(ctx)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                             "seeds": 2}).run(ctx)
     assert len(res["per_seed"]) == 2 and res["per_seed"][0] != res["per_seed"][1]
     assert res["auc"] == pytest.approx(np.mean([m["auc"] for m in res["per_seed"]]))
     assert ft.key == "finetune@0.1"
 
 
+@pytest.mark.slow
 def test_multilabel_toy_from_real_images_reports_per_label_auc(retina):
     """DR grades as 3 cumulative binary labels (grade ≥ 1, ≥ 2, ≥ 3): a real multi-label task."""
 
@@ -53,7 +57,8 @@ def test_multilabel_toy_from_real_images_reports_per_label_auc(retina):
 
     data = DataSplits(name="Retina-ML", train=ml(retina.train), val=ml(retina.val), test=ml(retina.test),
                       task="multi-label", class_names=["≥1", "≥2", "≥3"])
-    pixels = lambda im: (im.flatten(1).float() / 255 @ torch.randn(im[0].numel(), 32, generator=torch.Generator().manual_seed(0))).numpy()  # noqa: E731
+    pixels = lambda im: (im.flatten(1).float() / 255  # noqa: E731
+                         @ torch.randn(im[0].numel(), 32, generator=torch.Generator().manual_seed(0))).numpy()
     ctx = EvalContext(data=data, embed=pixels)
     for name in ("linear", "knn"):
         m = EVALUATIONS.build({"name": name}).run(ctx)
@@ -89,6 +94,7 @@ def test_stratified_subset_of_multilabel_rows_and_of_rare_classes(retina, breast
     assert torch.bincount(breast.train.labels[stratified_subset(breast.train.labels, 0.01, seed=0)]).tolist() == [1, 4]
 
 
+@pytest.mark.slow
 def test_finetune_trains_on_its_augment_block_never_the_pretraining_view(breast):
     """Fine-tuning trains on its own views — ``augment``, else horizontal flips (``finetune``) or none
     (``finetune_medmnist``) — never the context's pre-training view (BYOL's crops and colour jitter at
@@ -100,9 +106,11 @@ def test_finetune_trains_on_its_augment_block_never_the_pretraining_view(breast)
         raise AssertionError("fine-tuning trained on the pre-training view")
 
     ctx = dataclasses.replace(_ctx(breast), train_view=refuse)
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "augment": {"name": "none"}}).run(ctx)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                             "augment": {"name": "none"}}).run(ctx)
     assert res["augment"] == {"name": "none"} and not any(k.endswith("_std") for k in res)
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "seeds": 2}).run(ctx)
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                             "seeds": 2}).run(ctx)
     assert res["augment"] == {"name": "flip"}
     assert res["auc_std"] == pytest.approx(statistics.stdev([m["auc"] for m in res["per_seed"]]))
     assert res["pred_histogram"] == [sum(v) for v in zip(*(m["pred_histogram"] for m in res["per_seed"]))]
@@ -143,16 +151,20 @@ def test_balanced_class_weights_are_scikit_learns(breast, retina):
     assert class_weights(torch.tensor([0, 0, 2]), 3).tolist() == pytest.approx([0.75, 0.0, 1.5])  # an absent class: 0
 
 
+@pytest.mark.slow
 def test_the_weighted_loss_is_used_when_balanced(breast, monkeypatch):
-    """``class_weight: balanced`` passes n / (C·n_c) of the fine-tuning labels to the cross-entropy; ``none`` passes none."""
+    """``class_weight: balanced`` passes n / (C·n_c) of the fine-tuning labels to the cross-entropy;
+    ``none`` passes none."""
     import ssl_bench.evaluate.finetune as ftm
 
     seen = []
     real = ftm.F.cross_entropy
-    monkeypatch.setattr(ftm.F, "cross_entropy", lambda logits, y, weight=None: seen.append(weight) or real(logits, y, weight=weight))
+    monkeypatch.setattr(ftm.F, "cross_entropy",
+                        lambda logits, y, weight=None: seen.append(weight) or real(logits, y, weight=weight))
     ctx = _ctx(breast)
     EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32}).run_seed(ctx, 0)
     assert seen[0].tolist() == pytest.approx([55 / (2 * 15), 55 / (2 * 40)])  # 15 malignant, 40 benign
     seen.clear()
-    EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "class_weight": "none"}).run_seed(ctx, 0)
+    EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                       "class_weight": "none"}).run_seed(ctx, 0)
     assert seen == [None]

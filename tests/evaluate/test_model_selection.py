@@ -60,7 +60,9 @@ def _mean_of(rows: slice, cols: slice):
     return lambda imgs: imgs[..., rows, cols].flatten(1).float().mean(1, keepdim=True).numpy()
 
 
-@pytest.mark.parametrize("dataset, region", [("breast", (slice(10, 18), slice(10, 18))), ("retina", (slice(None), slice(None)))])
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, region",
+                         [("breast", (slice(10, 18), slice(10, 18))), ("retina", (slice(None), slice(None)))])
 def test_linear_probe_ranks_C_by_val_auc_and_breaks_ties_by_balanced_accuracy(dataset, region, request):
     """On one feature every C ranks the images alike: BreastMNIST's val AUC ties at every C and the
     balanced accuracy decides; on RetinaMNIST the val AUC is best at C = 0.01 while the balanced
@@ -124,6 +126,7 @@ class SpyFineTune(FineTune):
         return m
 
 
+@pytest.mark.slow
 def test_finetune_keeps_the_epoch_best_on_validation_and_reports_its_test_metrics(breast):
     ft = SpyFineTune(label_fraction=0.1, epochs=4, batch_size=16, lr=0.05, select_metric="auc")
     got = ft.run_seed(_ctx(breast), 0)
@@ -134,11 +137,13 @@ def test_finetune_keeps_the_epoch_best_on_validation_and_reports_its_test_metric
     assert len(set(scores)) > 1  # the epochs differ: which one is kept matters
     assert final[0] == "test"
     assert final[1] == during[best][1]  # the model evaluated on test is the one of the best validation epoch
-    assert {k: got[k] for k in REPORTED} == {k: final[2][k] for k in REPORTED}  # and its test metrics are what is reported
+    # and its test metrics are what is reported
+    assert {k: got[k] for k in REPORTED} == {k: final[2][k] for k in REPORTED}
     assert got["chosen_epoch"] == best + 1  # recorded, with every epoch's validation scores
     assert [h["auc"] for h in got["val_history"]] == scores and [h["epoch"] for h in got["val_history"]] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_finetune_selection_differs_from_selecting_on_test(breast):
     """The scores of the epochs on val and on test disagree about the best epoch for this seed, so a
     protocol that chose on test would report another model (the test above would then fail)."""
@@ -155,8 +160,10 @@ def test_finetune_selection_differs_from_selecting_on_test(breast):
     assert int(np.argmax(val_scores)) != int(np.argmax(test_scores))
 
 
+@pytest.mark.slow
 def test_finetune_std_is_the_sample_std_over_seeds(breast):
-    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.2, "epochs": 2, "batch_size": 32, "lr": 0.05, "seeds": 3}).run(_ctx(breast))
+    res = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.2, "epochs": 2, "batch_size": 32, "lr": 0.05,
+                             "seeds": 3}).run(_ctx(breast))
     assert len(res["per_seed"]) == 3
     for k in ("auc", "accuracy", "balanced_accuracy"):
         vals = [m[k] for m in res["per_seed"]]
@@ -165,6 +172,7 @@ def test_finetune_std_is_the_sample_std_over_seeds(breast):
         assert statistics.stdev(vals) != pytest.approx(statistics.pstdev(vals))
 
 
+@pytest.mark.slow
 def test_finetune_from_scratch_starts_from_an_untrained_encoder(breast):
     asked = []
     ctx = _ctx(breast)
@@ -175,13 +183,15 @@ def test_finetune_from_scratch_starts_from_an_untrained_encoder(breast):
         return make(random)
 
     ctx.encoder = encoder
-    ev = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32, "from_scratch": True})
+    ev = EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32,
+                            "from_scratch": True})
     ev.run(ctx)
     assert asked == [True] and ev.key == "finetune_scratch@0.1"
     EVALUATIONS.build({"name": "finetune", "label_fraction": 0.1, "epochs": 1, "batch_size": 32}).run(ctx)
     assert asked == [True, False]
 
 
+@pytest.mark.slow
 def test_finetune_without_a_defined_validation_score_keeps_the_last_epoch(breast):
     """A validation split of one class has no AUC (NaN) at any epoch: there is nothing to select on,
     so fine-tuning keeps the last epoch (the model as trained) and says so, instead of failing."""
@@ -200,6 +210,7 @@ def test_finetune_without_a_defined_validation_score_keeps_the_last_epoch(breast
     assert got["chosen_epoch"] == 3
 
 
+@pytest.mark.slow
 def test_finetune_learning_rate_schedules_over_its_steps(breast, monkeypatch):
     """multistep (the default, MedMNIST's): lr until 50 % of the T = ⌊n / batch⌋ · epochs optimizer
     steps, × 0.1 until 75 %, × 0.01 after, with Adam and no weight decay; cosine (with SGD): lr_s =
@@ -223,11 +234,13 @@ def test_finetune_learning_rate_schedules_over_its_steps(breast, monkeypatch):
 
     monkeypatch.setattr(torch.optim, "SGD", recording(torch.optim.SGD))
     monkeypatch.setattr(torch.optim, "Adam", recording(torch.optim.Adam))
-    FineTune(label_fraction=0.2, epochs=4, batch_size=32, lr=0.05).run_seed(_ctx(breast), 0)  # 109 images: 3 steps an epoch
+    # 109 images: 3 steps an epoch
+    FineTune(label_fraction=0.2, epochs=4, batch_size=32, lr=0.05).run_seed(_ctx(breast), 0)
     assert lrs == pytest.approx([0.05] * 6 + [0.005] * 3 + [0.0005] * 3)
     assert settings == [("Adam", {"momentum": None, "weight_decay": 0.0})]
     lrs.clear()
-    FineTune(label_fraction=0.1, epochs=3, batch_size=32, lr=0.05, optimizer="sgd", schedule="cosine", weight_decay=1e-4).run_seed(_ctx(breast), 0)
+    FineTune(label_fraction=0.1, epochs=3, batch_size=32, lr=0.05, optimizer="sgd", schedule="cosine",
+             weight_decay=1e-4).run_seed(_ctx(breast), 0)
     total = (55 // 32) * 3
     assert lrs == pytest.approx([0.05 * (1 + math.cos(math.pi * s / total)) / 2 for s in range(total)])
     assert settings[-1] == ("SGD", {"momentum": 0.9, "weight_decay": 1e-4})
@@ -237,6 +250,7 @@ def test_finetune_learning_rate_schedules_over_its_steps(breast, monkeypatch):
     assert len(lrs) == 2
 
 
+@pytest.mark.slow
 def test_finetune_ties_on_validation_keep_the_earlier_epoch(breast):
     """Epochs that score alike on val (here every epoch: the scores are replaced by one value) keep the
     earliest of them, as documented."""

@@ -30,9 +30,11 @@ def test_channel_adaptation_on_real_images(breast, retina):
 
 def _source_ctx(data):
     """The context `ssl-bench run` builds after pre-training on ``data`` (a seeded, untrained network)."""
-    return eval_context(data, backbone={"name": "resnet18", "small_image_stem": True, "stem_pool": True}, seed=3, view_size=28)
+    return eval_context(data, backbone={"name": "resnet18", "small_image_stem": True, "stem_pool": True}, seed=3,
+                        view_size=28)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, target", [("retina", "breastmnist"), ("breast", "retinamnist")])
 def test_transfer_runs_between_grayscale_and_rgb(source, target, request):
     src = request.getfixturevalue(source)
@@ -59,7 +61,8 @@ def test_transfer_bad_blocks_fail_when_the_recipe_is_loaded():
     from tests.helpers import breast_recipe
 
     for block, message in (
-        ({"protocol": {"name": "lnear"}}, r"unknown evaluation 'lnear' \(recipe key evaluate\[0\].protocol.name\) — did you mean 'linear'"),
+        ({"protocol": {"name": "lnear"}},
+         r"unknown evaluation 'lnear' \(recipe key evaluate\[0\].protocol.name\) — did you mean 'linear'"),
         ({"protocol": {"name": "knn", "kk": 3}}, r"unknown recipe key evaluate\[0\].protocol.kk for evaluation 'knn'"),
         ({"protocol": {"name": "transfer"}}, r"evaluate\[0\].protocol.name cannot be 'transfer'"),
         ({"data": {"name": "medmnist", "flag": "pneumonia"}}, r"'pneumonia' \(recipe key evaluate\[0\].data.flag\)"),
@@ -67,16 +70,19 @@ def test_transfer_bad_blocks_fail_when_the_recipe_is_loaded():
         ev = {"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, **block}
         with pytest.raises(SSLBenchError, match=message):
             load_recipe(data=breast_recipe(evaluate=[ev]))
-    load_recipe(data=breast_recipe(evaluate=[{"name": "transfer", "data": {"name": "isic", "root": "/nonexistent"}, "missing": "skip"}]))
+    load_recipe(data=breast_recipe(evaluate=[{"name": "transfer", "data": {"name": "isic", "root": "/nonexistent"},
+                                              "missing": "skip"}]))
 
 
 def test_transfer_bad_blocks_fail_at_build_time():
     with pytest.raises(SSLBenchError, match=r"'breastmnsit' \(recipe key evaluate\[2\].data.flag\)"):
         EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnsit"}}, key="evaluate[2]")
     with pytest.raises(SSLBenchError, match=r"'lnear' \(recipe key evaluation.protocol.name\)"):
-        EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "lnear"}})
+        EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"},
+                           "protocol": {"name": "lnear"}})
 
 
+@pytest.mark.slow
 def test_run_with_transfer_writes_keyed_results_and_headline(tmp_path):
     """ssl-bench run: RetinaMNIST (RGB) → BreastMNIST (grayscale), Random encoder (epochs 0) to stay fast."""
     from click.testing import CliRunner
@@ -86,7 +92,8 @@ def test_run_with_transfer_writes_keyed_results_and_headline(tmp_path):
     out = tmp_path / "run"
     res = CliRunner().invoke(main, [
         "run", "recipes/medmnist/transfer_retina_to_breast.yaml", "--quiet", "--out", str(out),
-        "--set", "train.epochs=0", "--set", "evaluate=[{name: transfer, data: {name: medmnist, flag: breastmnist}, protocol: {name: linear}}]",
+        "--set", "train.epochs=0", "--set",
+        "evaluate=[{name: transfer, data: {name: medmnist, flag: breastmnist}, protocol: {name: linear}}]",
     ])
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
@@ -127,12 +134,14 @@ def test_resample_and_luma_are_exact_where_they_can_be(retina):
         assert (resize_uint8(torch.full((2, 3, 28, 28), value, dtype=torch.uint8), 20) == value).all()
     assert resize_uint8(colour, 28) is colour
     wide = colour[:4, :, :, :24]
-    assert resize_uint8(wide, 24).shape == (4, 3, 24, 24) and resize_uint8(colour[:4, :, :24, :], 24).shape == (4, 3, 24, 24)
+    assert (resize_uint8(wide, 24).shape == (4, 3, 24, 24)
+            and resize_uint8(colour[:4, :, :24, :], 24).shape == (4, 3, 24, 24))
     for c, to in ((3, 2), (4, 1), (2, 3)):
         with pytest.raises(SSLBenchError, match=f"cannot adapt {c}-channel images to an encoder with {to} input"):
             adapt_channels(torch.zeros(1, c, 4, 4, dtype=torch.uint8), to)
 
 
+@pytest.mark.slow
 def test_transfer_checks_dataset_b_and_needs_a_trained_encoder(breast, retina):
     """The inner protocol's data check runs on dataset B (not A) at build time; a skipped B has nothing
     to check; a context without the trained encoder is refused; a plugin encoder without ``in_chans``
@@ -140,12 +149,15 @@ def test_transfer_checks_dataset_b_and_needs_a_trained_encoder(breast, retina):
     from ssl_bench.evaluate import EvalContext
     from ssl_bench.evaluate.transfer import Transfer
 
-    knn = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn", "k": 600}})
+    knn = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"},
+                             "protocol": {"name": "knn", "k": 600}})
     with pytest.raises(SSLBenchError, match=r"evaluate.knn.k \(600\) is larger than the train split \(546"):
         knn.check_data(retina)  # A (RetinaMNIST) has 1,080 training images, B 546
-    skip = EVALUATIONS.build({"name": "transfer", "data": {"name": "isic", "root": "/nonexistent/ISIC"}, "missing": "skip"})
+    skip = EVALUATIONS.build({"name": "transfer", "data": {"name": "isic", "root": "/nonexistent/ISIC"},
+                              "missing": "skip"})
     skip.check_data(retina)
-    ok = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"}, "protocol": {"name": "knn", "k": 5}})
+    ok = EVALUATIONS.build({"name": "transfer", "data": {"name": "medmnist", "flag": "breastmnist"},
+                            "protocol": {"name": "knn", "k": 5}})
     import dataclasses
 
     for missing in ("encoder", "augment", "view_size"):  # each of them alone
@@ -157,7 +169,8 @@ def test_transfer_checks_dataset_b_and_needs_a_trained_encoder(breast, retina):
             return x.flatten(1)[:, :64]
 
     src = _source_ctx(retina)
-    ctx = EvalContext(data=retina, embed=src.embed, encoder=lambda random=False: Plugin(), augment=src.augment, view_size=28)
+    ctx = EvalContext(data=retina, embed=src.embed, encoder=lambda random=False: Plugin(), augment=src.augment,
+                      view_size=28)
     assert ok.run(ctx)["target_dataset"] == "BreastMNIST"
     augment = {"name": "byol", "size": 28, "blur": [1.0, 0.1]}
     resolved = Transfer.resolve({"name": "transfer", "protocol": {"name": "finetune"}}, {"augment": augment})

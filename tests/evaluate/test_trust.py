@@ -24,12 +24,14 @@ def scratch_breast(breast):
     return ev.run_seed(ctx, 0, test_proba=True)
 
 
+@pytest.mark.slow
 def test_finetuning_from_scratch_beats_the_majority_class_on_validation(scratch_breast, breast):
     """The protocol learns from random init within a few epochs: validation BMA above chance (0.5)
     and AUC well above 0.5, both classes predicted — the old default (SGD on the pre-training views)
     reached AUC 0.755 on test after 100 epochs and predicted the majority class in most study runs."""
     m = scratch_breast
-    assert m["majority_accuracy"] == pytest.approx(float(np.bincount(breast.val.labels.numpy()).max() / len(breast.val)))
+    assert m["majority_accuracy"] == pytest.approx(float(np.bincount(breast.val.labels.numpy()).max()
+                                                         / len(breast.val)))
     assert m["chance_balanced_accuracy"] == 0.5
     assert m["predicted_classes"] == 2 and at_baseline(m) is None
     assert m["balanced_accuracy"] > 0.56, m
@@ -56,7 +58,8 @@ def test_the_positive_class_comes_from_the_class_names(breast, pneumonia):
 
     assert breast.class_names[0] == "malignant" and breast.positive_class == 0
     assert pneumonia.class_names[1] == "pneumonia" and pneumonia.positive_class == 1
-    names = lambda *n: DataSplits(name="x", train=breast.train, test=breast.test, task="binary-class", class_names=list(n))  # noqa: E731
+    names = lambda *n: DataSplits(name="x", train=breast.train, test=breast.test, task="binary-class",  # noqa: E731
+                                  class_names=list(n))
     assert names("normal", "tuberculosis").positive_class == 1 and names("benign", "malignant").positive_class == 1
     assert names("no finding", "cat").positive_class == 1  # neither reads as a finding: label 1
     y = breast.test.labels.numpy()
@@ -73,7 +76,8 @@ def test_a_classifier_that_predicts_one_class_is_flagged(breast):
     good = classification_metrics(y, np.eye(2)[y] * 0.8 + 0.1, "binary-class", 0)
     assert at_baseline(good) is None and good["balanced_accuracy"] == 1.0
     # accuracy at most the majority class's and BMA at most chance, with both classes predicted: flagged too
-    weak = {"accuracy": 0.70, "majority_accuracy": 0.731, "balanced_accuracy": 0.49, "chance_balanced_accuracy": 0.5, "predicted_classes": 2}
+    weak = {"accuracy": 0.70, "majority_accuracy": 0.731, "balanced_accuracy": 0.49, "chance_balanced_accuracy": 0.5,
+            "predicted_classes": 2}
     assert "no better than the majority class" in at_baseline(weak)
     assert at_baseline({**weak, "balanced_accuracy": 0.6}) is None  # a minority class found: it learned something
 
@@ -81,7 +85,8 @@ def test_a_classifier_that_predicts_one_class_is_flagged(breast):
 def _write_run(root, method, seed, evals):
     d = root / f"{method}{seed}"
     d.mkdir(parents=True)
-    (d / "results.json").write_text(json.dumps({"recipe": "r", "method": method, "dataset": "BreastMNIST", "seed": seed, "eval": evals}))
+    (d / "results.json").write_text(json.dumps({"recipe": "r", "method": method, "dataset": "BreastMNIST", "seed": seed,
+                                                "eval": evals}))
     return d
 
 
@@ -90,14 +95,18 @@ def test_compare_marks_a_cell_at_the_majority_baseline_and_never_bolds_it(tmp_pa
 
     base = {"majority_accuracy": 0.731, "chance_balanced_accuracy": 0.5}
     for s in (0, 1):  # "Majority" predicts one class: the highest accuracy, no better than the majority class
-        _write_run(tmp_path, "Majority", s, {"finetune@1": {"accuracy": 0.731, "balanced_accuracy": 0.5, "predicted_classes": 1, **base}})
-        _write_run(tmp_path, "BYOL", s, {"finetune@1": {"accuracy": 0.80 + 0.01 * s, "balanced_accuracy": 0.66, "predicted_classes": 2, **base}})
+        _write_run(tmp_path, "Majority", s,
+                   {"finetune@1": {"accuracy": 0.731, "balanced_accuracy": 0.5, "predicted_classes": 1, **base}})
+        _write_run(tmp_path, "BYOL", s, {"finetune@1": {"accuracy": 0.80 + 0.01 * s, "balanced_accuracy": 0.66,
+                                                        "predicted_classes": 2, **base}})
     # the highest mean of the column, but every run predicted one class: flagged, and not marked best
-    _write_run(tmp_path, "Collapsed", 0, {"finetune@1": {"accuracy": 0.9, "balanced_accuracy": 0.5, "predicted_classes": 1, **base}})
+    _write_run(tmp_path, "Collapsed", 0,
+               {"finetune@1": {"accuracy": 0.9, "balanced_accuracy": 0.5, "predicted_classes": 1, **base}})
     table, text, _ = compare([str(tmp_path)], metric="accuracy", fmt="markdown")
     assert table.loc["Collapsed", "BreastMNIST · finetune@1"] == "0.900‡ n=1"
     assert table.loc["Majority", "BreastMNIST · finetune@1"] == "0.731(.000)‡ n=2"
     assert table.loc["BYOL", "BreastMNIST · finetune@1"].startswith("**0.805")  # the best of those that learned
     assert "‡ no better than a constant prediction" in text
     table, _, _ = compare([str(tmp_path)], metric="balanced_accuracy", fmt="markdown")
-    assert "‡" in table.loc["Majority", "BreastMNIST · finetune@1"] and "‡" not in table.loc["BYOL", "BreastMNIST · finetune@1"]
+    assert ("‡" in table.loc["Majority", "BreastMNIST · finetune@1"]
+            and "‡" not in table.loc["BYOL", "BreastMNIST · finetune@1"])

@@ -22,6 +22,7 @@ def _views(data, n=16):
     return (v1 - 0.5) / 0.25, (v2 - 0.5) / 0.25, data.train.labels[idx]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_one_training_step_on_real_data(name, breast, tiny_resnet):
     obj = OBJECTIVES.build({"name": name}, tiny_resnet(1))
@@ -69,10 +70,12 @@ def test_byol_loss_is_two_minus_two_cos(breast, tiny_resnet):
     with torch.no_grad():
         out = obj(x1, x2)
         v1, v2 = out.views
-        want = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t)).mean() + (2 - 2 * F.cosine_similarity(v2.p, v1.t)).mean())
+        want = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t)).mean()
+                      + (2 - 2 * F.cosine_similarity(v2.p, v1.t)).mean())
         assert torch.allclose(obj.loss(out), want, atol=1e-6)
         extra = torch.tensor([[3]] * 8)
-        ex = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t[3:4])).mean() + (2 - 2 * F.cosine_similarity(v2.p, v1.t[3:4])).mean())
+        ex = 0.5 * ((2 - 2 * F.cosine_similarity(v1.p, v2.t[3:4])).mean()
+                    + (2 - 2 * F.cosine_similarity(v2.p, v1.t[3:4])).mean())
         assert torch.allclose(obj.loss(out, extra, weight=0.5), want + 0.5 * ex, atol=1e-6)
         # the predictor's last-layer input a really is what produced q = W a + b (TracIn needs it)
         last = obj.predictor.layers[-1]
@@ -244,6 +247,7 @@ def test_prediction_and_predictor_input_are_those_of_the_prediction_head(name, b
     assert torch.equal(v.p, p) and torch.equal(v.a, seen[1]) and torch.equal(seen[0], seen[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OBJECTIVES.names())
 def test_the_targets_of_a_step_are_the_target_branch(name, breast, tiny_resnet):
     """Each view's ``t`` in the step's output is what ``target`` gives for that view (selectors call

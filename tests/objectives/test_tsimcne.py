@@ -51,7 +51,8 @@ def test_cauchy_loss_matches_direct_computation():
         extra = torch.tensor([[3, -1], [-1, -1], [0, 4], [-1, -1], [2, -1]])
         got = cauchy_infonce(z1, z2, extra, weight=0.5)
         assert got.double() == pytest.approx(float(_direct(z1, z2, extra, 0.5)), rel=1e-5)
-        assert cauchy_infonce(z1, z2, extra).double() == pytest.approx(float(_direct(z1, z2, extra, 1.0)), rel=1e-5)  # weight 1
+        # weight 1
+        assert cauchy_infonce(z1, z2, extra).double() == pytest.approx(float(_direct(z1, z2, extra, 1.0)), rel=1e-5)
         obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 8}, _Flat())
         out = StepOutput((ViewOutput(h=z1, z=z1, t=z1), ViewOutput(h=z2, z=z2, t=z2)))
         assert obj.loss(out, extra).double() == pytest.approx(float(_direct(z1, z2, extra, 1.0)), rel=1e-5)
@@ -60,6 +61,7 @@ def test_cauchy_loss_matches_direct_computation():
     assert float(cauchy_infonce(z, z)) < 1e-3
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_real_batch(breast, resnet):
     obj = OBJECTIVES.build({"name": "tsimcne", "hidden_dim": 256, "stages": [3, 1, 1]}, resnet)
     obj.begin_epoch(1)
@@ -75,6 +77,7 @@ def test_loss_decreases_on_a_real_batch(breast, resnet):
     assert losses[-1] < losses[0] - 0.05, losses
 
 
+@pytest.mark.slow
 def test_three_stages_freeze_exactly_what_the_paper_freezes(breast):
     """The loop's own step and stage switch (one optimiser over all parameters, weight decay and
     momentum on) on real BreastMNIST images."""

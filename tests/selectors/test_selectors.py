@@ -6,6 +6,7 @@ from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.base import topk_excluding_self
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SELECTORS.names())
 def test_every_selector_in_the_real_training_step(name):
     """Each registered selector, with its defaults, in the step `ssl-bench run` trains with, on real
@@ -46,7 +47,8 @@ def test_augmentation_only_refuses_positive_options(key):
 def test_oracle_picks_same_label_others(k, retina):
     sel = SELECTORS.build({"name": "oracle", "k": k})
     labels = retina.train.labels[:64]
-    ctx = SelectionContext(out=None, labels=labels, indices=torch.arange(64), objective=None, generator=torch.Generator().manual_seed(0))
+    ctx = SelectionContext(out=None, labels=labels, indices=torch.arange(64), objective=None,
+                           generator=torch.Generator().manual_seed(0))
     extra = sel.select(ctx)
     assert extra.shape == (64, k)
     valid = extra >= 0
@@ -58,7 +60,8 @@ def test_oracle_picks_same_label_others(k, retina):
     same, chosen, anchors = selection_counts(extra, labels).tolist()
     assert same == chosen == int(valid.sum()) and anchors == int(valid.any(1).sum())
     # different generator state → different (random) partners
-    again = sel.select(SelectionContext(out=None, labels=labels, indices=None, objective=None, generator=torch.Generator().manual_seed(1)))
+    again = sel.select(SelectionContext(out=None, labels=labels, indices=None, objective=None,
+                                        generator=torch.Generator().manual_seed(1)))
     assert not torch.equal(extra, again)
 
 
@@ -82,7 +85,8 @@ def test_an_objective_that_declares_nothing_is_named_so():
     class Plain(torch.nn.Module):
         pass
 
-    with pytest.raises(SSLBenchError, match=r"objective 'plain' does not provide it \(it provides: nothing declared\)$"):
+    with pytest.raises(SSLBenchError,
+                       match=r"objective 'plain' does not provide it \(it provides: nothing declared\)$"):
         check_compatible(SELECTORS.build({"name": "tracin"}), Plain, "tracin", "plain")
 
 
@@ -130,7 +134,8 @@ def test_micle_partners_share_the_group(mode, ham, tiny_resnet):
     from ssl_bench.errors import SSLBenchError
 
     with pytest.raises(SSLBenchError, match="needs group ids"):
-        SELECTORS.build({"name": "micle"}).setup(None, type("D", (), {"train": type("S", (), {"groups": None})(), "name": "X"})())
+        SELECTORS.build({"name": "micle"}).setup(None, type("D", (), {"train": type("S", (), {"groups": None})(),
+                                                                      "name": "X"})())
 
 
 def test_micle_partner_sampling_is_uniform_over_other_members():
@@ -154,7 +159,8 @@ def test_fnc_respects_topk_and_threshold():
     out = type("O", (), {})()
     v = lambda z: type("V", (), {"z": z, "h": z})()  # noqa: E731
     out.views = (v(z1), v(z2))
-    ctx = SelectionContext(out=out, labels=torch.zeros(40), indices=torch.arange(40), objective=None, generator=torch.Generator())
+    ctx = SelectionContext(out=out, labels=torch.zeros(40), indices=torch.arange(40), objective=None,
+                           generator=torch.Generator())
     for k, thr in [(10, 0.7), (3, 0.5), (10, 0.95)]:
         extra = SELECTORS.build({"name": "fnc", "k": k, "threshold": thr}).select(ctx)
         scores = fnc_scores([z1, z2], z1)
@@ -175,7 +181,8 @@ def test_ft_extrapolates_targets_apart():
     torch.manual_seed(0)
     t1, t2, z = torch.randn(64, 8), torch.randn(64, 8), torch.randn(64, 8)
     byol_like = StepOutput((ViewOutput(h=z, z=z, t=t1, p=z), ViewOutput(h=z, z=z, t=t2, p=z)))
-    ctx = SelectionContext(out=byol_like, labels=None, indices=None, objective=None, generator=torch.Generator().manual_seed(0))
+    ctx = SelectionContext(out=byol_like, labels=None, indices=None, objective=None,
+                           generator=torch.Generator().manual_seed(0))
     sel = SELECTORS.build({"name": "ft", "alpha": 2.0})
     sel.setup(OBJECTIVES.get("byol"), None)  # a predictor objective: the targets are extrapolated
     assert sel.select(ctx) is None
@@ -206,11 +213,13 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
         return StepOutput((ViewOutput(h=t1, z=t1, t=t1, p=t1), ViewOutput(h=t2, z=t2, t=t2, p=t2)))
 
     labels = torch.arange(4)
-    first = sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels, indices=None, objective=None, generator=g))
+    first = sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)),
+                                  SelectionContext(out=None, labels=labels, indices=None, objective=None, generator=g))
     assert first.extra_targets is None and sel.filled == 4  # empty bank: nothing to pull towards yet
     t1, t2 = torch.randn(4, 8), torch.randn(4, 8)
     bank_before = torch.nn.functional.normalize(sel.bank[:4].clone(), dim=1)
-    res = sel.transform_outputs(out_of(t1, t2), SelectionContext(out=None, labels=labels + 10, indices=None, objective=None, generator=g))
+    res = sel.transform_outputs(out_of(t1, t2), SelectionContext(out=None, labels=labels + 10, indices=None,
+                                                                 objective=None, generator=g))
     e1, e2 = res.extra_targets
     assert e1.shape == (4, 2, 8)
     want = (torch.nn.functional.normalize(t2, dim=1) @ bank_before.T).topk(2, dim=1).indices
@@ -218,8 +227,10 @@ def test_nn_bank_neighbours_and_fifo(breast, tiny_resnet):
     assert sel.filled == 8
     from ssl_bench.selectors.nn import neighbour_counts
 
-    assert neighbour_counts(sel.bank_labels[:4][want], labels + 10).tolist() == [0, 8, 4]  # neighbours 0..3, anchors 10..13
-    sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)), SelectionContext(out=None, labels=labels + 20, indices=None, objective=None, generator=g))
+    # neighbours 0..3, anchors 10..13
+    assert neighbour_counts(sel.bank_labels[:4][want], labels + 10).tolist() == [0, 8, 4]
+    sel.transform_outputs(out_of(torch.randn(4, 8), torch.randn(4, 8)),
+                          SelectionContext(out=None, labels=labels + 20, indices=None, objective=None, generator=g))
     assert sel.filled == 10 and sel.bank_labels.tolist()[8:] == [20, 21]  # FIFO cut at the end, as lightly does
     # the loss with virtual targets equals the direct formula
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 64}, tiny_resnet(1))

@@ -61,7 +61,8 @@ def test_fs_on_light_views_runs_the_network_on_them():
 
 
 def test_oracle_on_multilabel_rows_picks_identical_label_vectors():
-    labels = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0]]).float()
+    labels = torch.tensor([[1, 0, 1], [1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 0],
+                           [0, 0, 0]]).float()
     sel = SELECTORS.build({"name": "oracle", "k": 2})
     extra = sel.select(_ctx(labels=labels))
     groups = {0: {1, 3}, 1: {0, 3}, 3: {0, 1}, 2: {4}, 4: {2}, 5: set(), 6: {7}, 7: {6}}
@@ -78,7 +79,8 @@ class _Data:
     name = "toy"
 
     def __init__(self):
-        self.train = type("S", (), {"groups": torch.tensor([0, 0, 1, 2, 2, 3]), "labels": torch.tensor([0, 1, 1, 2, 2, 3])})()
+        self.train = type("S", (),
+                          {"groups": torch.tensor([0, 0, 1, 2, 2, 3]), "labels": torch.tensor([0, 1, 1, 2, 2, 3])})()
 
 
 def test_micle_replace_scores_the_partner_that_became_view_2():
@@ -241,11 +243,14 @@ def test_tracin_picks_a_positive_on_another_rank(a_dtype, gathers):
     from ssl_bench.distributed import Shard
 
     g = torch.Generator().manual_seed(9)
-    views = [ViewOutput(h=torch.randn(B, D, generator=g), z=torch.randn(B, D, generator=g), t=torch.randn(B, D, generator=g),
-                        p=torch.randn(B, D, generator=g), a=torch.randn(B, 16, generator=g).to(a_dtype)) for _ in range(2)]
+    views = [ViewOutput(h=torch.randn(B, D, generator=g), z=torch.randn(B, D, generator=g),
+                        t=torch.randn(B, D, generator=g),
+                        p=torch.randn(B, D, generator=g), a=torch.randn(B, 16, generator=g).to(a_dtype))
+             for _ in range(2)]
     shard = Shard(rank=1, sizes=(B, B))
     calls = []
-    object.__setattr__(shard, "gather", lambda t: calls.append(t.dtype) or torch.cat([t, t]))  # rank 0's rows first: the copies
+    # rank 0's rows first: the copies
+    object.__setattr__(shard, "gather", lambda t: calls.append(t.dtype) or torch.cat([t, t]))
     labels = torch.arange(B)
     sel = SELECTORS.build({"name": "tracin", "k": 1, "views": "train", "normalize": True})
     ctx = _ctx(out=StepOutput(tuple(views)), labels=labels, shard=shard, pool_labels=torch.cat([labels, labels]))
@@ -352,7 +357,9 @@ def test_nn_pulls_towards_neighbours_as_soon_as_the_bank_holds_k():
     second = sel.transform_outputs(_pair_out(2, 1), ctx)
     assert second.extra_targets is not None and second.extra_targets[0].shape == (2, 2, 4)
     one = SELECTORS.build({"name": "nn", "k": 1, "bank_size": 8})
-    assert one.transform_outputs(_pair_out(3, 2), SelectionContext(out=None, labels=torch.arange(3))).extra_targets is None  # an empty bank, even for k = 1
+    # an empty bank, even for k = 1
+    assert one.transform_outputs(_pair_out(3, 2),
+                                 SelectionContext(out=None, labels=torch.arange(3))).extra_targets is None
     with pytest.raises(SSLBenchError, match=r"selector.bank_size \(1\) must be ≥ selector.k \(2\)"):
         SELECTORS.build({"name": "nn", "k": 2, "bank_size": 1})
 

@@ -89,6 +89,7 @@ def _ctx(obj, data, idx, g, light=True):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("views, symmetric", [("light", None), ("light", True), ("train", None)])
 def test_online_selector_is_the_argmax_of_the_matrix(views, symmetric, breast, tiny_resnet):
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1))
@@ -121,9 +122,11 @@ def test_online_selector_is_the_argmax_of_the_matrix(views, symmetric, breast, t
     assert torch.equal(extra[:, 0], m.argmax(1))
 
 
+@pytest.mark.slow
 def test_pretrained_selector_never_changes_frozen_weights(breast, tiny_resnet, tmp_path):
     src = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1))
-    recipe = {"backbone": {"name": "resnet18", "small_image_stem": True}, "objective": {"name": "byol", "hidden_dim": 128}}
+    recipe = {"backbone": {"name": "resnet18", "small_image_stem": True},
+              "objective": {"name": "byol", "hidden_dim": 128}}
     torch.save({"objective": src.state_dict(), "recipe": recipe}, tmp_path / "last.pt")
     sel = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(tmp_path / "last.pt")})
     obj = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1))
@@ -155,7 +158,8 @@ def test_pretrained_needs_a_checkpoint_and_a_predictor(breast, tiny_resnet, tmp_
     from ssl_bench.selectors.base import check_compatible
 
     simclr = OBJECTIVES.build({"name": "simclr"}, tiny_resnet(1))
-    with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's prediction p .* objective 'simclr' does not provide"):
+    with pytest.raises(SSLBenchError, match=r"selector 'tracin' needs the objective's prediction p .* objective "
+                                            r"'simclr' does not provide"):
         check_compatible(SELECTORS.build({"name": "tracin"}), simclr, "tracin", "simclr")
 
 
@@ -196,7 +200,8 @@ def test_rectangular_form_is_rows_of_the_batch_matrix_with_the_same_defaults():
     from ssl_bench.selectors.tracin import tracin_cross
 
     g = torch.Generator().manual_seed(4)
-    q, z, a = ([torch.randn(10, d, generator=g, dtype=torch.float64) * s for _ in range(2)] for d, s in ((6, 1), (6, 1), (9, 0.1)))
+    q, z, a = ([torch.randn(10, d, generator=g, dtype=torch.float64) * s for _ in range(2)]
+               for d, s in ((6, 1), (6, 1), (9, 0.1)))
     gs = [byol_loss_grad(q_, z_) for q_, z_ in zip(q, z)]
     rows = slice(4, 7)  # a rank holding global rows 4-6
     for kw in ({}, {"lr": 0.3}, {"normalize": True}):
@@ -207,6 +212,7 @@ def test_rectangular_form_is_rows_of_the_batch_matrix_with_the_same_defaults():
     assert torch.allclose(cos.diagonal(), torch.ones(10, dtype=torch.float64)) and cos.abs().max() <= 1 + 1e-12
 
 
+@pytest.mark.slow
 def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_path):
     """A consumer naming its producer recipe with ``checkpoints: [1, 2]`` has the producer keep those
     epochs; its scores equal Σ_c lr_c · (G_c G_cᵀ) of per-sample autograd gradients of each kept
@@ -222,12 +228,14 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
     producer = breast_recipe(name="producer", train={"epochs": 2, "batch_size": 64, "lr": 0.05, "threads": 2})
     producer["out_dir"] = str(tmp_path / "runs")
     (tmp_path / "producer.yaml").write_text(yaml.safe_dump(producer))
-    consumer = breast_recipe(name="consumer", selector={"name": "tracin", "model": "pretrained", "checkpoint": "producer.yaml",
+    consumer = breast_recipe(name="consumer",
+                             selector={"name": "tracin", "model": "pretrained", "checkpoint": "producer.yaml",
                                                         "checkpoints": [1, 2]})
     consumer["out_dir"] = str(tmp_path / "runs")
     consumer["train"]["epochs"] = 1
     (tmp_path / "consumer.yaml").write_text(yaml.safe_dump(consumer))
-    cons_dir = run(load_recipe(tmp_path / "consumer.yaml"), out=tmp_path / "consumer", progress=False, log=lambda m: None)
+    cons_dir = run(load_recipe(tmp_path / "consumer.yaml"), out=tmp_path / "consumer", progress=False,
+                   log=lambda m: None)
     res = json.loads((cons_dir / "results.json").read_text())
     assert res["method"] == "BYOL-TracInCP-pretrained"
     prod_dir = Path(yaml.safe_load((cons_dir / "recipe.yaml").read_text())["selector"]["checkpoint"])
@@ -244,9 +252,11 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
     x = (data.train.images[:16].float() / 255 - 0.5) / 0.25
     x1, x2 = x, torch.flip(x, dims=[3])
     ctx = SelectionContext(out=None, labels=data.train.labels[:16], indices=torch.arange(16), objective=None,
-                           generator=torch.Generator().manual_seed(0), lr=0.1, light_views=lambda: (x1, x2), views=(x1, x2))
+                           generator=torch.Generator().manual_seed(0), lr=0.1, light_views=lambda: (x1, x2),
+                           views=(x1, x2))
     got = sel.scores(ctx)
-    cos = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 2], "normalize": True})
+    cos = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 2],
+                           "normalize": True})
     cos.setup(None, data)
     got_cos = cos.scores(ctx)
     want = torch.zeros(16, 16, dtype=torch.float64)
@@ -262,21 +272,25 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
         want_cos += lr * Gn @ Gn.T
     assert (got.double() - want).norm() / want.norm() <= 1e-4
     assert (got_cos.double() - want_cos).norm() / want_cos.norm() <= 1e-4
-    with pytest.raises(Exception, match=r"kept no checkpoint of epoch 3 \(epoch0003.pt\); train it with train.save_epochs=\[1, 3\]"):
-        SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 3]}).setup(None, data)
+    with pytest.raises(Exception, match=r"kept no checkpoint of epoch 3 \(epoch0003.pt\); "
+                                        r"train it with train.save_epochs=\[1, 3\]"):
+        SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir),
+                         "checkpoints": [1, 3]}).setup(None, data)
 
 
 @pytest.mark.parametrize("epochs", [[], [0], [2, -1], ["2"], [True], [1.5]])
 def test_tracincp_refuses_what_is_not_a_list_of_epochs(epochs, tmp_path):
     from ssl_bench.errors import SSLBenchError
 
-    with pytest.raises(SSLBenchError, match=r"^recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got "):
+    with pytest.raises(SSLBenchError,
+                       match=r"^recipe key selector.checkpoints must list epochs ≥ 1 of the pretrained run, got "):
         SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(tmp_path), "checkpoints": epochs})
 
 
 def test_tracincp_needs_a_pretrained_model():
     from ssl_bench.errors import SSLBenchError
 
-    with pytest.raises(SSLBenchError, match=r"^recipe key selector.checkpoints \(TracInCP\) needs selector.model: pretrained$"):
+    with pytest.raises(SSLBenchError,
+                       match=r"^recipe key selector.checkpoints \(TracInCP\) needs selector.model: pretrained$"):
         SELECTORS.build({"name": "tracin", "checkpoints": [1, 2]})
     assert SELECTORS.build({"name": "tracin"}).display == "TracIn"
