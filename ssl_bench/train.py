@@ -2,8 +2,10 @@
 
 Top-down, as DINO's ``main_dino.py``: :func:`run` = :func:`setup` (build and check everything,
 start the processes, claim the run directory: one :class:`Session`) → :func:`train` (the epochs,
-each :func:`train_one_epoch` of :class:`~ssl_bench.step.TrainStep` calls) → :func:`evaluate` →
-:func:`report`.  The step itself reads like Fig. 1 of BYOL-TracIn (arXiv 2306.00112); see
+each :func:`train_one_epoch`: a :class:`~ssl_bench.step.TrainStep` call per :class:`~ssl_bench.step.Batch`
+of :func:`epoch_batches`) → :func:`evaluate` → :func:`report`.  Every write goes through the run's
+:class:`~ssl_bench.rundir.RunDirectory` (metrics, steps, loggers, progress, checkpoints, status,
+results).  The step itself reads like Fig. 1 of BYOL-TracIn (arXiv 2306.00112); see
 :mod:`ssl_bench.step`.
 
 Devices and precision come from Lightning Fabric (``train.device``, ``train.precision``), and so
@@ -21,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -36,13 +38,14 @@ from ssl_bench.device import resolve_precision, reuse_freed_memory, select_devic
 from ssl_bench.errors import SSLBenchError
 from ssl_bench.evaluate import EvalContext
 from ssl_bench.recipe import Recipe, TrainConfig
+from ssl_bench.rundir import RunDirectory
 from ssl_bench.schedule import build_optimizer, check_stages, enter_epoch, staged_lr
 from ssl_bench.selectors import Selector
 from ssl_bench.step import Batch, TrainStep
 
 __all__ = [
-    "Session", "run", "place", "setup", "make_step", "training_step", "restore", "train", "train_one_epoch",
-    "make_batch", "evaluate", "report",
+    "Session", "run", "setup", "make_step", "training_step", "train", "train_one_epoch", "epoch_batches",
+    "evaluate", "report",
 ]
 
 
@@ -55,7 +58,7 @@ class Session:
     fabric: object
     rank: int
     world: int
-    run_dir: Path
+    out: RunDirectory  # every write of the run
     start: Optional[ckpt.ResumePoint]  # where a resumed run continues from
     step_fn: TrainStep
     normalize: Normalize
@@ -64,9 +67,6 @@ class Session:
     groups: Optional[torch.Tensor]
     data_gen: torch.Generator  # the epoch permutations
     steps_per_epoch: int
-    log: Callable[[str], None]
-    progress: bool
-    claimed: bool  # this process locked the run directory (rank 0)
     chance: float  # Σ_c p_c² of the training labels: the selector precision of random positives
     step: int = 0  # optimisation steps done
     first_epoch: int = 1
@@ -75,7 +75,6 @@ class Session:
     train_time_s: float = 0.0  # at the end of training
     eval_time_s: float = 0.0
     record: dict = field(default_factory=lambda: {"loss": None, "selector_precision": None})
-    loggers: Optional[object] = None  # ssl_bench.loggers.RunLoggers of the recipe's `log` (rank 0)
 
     @property
     def tcfg(self) -> TrainConfig:
@@ -88,6 +87,14 @@ class Session:
     @property
     def train_time(self) -> float:
         return time.perf_counter() - self.t_start + self.time_before
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out.path
+
+    @property
+    def log(self) -> Callable[[str], None]:
+        return self.out.log
 
 
 # -------------------------------------------------------------------------------------------------
@@ -120,20 +127,19 @@ def run(
         resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)
         with contextlib.ExitStack() as cleanup:
             s = setup(recipe, out, resume, progress, log, cleanup)
-            cleanup.callback(close_loggers, s)
+            cleanup.callback(s.out.close)
             try:
                 restore(s)
                 train(s)
                 if s.rank == 0:  # evaluation and results.json are rank 0's
                     report(s, evaluate(s))
             except Exception as e:
-                close_loggers(s, "failed")
-                if s.claimed and not runs.read_status(s.run_dir):
+                s.out.close("failed")
+                if s.out.writes and not runs.read_status(s.run_dir):
                     first = str(e).splitlines()[0] if str(e) else ""
                     try:
-                        runs.mark_failed(s.run_dir,
-                                         first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}",
-                                         resumable=True)
+                        s.out.failed(first if isinstance(e, SSLBenchError) else f"{type(e).__name__}: {first}",
+                                     resumable=True)
                     except SSLBenchError:  # no room even for status.json: the error itself still reaches the user
                         pass
                 raise
@@ -217,10 +223,11 @@ def setup(recipe: Recipe, out, resume, progress: bool, log: Callable, cleanup: c
             runs.mark_failed(run_dir, str(e), resumable=True)
             raise
         log("logging to: " + ", ".join(loggers.files()))
+    out = RunDirectory(run_dir, writes=rank == 0, log=log, loggers=loggers, progress=progress)
     return Session(
-        recipe, comp, fabric, rank, world, run_dir, start, step_fn, normalize, feed, labels=data.train.labels.to(dev),
-        groups=groups, data_gen=torch.Generator().manual_seed(seed), steps_per_epoch=steps_per_epoch, log=log,
-        progress=progress, claimed=rank == 0, chance=data.label_chance_rate(), loggers=loggers,
+        recipe, comp, fabric, rank, world, out, start, step_fn, normalize, feed, labels=data.train.labels.to(dev),
+        groups=groups, data_gen=torch.Generator().manual_seed(seed), steps_per_epoch=steps_per_epoch,
+        chance=data.label_chance_rate(),
     )
 
 
@@ -276,7 +283,7 @@ def restore(s: Session) -> None:
     ckpt.restore_modules(st, s.step_fn.objective, s.step_fn.optimizer, s.step_fn.selector)
     s.step, s.first_epoch = st.step, st.epoch + 1
     s.time_before = float(st.state.get("train_time_s", 0.0))
-    s.record = (ckpt.truncate_metrics(s.run_dir, st.epoch) if s.rank == 0 else None) or s.record
+    s.record = s.out.truncate_metrics(st.epoch) or s.record
     # DDP: rank 0's augmentation stream is the saved one; the others start a fresh stream per resumed epoch
     ckpt.set_rng_state(st.state["rng"],
                        generators if s.rank == 0 else {k: g for k, g in generators.items() if k != "augment"})
@@ -288,13 +295,11 @@ def rng_generators(s: Session) -> dict[str, torch.Generator]:
     return {"data": s.data_gen, "augment": s.step_fn.aug_gen, "selector": s.step_fn.sel_gen}
 
 
-def save_checkpoint(s: Session, epoch: int) -> None:
+def checkpoint_state(s: Session, epoch: int) -> dict:
     """Everything a resumed run needs (see :mod:`ssl_bench.checkpoint`); the states every rank
     shares are rank 0's (other ranks' augmentation streams are not saved)."""
-    if s.rank != 0:
-        return
     step = s.step_fn
-    ckpt.save(s.run_dir, {
+    return {
         "rng": ckpt.rng_state(rng_generators(s)),
         "epoch": epoch,
         "step": s.step,
@@ -304,70 +309,45 @@ def save_checkpoint(s: Session, epoch: int) -> None:
         "normalize": s.normalize.state_dict(),
         "recipe": s.recipe.cfg,
         "train_time_s": s.train_time,
-    })
+    }
+
+
+def network_state(s: Session, epoch: int) -> dict:
+    """An epoch's network kept (``train.save_epochs``): weights, normalisation, recipe and that epoch's
+    last learning rate (what TracInCP and ``ssl-bench positives`` read)."""
+    return {"epoch": epoch, "step": s.step, "lr": s.record["lr"], "objective": s.step_fn.objective.state_dict(),
+            "normalize": s.normalize.state_dict(), "recipe": s.recipe.cfg}
 
 
 # -------------------------------------------------------------------------------------------------
 # Training
 # -------------------------------------------------------------------------------------------------
 def train(s: Session) -> None:
-    """The epochs: each one trained, logged, checkpointed (every ``train.checkpoint_every``)."""
-    tcfg = s.tcfg
+    """The epochs: each one trained, recorded, checkpointed (every ``train.checkpoint_every``)."""
+    tcfg, out = s.tcfg, s.out
     s.t_start = time.perf_counter()
-    with _progress(s.progress and tcfg.epochs > s.first_epoch - 1) as prog:  # no bar for 0 epochs (or none left)
-        task = (
-            prog.add_task(f"epoch {s.first_epoch}", total=s.steps_per_epoch * tcfg.epochs, completed=s.step,
-                          loss="-", lr="-", ips="-")
-            if prog else None
-        )
+    left = tcfg.epochs > s.first_epoch - 1  # no bar for 0 epochs (or none left)
+    with out.progress(s.first_epoch, s.steps_per_epoch * tcfg.epochs, s.step, show=left):
         for epoch in range(s.first_epoch, tcfg.epochs + 1):
-            s.record = train_one_epoch(s, epoch, lambda **kw: prog.update(task, **kw) if prog else None)
-            step_losses, step_lrs = s.record.pop("_step_loss"), s.record.pop("_step_lr")
+            s.record = train_one_epoch(s, epoch)
             if tcfg.knn_every and epoch % tcfg.knn_every == 0 and s.rank == 0:
                 s.record.update(knn_monitor(s))
-            if s.rank == 0:
-                runs.append_metrics(s.run_dir, s.record)
-                from ssl_bench.loggers import append_steps
-
-                first = s.record["step"] - len(step_losses)
-                append_steps(s.run_dir, epoch, first, step_losses, step_lrs)
-                if s.loggers is not None:
-                    s.loggers.log_steps(first, step_losses, step_lrs)
-                    s.loggers.log_epoch(s.record)
-            r = s.record
-            prec = (
-                f"  sel-prec {r['selector_precision']:.3f} (chance {r['selector_chance']:.3f})"
-                if r["selector_precision"] is not None else ""
-            )
-            knn = f"  val kNN acc {r['knn_val_accuracy']:.3f}" if r.get("knn_val_accuracy") is not None else ""
-            msg = (f"epoch {epoch}/{tcfg.epochs}  loss {r['loss']:.4f}  lr {r['lr']:.4g}{prec}{knn}  "
-                   f"{r['images_per_s']:.0f} img/s")
-            if prog is not None:
-                prog.update(task, completed=s.step, description=f"epoch {min(epoch + 1, tcfg.epochs)}")
-                prog.console.print(msg)
-            else:
-                s.log(msg)
+            out.end_epoch(s.record, tcfg.epochs)
             if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
-                save_checkpoint(s, epoch)
-            if epoch in tcfg.save_epochs and s.rank == 0:
-                ckpt.save_epoch(s.run_dir, epoch, {
-                    "epoch": epoch, "step": s.step, "lr": r["lr"], "objective": s.step_fn.objective.state_dict(),
-                    "normalize": s.normalize.state_dict(), "recipe": s.recipe.cfg,
-                })
+                out.checkpoint(lambda: checkpoint_state(s, epoch))
+            if epoch in tcfg.save_epochs:
+                out.keep_epoch(epoch, lambda: network_state(s, epoch))
             if s.device.type == "cpu":  # activations live in host memory: hand the epoch's freed heap back
                 trim_heap()
     if tcfg.epochs == 0:  # no pre-training: the untrained encoder is the run's checkpoint
-        save_checkpoint(s, 0)
+        out.checkpoint(lambda: checkpoint_state(s, 0))
     s.train_time_s = s.train_time
-    if s.rank == 0 and tcfg.epochs:
-        from ssl_bench.loggers import plot_loss
-
+    if tcfg.epochs:
         stages = s.comp.objective.stages() or []
         boundaries = tuple(((st.first_epoch - 1) * s.steps_per_epoch, f"stage {st.index + 1}")
                            for st in stages if st.index > 0 and st.epochs)
-        plot_loss(s.run_dir, title=f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · "
-                                   f"{s.comp.data.name} · seed {s.recipe.cfg['seed']}",
-                  boundaries=boundaries, log=s.log)
+        out.loss_plot(f"{method_name(s.recipe.cfg, s.comp.selector, s.comp.objective)} · {s.comp.data.name} · "
+                      f"seed {s.recipe.cfg['seed']}", boundaries)
 
 
 def knn_monitor(s: Session) -> dict:
@@ -384,45 +364,36 @@ def knn_monitor(s: Session) -> dict:
     return {"knn_val_accuracy": m.get("accuracy"), "knn_val_balanced_accuracy": m.get("balanced_accuracy")}
 
 
-def close_loggers(s: Session, status: str = "success") -> None:
-    if s.loggers is not None:
-        s.loggers.close(status)
-
-
-def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
+def train_one_epoch(s: Session, epoch: int) -> dict:
     """One epoch of steps; returns its ``metrics.jsonl`` record.  The per-step bookkeeping stays on
     the device (no host sync per step on a GPU); the progress display reads it at most once a second."""
-    tcfg, dev, step_fn = s.tcfg, s.device, s.step_fn
-    t_epoch = last_shown = time.perf_counter()
+    tcfg, dev, step_fn, out = s.tcfg, s.device, s.step_fn, s.out
+    t_epoch = time.perf_counter()
+    out.start_epoch()
     loss_sum = torch.zeros((), device=dev)
     first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # first step with a NaN/inf loss
     counts = torch.zeros(3, dtype=torch.long, device=dev)
     seen, done, lr, momentum = 0, 0, None, None
     step_loss, step_lr = [], []  # every step's loss stays on the device until the epoch ends
     stage = enter_epoch(step_fn.objective, step_fn.optimizer, epoch)
-    index_batches = batches(len(s.comp.data.train), tcfg.batch_size, s.data_gen, drop_last=tcfg.drop_last)
-    planned = plan_epoch(step_fn.selector, itertools.islice(index_batches, s.steps_per_epoch), s.rank, s.world)
-    for (global_plan, plan, shard), (x1, x2) in s.feed.stream(planned, plan_indices):
-        batch = make_batch(s, plan, shard, global_plan, x1, x2)
+    for batch in epoch_batches(s):
         lr = staged_lr(stage, s.step, step_fn.total_steps, tcfg, s.steps_per_epoch)
         res = step_fn(batch, lr, s.step)
         momentum = res.momentum
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(res.loss.detach()), s.step, first_bad)
         # DDP: weighted so that the sum over ranks is the global batch's mean loss
-        loss_sum += res.loss.detach() * (1.0 if shard is None else shard.local_size / shard.total)
+        loss_sum += res.loss.detach() * (1.0 if batch.shard is None else batch.shard.local_size / batch.shard.total)
         step_loss.append(res.loss.detach())
         step_lr.append(lr)
         counts += res.counts
         s.step, seen, done = s.step + 1, seen + len(batch), done + 1
-        if show is not None and time.perf_counter() - last_shown >= 1.0:
-            last_shown = time.perf_counter()
-            show(completed=s.step, loss=f"{float(loss_sum) / done:.4f}", lr=f"{lr:.4g}",
-                 ips=f"{seen / (last_shown - t_epoch):.0f}")
+        if out.due():
+            out.show(s.step, float(loss_sum) / done, lr, seen / (time.perf_counter() - t_epoch))
     if s.world > 1:  # metrics of the global batch: summed over ranks
         loss_sum, counts, seen = distributed.sum_epoch_stats(loss_sum, counts, seen)
     mean_loss = float(loss_sum) / max(s.steps_per_epoch, 1)
     if int(first_bad) >= 0 or not math.isfinite(mean_loss):
-        stop_on_bad_loss(s.run_dir, epoch, int(first_bad), s.steps_per_epoch, mean_loss, write=s.rank == 0)
+        stop_on_bad_loss(out, epoch, int(first_bad), s.steps_per_epoch, mean_loss)
     dt = time.perf_counter() - t_epoch
     same, chosen, anchors = (int(c) for c in counts)
     return {
@@ -432,6 +403,19 @@ def train_one_epoch(s: Session, epoch: int, show: Callable[..., None]) -> dict:
         "epoch_time_s": dt, "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [],
         "_step_lr": step_lr,
     }
+
+
+def epoch_batches(s: Session) -> Iterator[Batch]:
+    """The epoch's batches, in order: a permutation of the training split cut into ``train.batch_size``
+    index batches, each planned by the selector (MICLe's partner images), this rank's share of it, its
+    images gathered by the feed (``train.data_on: host`` on a GPU: the next batch copied while this
+    one trains)."""
+    tcfg = s.tcfg
+    index_batches = batches(len(s.comp.data.train), tcfg.batch_size, s.data_gen, drop_last=tcfg.drop_last)
+    planned = plan_epoch(s.step_fn.selector, itertools.islice(index_batches, s.steps_per_epoch), s.rank, s.world)
+    wanted = ((p, (p[1].view1, None if p[1].view2 is p[1].view1 else p[1].view2)) for p in planned)
+    for (global_plan, plan, shard), (x1, x2) in s.feed.stream(wanted):
+        yield make_batch(s, plan, shard, global_plan, x1, x2)
 
 
 def plan_epoch(selector: Selector, index_batches, rank: int, world: int):
@@ -444,12 +428,6 @@ def plan_epoch(selector: Selector, index_batches, rank: int, world: int):
         if plan is None:  # DDP: a last batch too small to give every rank 2 images
             continue
         yield global_plan, plan, shard
-
-
-def plan_indices(planned) -> tuple:
-    """The dataset indices whose images a planned step needs: view 1's, and view 2's when they differ."""
-    _, plan, _ = planned
-    return plan.view1, None if plan.view2 is plan.view1 else plan.view2
 
 
 def make_batch(s: Session, plan, shard, global_plan, x1: torch.Tensor, x2: Optional[torch.Tensor]) -> Batch:
@@ -526,9 +504,7 @@ def report(s: Session, eval_results: dict) -> None:
         # images data.skip_corrupt dropped (named, so that a table's runs can be seen to differ)
         "data_skipped": list(comp.data.skipped),
     }
-    runs.write_results(s.run_dir, results)
-    if s.loggers is not None:
-        s.loggers.log_results(eval_results, headline, s.step)
+    s.out.results(results, headline, s.step)
     shown = [f"{k} {m[headline]:.4f}" for k, m in eval_results.items() if isinstance(m.get(headline), float)]
     if eval_results and not shown:
         s.log(f"warning: no evaluation reported the recipe's headline_metric '{headline}'")
@@ -616,43 +592,23 @@ def make_run_dir(
     return Path(run_dir), start
 
 
-def stop_on_bad_loss(run_dir: Path, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float,
-                     write: bool = True) -> None:
+def stop_on_bad_loss(out: RunDirectory, epoch: int, first_bad: int, steps_per_epoch: int, mean_loss: float) -> None:
     """A NaN/inf loss: mark the run failed and stop; the last good checkpoint stays as it is."""
     where = f"epoch {epoch}" + (
         f", step {first_bad + 1} (step {first_bad - (epoch - 1) * steps_per_epoch + 1} of the epoch)"
         if first_bad >= 0 else ""
     )
-    kept = run_dir / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
+    kept = out.path / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT
     keep = f"last good checkpoint kept: {kept}" if kept.is_file() else "no checkpoint was written before"
     bad = "non-finite" if first_bad >= 0 else f"{mean_loss}"
-    if write:  # rank 0 (the loss sum is all-reduced, so every rank stops at the same epoch)
-        runs.mark_failed(run_dir, f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None,
-                         resumable=False)
+    # rank 0 writes (the loss sum is all-reduced, so every rank stops at the same epoch)
+    out.failed(f"{bad} loss at {where}", epoch=epoch, step=first_bad + 1 if first_bad >= 0 else None, resumable=False)
     raise SSLBenchError(f"loss became {bad} at {where}; run stopped and marked failed, {keep}; lower train.lr or check "
                         "the data")
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[ips]} img/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        refresh_per_second=2,
-    )
 
 
 def _silent(*args, **kwargs) -> None:

@@ -60,7 +60,7 @@ def test_feed_gathers_the_same_batches_in_both_modes():
     for mode in ("device", "host"):
         feed = BatchFeed(images, torch.device("cpu"), mode)
         assert feed.mode == mode
-        got[mode] = [(item, batches) for item, batches in feed.stream(plans, lambda p: p)]
+        got[mode] = [(item, batches) for item, batches in feed.stream((p, p) for p in plans)]
     for (pa, ba), (pb, bb) in zip(got["device"], got["host"]):
         assert pa is pb
         assert torch.equal(ba[0], images[pa[0]]) and torch.equal(bb[0], images[pa[0]])
@@ -84,5 +84,5 @@ def test_auto_on_cuda_picks_host_for_a_split_larger_than_the_rule():
     images = torch.randint(0, 255, (64, 3, 16, 16), dtype=torch.uint8)
     feed = BatchFeed(images, dev, "host")
     plans = [(torch.arange(i, i + 8), None) for i in range(0, 64, 8)]
-    for p, (x, none) in feed.stream(plans, lambda p: p):
+    for p, (x, none) in feed.stream((p, p) for p in plans):
         assert none is None and x.device.type == "cuda" and torch.equal(x.cpu(), images[p[0]])

@@ -21,7 +21,7 @@ to the same weights (``tests/test_train_data_on.py``).
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Literal, Optional
+from typing import Any, Iterable, Iterator, Literal, Optional
 
 import torch
 
@@ -80,23 +80,23 @@ class BatchFeed:
             ready.record(self._copy_stream)
         return out, ready
 
-    def stream(self, items: Iterable, indices) -> Iterator[tuple]:
-        """For each ``item`` of ``items`` yield ``(item, batches)``: ``batches`` are ``gather`` of each
-        index tensor ``indices(item)`` returns (``None`` entries stay ``None``).  In host mode on a GPU
-        the next item's batches are already being copied while the caller works on this one."""
+    def stream(self, items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple]:
+        """For each ``(item, indices)`` of ``items`` yield ``(item, batches)``: ``batches`` are ``gather``
+        of each index tensor of ``indices`` (``None`` entries stay ``None``).  In host mode on a GPU the
+        next item's batches are already being copied while the caller works on this one."""
         if not self._ahead:
-            for item in items:
-                yield item, tuple(None if i is None else self.gather(i) for i in indices(item))
+            for item, indices in items:
+                yield item, tuple(None if i is None else self.gather(i) for i in indices)
             return
         it = iter(items)
 
-        def start(item):
-            return item, [None if i is None else self._start(i) for i in indices(item)]
+        def start(item, indices):
+            return item, [None if i is None else self._start(i) for i in indices]
 
-        pending = next((start(item) for item in it), None)
+        pending = next((start(*nxt) for nxt in it), None)
         while pending is not None:
             item, started = pending
-            pending = next((start(nxt) for nxt in it), None)  # the next batch's copy overlaps this step
+            pending = next((start(*nxt) for nxt in it), None)  # the next batch's copy overlaps this step
             current = torch.cuda.current_stream(self.device) if self._copy_stream is not None else None
             ready = []
             for s in started:
