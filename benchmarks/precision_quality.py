@@ -49,7 +49,10 @@ def train(root: Path, seeds: list[int], rows: list[str], threads: int | None) ->
             for precision in PRECISIONS:
                 cmd = ["ssl-bench", "sweep", f"recipes/study/{ROWS[row]}.yaml", "--seeds", str(seed),
                        "--out-root", str(root / precision), "--quiet",
-                       "--set", f"train.precision={precision}", "--set", EVALUATE, "--set", "train.save_epochs=[]"]
+                       "--set", f"train.precision={precision}", "--set", EVALUATE, "--set", "train.save_epochs=[]",
+                       # a checkpoint every epoch: a sitting that ends mid-run loses at most an epoch (it changes
+                       # nothing the run computes; resume is bit-identical)
+                       "--set", "train.checkpoint_every=1"]
                 if threads:
                     cmd += ["--set", f"train.threads={threads}"]
                 print("==", row, precision, "seed", seed, flush=True)

@@ -19,11 +19,14 @@ run, each in a fresh process, interleaved A B C A B C … so that machine load h
     ``train.precision: auto`` is bf16-mixed where the CPU or GPU has native bf16: AVX512-BF16 here);
 (c) ``ceiling``: the pure fp32 model step on pre-made (already augmented, normalised) tensors — forward
     of both views through online and target networks, loss, backward, SGD step, EMA update —
-    with nothing else in the loop: what the hardware allows for this model in fp32.
+    with nothing else in the loop: what the hardware allows for this model in fp32;
+(c') ``ceiling-bf16``: the same step under bf16 autocast (the loss in fp32): what the number format
+    alone gives this model at this size, the ceiling of the default.
 
 Each variant's epoch is timed as a whole (first step included, as a user's epoch is).  Printed per
 size: the median images/s of each variant, ``vs_lightly=`` (b/a), ``vs_ceiling=`` (b/c: the default
-against the fp32 ceiling), ``fp32_vs_ceiling=`` (b'/c), ``bf16_speedup=`` (b/b'), the precision the
+against the fp32 ceiling), ``fp32_vs_ceiling=`` (b'/c), ``bf16_speedup=`` (b/b'), ``bf16_ceiling=`` (c'/c),
+``vs_bf16_ceiling=`` (b/c'), the precision the
 default resolved to, and the peak resident memory of each variant's process (lightly's: main process;
 its loader workers' largest peak is printed beside it).  Targets on 2 CPU cores with bf16: vs_lightly
 ≥ 2.0 at 28 px, vs_ceiling ≥ 1.4 at 28 px and ≥ 1.7 at 64 px; fp32_vs_ceiling ≥ 0.95.
@@ -48,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SSL_BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 HAM_ZIP = DATA / "subsets" / "ham10000_200x150_jpeg.zip"
 RECIPE = REPO / "recipes" / "ham10000" / "byol_ham28.yaml"
-VARIANTS = ("lightly", "ssl-bench", "ssl-bench-fp32", "ceiling")
+VARIANTS = ("lightly", "ssl-bench", "ssl-bench-fp32", "ceiling", "ceiling-bf16")
 
 
 def _rss_mib(who=resource.RUSAGE_SELF) -> float:
@@ -161,8 +164,10 @@ def worker_lightly(size: int, batch: int, steps: int, device: str, workers: int 
     }
 
 
-def worker_ceiling(size: int, batch: int, steps: int, device: str, channels_last: bool = True) -> dict:
-    """The model step alone on pre-made tensors: the ceiling of any loop around it."""
+def worker_ceiling(size: int, batch: int, steps: int, device: str, channels_last: bool = True,
+                   bf16: bool = False) -> dict:
+    """The model step alone on pre-made tensors: the ceiling of any loop around it (``bf16``: forward
+    under bf16 autocast, the loss in fp32, as ``train.precision: bf16-mixed``)."""
     import torch
     import torch.nn.functional as F
     from lightly.models.utils import update_momentum
@@ -183,16 +188,19 @@ def worker_ceiling(size: int, batch: int, steps: int, device: str, channels_last
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-5)
 
     def loss_fn(p, z):
-        return 2 - 2 * F.cosine_similarity(p, z, dim=-1).mean()
+        return 2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=-1).mean()
+
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     for step in range(steps):
         x1, x2 = made[step % len(made)]
-        p1, p2 = model(x1), model(x2)
-        with torch.no_grad():
-            z1, z2 = model.forward_momentum(x1), model.forward_momentum(x2)
+        with autocast:
+            p1, p2 = model(x1), model(x2)
+            with torch.no_grad():
+                z1, z2 = model.forward_momentum(x1), model.forward_momentum(x2)
         loss = 0.5 * (loss_fn(p1, z2) + loss_fn(p2, z1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -264,7 +272,8 @@ def main() -> int:
                     help="DataLoader workers of lightly's loop (lightly's examples: 8 on a GPU machine)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --set for ssl-bench run")
-    ap.add_argument("--worker", choices=["lightly", "ceiling", "ceiling-contiguous"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["lightly", "ceiling", "ceiling-bf16", "ceiling-contiguous"],
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     device = args.device
@@ -278,7 +287,8 @@ def main() -> int:
         if args.worker == "lightly":
             out = worker_lightly(size, args.batch, args.steps, device, args.workers)
         else:
-            out = worker_ceiling(size, args.batch, args.steps, device, channels_last=args.worker == "ceiling")
+            out = worker_ceiling(size, args.batch, args.steps, device,
+                                 channels_last=args.worker != "ceiling-contiguous", bf16=args.worker == "ceiling-bf16")
         print(json.dumps(out))
         return 0
 
@@ -318,7 +328,8 @@ def main() -> int:
             print(f"  command (b): {got['ssl-bench'][0]['command']}")
             print(f"  median img/s: lightly {med['lightly']:.1f}  ssl-bench {med['ssl-bench']:.1f} "
                   f"({got['ssl-bench'][0]['precision']})  "
-                  f"ssl-bench fp32 {med['ssl-bench-fp32']:.1f}  ceiling (fp32) {med['ceiling']:.1f}")
+                  f"ssl-bench fp32 {med['ssl-bench-fp32']:.1f}  ceiling (fp32) {med['ceiling']:.1f}  "
+                  f"ceiling (bf16) {med['ceiling-bf16']:.1f}")
             print(f"  peak RSS MiB: lightly {rss['lightly']:.0f} (+ workers "
                   f"{max(r['workers_peak_rss_mb'] for r in got['lightly']):.0f})"
                   f"  ssl-bench {rss['ssl-bench']:.0f}  ssl-bench fp32 {rss['ssl-bench-fp32']:.0f}  ceiling "
@@ -327,6 +338,8 @@ def main() -> int:
                   f"vs_ceiling={med['ssl-bench'] / med['ceiling']:.3f} "
                   f"fp32_vs_ceiling={med['ssl-bench-fp32'] / med['ceiling']:.3f} "
                   f"bf16_speedup={med['ssl-bench'] / med['ssl-bench-fp32']:.3f} "
+                  f"bf16_ceiling={med['ceiling-bf16'] / med['ceiling']:.3f} "
+                  f"vs_bf16_ceiling={med['ssl-bench'] / med['ceiling-bf16']:.3f} "
                   f"precision={got['ssl-bench'][0]['precision']}", flush=True)
     return 0
 
