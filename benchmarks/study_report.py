@@ -72,7 +72,7 @@ def run_compare(folder: Path, args: list[str]) -> str:
 
 def measure_positives(root: Path, dest: Path, epochs: list[int], k: int = 10) -> list[dict]:
     """Same-label precision of each selector with the frozen BYOL network of each kept epoch."""
-    from ssl_bench.positives import analyse_positives
+    from ssl_bench.positives_report import analyse_positives
 
     rows = []
     for run in sorted((root / "study_byol").rglob("results.json")):

@@ -110,7 +110,7 @@ def epoch_path(run_dir: Path, epoch: int) -> Path:
 
 
 def save_epoch(run_dir: Path, epoch: int, state: dict) -> Path:
-    """Keep one epoch's network (what :func:`ssl_bench.trained.load_run` reads: objective weights,
+    """Keep one epoch's network (what :func:`ssl_bench.run_loader.load_run` reads: objective weights,
     normalisation, recipe, epoch, and that epoch's last learning rate ``lr`` for TracInCP)."""
     path = epoch_path(run_dir, epoch)
     tmp = runs.torch_save_to_temp({"format": FORMAT_VERSION, **state}, path)

@@ -296,7 +296,7 @@ def positives(run_dir: str, selectors: tuple[str, ...], k: int, epoch: Optional[
     from rich.console import Console
     from rich.table import Table
 
-    from ssl_bench.positives import analyse_positives, check_positives_options, positives_outputs
+    from ssl_bench.positives_report import analyse_positives, check_positives_options, positives_outputs
     from ssl_bench.registry import load_plugin_file
 
     check_positives_options(k, gallery, device)  # before any plug-in is imported or anything loaded

@@ -129,7 +129,7 @@ def embed_run(
     from ssl_bench.data import DATASETS
     from ssl_bench.evaluate import extract_features
     from ssl_bench.objectives import Embedder
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     embed_outputs(out, png, force)  # before anything is loaded or written
     if Path(out).suffix.lower() == ".parquet":

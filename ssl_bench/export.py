@@ -80,7 +80,7 @@ def export_backbone(run: str | Path, out: str | Path, force: bool = False) -> di
     (without the weights)."""
     from ssl_bench import __version__, runs
     from ssl_bench.backbones import TimmBackbone
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     out = runs.check_output(out, "--out", force)  # never a run's own file (its checkpoint), even with --force
     trained = load_run(run, "cpu")
@@ -91,7 +91,7 @@ def export_backbone(run: str | Path, out: str | Path, force: bool = False) -> di
     if not isinstance(bb, TimmBackbone):
         raise SSLBenchError(
             f"backbone '{block.get('name')}' is not a timm model (registered by a plug-in); export writes timm "
-            "backbones — save trained.backbone.state_dict() from ssl_bench.trained.load_run instead"
+            "backbones — save trained.backbone.state_dict() from ssl_bench.run_loader.load_run instead"
         )
     norm = trained.normalize
     info = {
@@ -179,7 +179,7 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Pretr
                                    **run_pretrained_cfg(bb.model, info, tag=f"ssl-bench.{p.stem}")}
         net = PretrainedBackbone(bb.model, mean, std, state.get("image_size"), info)
     else:
-        from ssl_bench.trained import load_run
+        from ssl_bench.run_loader import load_run
 
         trained = load_run(p, "cpu")
         norm = trained.normalize

@@ -3,7 +3,7 @@ and target outputs → the selector picks extra positives → the objective pull
 its own other view *and* its extra positives → update, EMA.
 
 The training loop, the benchmarks (tracin_overhead, decode_cache) and the tests run this same step;
-``ssl-bench positives`` runs only its selection part, on a frozen network (ssl_bench/positives.py).
+``ssl-bench positives`` runs only its selection part, on a frozen network (ssl_bench/positives_report.py).
 """
 
 from __future__ import annotations

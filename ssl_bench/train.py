@@ -121,7 +121,7 @@ def run(
     _runs_active[0] += 1  # a pretrained selector's producer run is a run inside this one
     try:
         place(recipe, device, devices, nodes)
-        from ssl_bench.pretrained import resolve_pretrained
+        from ssl_bench.producer_runs import resolve_pretrained
 
         # selector.checkpoint: a recipe
         resolve_pretrained(recipe, device=device, progress=progress, log=log, run_fn=run)

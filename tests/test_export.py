@@ -36,7 +36,7 @@ def _run_features(run_dir: Path, split: str = "test") -> np.ndarray:
     from ssl_bench.components import build_components
     from ssl_bench.evaluate import EvalContext
     from ssl_bench.recipe import load_recipe
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     trained = load_run(run_dir)
     comp = build_components(load_recipe(data={**trained.recipe, "selector": {"name": "none"}}))

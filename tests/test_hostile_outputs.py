@@ -196,7 +196,7 @@ def test_embed_data_files_go_through_the_safe_loader(run0, tmp_path, text, messa
 
 
 def test_a_producer_run_with_a_key_given_twice_is_passed_over(tmp_path):
-    from ssl_bench.pretrained import finished_runs
+    from ssl_bench.producer_runs import finished_runs
 
     run = tmp_path / "r" / "seed0"
     (run / "checkpoints").mkdir(parents=True)

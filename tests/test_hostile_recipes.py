@@ -207,7 +207,7 @@ def test_out_dir_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
 def test_a_producer_run_with_a_damaged_recipe_is_passed_over(tmp_path):
     """`selector.checkpoint: RECIPE.yaml` looks for that recipe's finished runs: one whose recipe.yaml has
     a train or selector block that is no mapping, or a results.json nested too deeply, is skipped."""
-    from ssl_bench.pretrained import finished_runs
+    from ssl_bench.producer_runs import finished_runs
     from ssl_bench.recipe import load_recipe
 
     cfg = load_recipe(BREAST, [f"out_dir={tmp_path}"]).cfg

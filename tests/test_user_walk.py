@@ -37,7 +37,7 @@ def test_hub_names_say_that_weights_are_not_fetched(sets, message):
     one_error_line(code, out, message, "backbone.weights: PATH")
 
 
-def test_pretrained_kwarg_says_that_weights_are_not_fetched(tmp_path):
+def test_producer_runs_kwarg_says_that_weights_are_not_fetched(tmp_path):
     code, out = cli("run", BREAST, *TINY, "--set", "backbone.kwargs={pretrained: true}", "--out", tmp_path / "never")
     one_error_line(code, out, "backbone.kwargs.pretrained: ssl-bench never downloads weights")
     assert not (tmp_path / "never").exists()

@@ -71,7 +71,7 @@ def evaluate_run(
     from ssl_bench.evaluate import EVALUATIONS, EvalContext, run_evaluations
     from ssl_bench.recipe import load_recipe
     from ssl_bench.selectors import SELECTORS
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     run_dir = Path(run_dir).expanduser()
     if not (run_dir / runs.RECIPE_FILE).is_file():

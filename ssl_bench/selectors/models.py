@@ -2,9 +2,9 @@
 
 "On-the-fly" variants (``model: online``) use the model being trained; "pretrained" variants
 (``model: pretrained``, ``checkpoint: RUN_DIR_OR_PT``, or the producing recipe's ``.yaml``, which
-``ssl-bench run`` resolves to that recipe's finished run, see :mod:`ssl_bench.pretrained`) load the
+``ssl-bench run`` resolves to that recipe's finished run, see :mod:`ssl_bench.producer_runs`) load the
 encoder and heads of an earlier run (e.g. a vanilla BYOL run of the same recipe) through
-:func:`ssl_bench.trained.load_run` once, freeze them, and never train them.
+:func:`ssl_bench.run_loader.load_run` once, freeze them, and never train them.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ def batchnorm_stats_frozen(model: nn.Module):
 
 
 def load_frozen(path, data, key: str):
-    """A trained run to score with (:func:`ssl_bench.trained.load_run`), checked against the data it
+    """A trained run to score with (:func:`ssl_bench.run_loader.load_run`), checked against the data it
     will see: another channel count is one line now, not a failure at the first step."""
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     run = load_run(path, in_chans=data.channels, key=key)
     # (without its statistics it was built for the data)

@@ -195,7 +195,7 @@ class TracInSelector(ModelSelector):
             return super().setup(objective, data)
         from ssl_bench.checkpoint import epoch_path
         from ssl_bench.selectors.models import load_frozen
-        from ssl_bench.trained import checkpoint_path
+        from ssl_bench.run_loader import checkpoint_path
 
         run_dir = checkpoint_path(self.checkpoint, key="selector.checkpoint").parent.parent
         self.frozen_cp = []

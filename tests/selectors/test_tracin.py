@@ -123,7 +123,7 @@ def test_online_selector_is_the_argmax_of_the_matrix(views, symmetric, breast, t
 
 
 @pytest.mark.slow
-def test_pretrained_selector_never_changes_frozen_weights(breast, tiny_resnet, tmp_path):
+def test_producer_runs_selector_never_changes_frozen_weights(breast, tiny_resnet, tmp_path):
     src = OBJECTIVES.build({"name": "byol", "hidden_dim": 128}, tiny_resnet(1))
     recipe = {"backbone": {"name": "resnet18", "small_image_stem": True},
               "objective": {"name": "byol", "hidden_dim": 128}}
@@ -147,7 +147,7 @@ def test_pretrained_selector_never_changes_frozen_weights(breast, tiny_resnet, t
         assert torch.equal(before[k], v), k
 
 
-def test_pretrained_needs_a_checkpoint_and_a_predictor(breast, tiny_resnet, tmp_path):
+def test_producer_runs_needs_a_checkpoint_and_a_predictor(breast, tiny_resnet, tmp_path):
     from ssl_bench.errors import SSLBenchError
 
     with pytest.raises(SSLBenchError, match="selector.checkpoint is required"):
@@ -244,7 +244,7 @@ def test_tracincp_sums_the_kept_checkpoints_weighted_by_their_learning_rate(tmp_
     assert len(lrs) == 2 and lrs[0] != lrs[1]
 
     from ssl_bench.data import DATASETS
-    from ssl_bench.trained import load_run
+    from ssl_bench.run_loader import load_run
 
     data = DATASETS.build({"name": "medmnist", "flag": "breastmnist", "download": False})
     sel = SELECTORS.build({"name": "tracin", "model": "pretrained", "checkpoint": str(prod_dir), "checkpoints": [1, 2]})

@@ -24,7 +24,7 @@ from ssl_bench.registry import factory_params
 from ssl_bench.runs import atomic_write_text
 from ssl_bench.selectors import SELECTORS, SelectionContext, selection_counts
 from ssl_bench.selectors.models import ModelSelector
-from ssl_bench.trained import load_run
+from ssl_bench.run_loader import load_run
 
 __all__ = ["positives_outputs", "check_positives_options", "analyse_positives"]
 

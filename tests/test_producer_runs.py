@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from ssl_bench.cli import main
 from ssl_bench.errors import SSLBenchError
-from ssl_bench.pretrained import checkpoint_of_recipe, producer_overrides
+from ssl_bench.producer_runs import checkpoint_of_recipe, producer_overrides
 from tests.test_cli import BREAST, FAST
 
 
@@ -43,7 +43,7 @@ def test_producer_runs_first_then_is_reused(tmp_path, monkeypatch):
     assert saved_producer_epochs(produced[0]) == 1  # the consumer's --set train.epochs=1 was inherited
     assert json.loads((tmp_path / "c1" / "results.json").read_text())["method"] == "BYOL-TracIn-pretrained"
     # the same overrides again reuse the finished run (no training: a run_fn that must not be called)
-    from ssl_bench.pretrained import resolve_pretrained
+    from ssl_bench.producer_runs import resolve_pretrained
     from ssl_bench.recipe import load_recipe
 
     again = load_recipe(consumer, ["train.epochs=1", *FAST[1::2]])
