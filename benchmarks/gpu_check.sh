@@ -2,8 +2,9 @@
 # The GPU check: one script, < 8 minutes on one GPU.  Prints, at 128 px (ISIC-like images: the real
 # HAM10000 JPEGs decoded to 128 px through the isic adapter):
 #   1. throughput of `ssl-bench run` (train.precision auto: bf16-mixed on a bf16 GPU, and 32-true) vs
-#      lightly's documented BYOL loop (8 loader workers) and vs the pure fp32 model step (vs_lightly=,
-#      vs_ceiling=, bf16_speedup=), peak RSS and peak GPU memory of each;
+#      lightly's documented BYOL loop (8 loader workers) and vs the pure model step in fp32 and in bf16
+#      (vs_lightly=, vs_ceiling=, bf16_speedup=, bf16_ceiling=, vs_bf16_ceiling=), peak RSS and peak GPU
+#      memory of each;
 #   2. train.data_on host vs device (host_vs_device=, same loss in both modes);
 #   3. BYOL-TracIn step-time ratios (on-the-fly, light views, pretrained) and closed form vs autograd.
 #
