@@ -43,7 +43,7 @@ from ssl_bench.registry import accepted_options, check_kwargs, load_plugin_file,
 
 __all__ = [
     "TrainConfig", "DEFAULTS", "TOP_LEVEL_TYPES", "Recipe", "Unchecked", "load_recipe", "check_structure", "validate",
-    "unregistered_components", "component_registries",
+    "unregistered_components",
 ]
 
 
@@ -174,10 +174,6 @@ TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def component_registries():
-    """Recipe key → registry for every component block (their members are imported on first use)."""
-    return REGISTRIES
-
 # options ssl-bench fills in itself when a block leaves them null (the backbone's input channels: the data's)
 FILLED_AT_BUILD = {"backbone": ("in_chans",)}
 
@@ -202,7 +198,7 @@ def _read_yaml(path: Path) -> dict:
 
 def _factory_accepts(block_key: str, name: str) -> Optional[set[str]]:
     """Option names accepted by component ``name`` of ``block_key`` (None = unknown/any)."""
-    reg = component_registries().get(block_key)
+    reg = REGISTRIES.get(block_key)
     if reg is None or name not in reg:
         return None
     return accepted_options(reg.get(name))
@@ -236,7 +232,7 @@ def _merge(parent: dict, child: dict, components: bool = True) -> dict:
         raise SSLBenchError(f"cannot merge recipes: {_omegaconf_msg(e)}") from e
 
 
-COMPONENT_KEYS = ("data", "augment", "selection_augment", "backbone", "objective", "selector")
+COMPONENT_KEYS = tuple(REGISTRIES)  # the component blocks, in recipe order
 # a data block that names another file (or MedMNIST set) drops the class names it inherited
 DATA_SOURCE_KEYS = ("path", "flag", "manifest")
 DATA_DESCRIBED_BY_SOURCE = ("class_names",)
@@ -245,7 +241,7 @@ DATA_DESCRIBED_BY_SOURCE = ("class_names",)
 def _mode_dropped(block_key: str, parent: dict, child: dict) -> set[str]:
     """Parent options that the child's change of a mode key makes meaningless: the component's
     ``MODE_OPTIONS`` maps a key to {value: options that only that value takes}."""
-    reg = component_registries().get(block_key)
+    reg = REGISTRIES.get(block_key)
     name = child.get("name", parent.get("name"))
     if reg is None or not isinstance(name, str) or name not in reg:
         return set()
@@ -504,7 +500,7 @@ def unregistered_components(cfg: dict) -> list[Unchecked]:
     file has none: an unknown name is then an error, as in ``run``."""
     if not cfg.get("plugins"):
         return []
-    blocks = [(k, cfg.get(k), reg) for k, reg in component_registries().items()]
+    blocks = [(k, cfg.get(k), reg) for k, reg in REGISTRIES.items()]
     blocks += [(f"evaluate[{i}]", ev, EVALUATIONS) for i, ev in enumerate(cfg.get("evaluate") or [])]
     return [Unchecked(k, block.get("name")) for k, block, reg in blocks
             if isinstance(block, dict) and block.get("name") not in reg]
@@ -548,7 +544,7 @@ def check_structure(cfg: dict) -> None:
     check_kwargs(TrainConfig, cfg["train"], key="train", what="train")
     TrainConfig(**cfg["train"]).validate()
     plugins = bool(cfg.get("plugins"))
-    blocks = [(key, reg, cfg[key]) for key, reg in component_registries().items()]
+    blocks = [(key, reg, cfg[key]) for key, reg in REGISTRIES.items()]
     blocks += [(f"evaluate[{i}]", EVALUATIONS, ev) for i, ev in enumerate(cfg["evaluate"])]
     for key, reg, block in blocks:
         if plugins and isinstance(block, dict) and isinstance(block.get("name"), str) and block["name"] not in reg:
@@ -557,11 +553,11 @@ def check_structure(cfg: dict) -> None:
 
 
 def validate(cfg: dict, skip: Collection[Unchecked] = ()) -> None:
-    """Check every key of a merged recipe; raise a one-line SSLBenchError naming the first problem.
-    ``skip``: components left unchecked (of plug-ins that were not imported)."""
-    check_structure(cfg)
+    """Check every component block of a merged recipe against its registry (after
+    :func:`check_structure`, which :func:`load_recipe` runs first); raise a one-line SSLBenchError
+    naming the first problem.  ``skip``: components left unchecked (of plug-ins that were not imported)."""
     skipped = {u.key for u in skip}
-    regs = component_registries()
+    regs = REGISTRIES
     for key, reg in regs.items():
         block = cfg[key]
         if key in skipped:
@@ -600,7 +596,7 @@ def fill_defaults(cfg: dict, skip: Collection[Unchecked] = ()) -> None:
     ``skip`` — plug-ins not imported — are written as given)."""
     cfg["train"] = dataclasses.asdict(TrainConfig(**cfg["train"]))
     skipped = {u.key for u in skip}
-    regs = component_registries()
+    regs = REGISTRIES
     for key, reg in regs.items():
         block = cfg[key]
         if key in skipped:
