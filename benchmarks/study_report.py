@@ -25,7 +25,11 @@ SMALL_FILES = ("results.json", "metrics.jsonl", "recipe.yaml")
 TABLES = {
     "table1": ["--metric", "balanced_accuracy", "--format", "markdown"],
     "table1_auc": ["--metric", "auc", "--format", "markdown"],
+    # each method minus BYOL, paired by seed, with 95 % intervals (round 2; a doc without the marker skips it)
+    "versus": ["--metric", "balanced_accuracy", "--format", "markdown", "--versus", "BYOL"],
 }
+CURVE_METHODS = ("BYOL", "BYOL-TracIn")  # the rows whose kept networks are evaluated (benchmarks/study2.py)
+CURVE_PROTOCOLS = ("linear", "finetune@1")
 POSITIVE_SELECTORS = ["tracin", "tracin:normalize=true", "fs", "fnc"]
 
 
@@ -123,6 +127,78 @@ def plot_positives(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def curve_frame(folder: Path):
+    """BMA per method × protocol × pre-training epoch × seed for the curve rows: the runs' own
+    evaluations at their last epoch, ``ssl-bench evaluate --epoch E`` of the kept networks, and the
+    Random row (the same seed's untrained network) at epoch 0."""
+    import re
+
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO))
+    from ssl_bench.compare import load_runs
+
+    frame = load_runs([str(folder)]).frame
+    frame = frame[frame["metric"] == "balanced_accuracy"]
+    last = {}
+    for f in folder.rglob("results.json"):
+        res = json.loads(f.read_text())
+        last[str(f.parent)] = res.get("epochs")
+    rows = []
+    for _, r in frame.iterrows():
+        m = re.fullmatch(r"(.+?)(?: \(epoch (\d+)\))?", r["protocol"])
+        protocol, epoch = m.group(1), m.group(2)
+        if protocol not in CURVE_PROTOCOLS or r["method"] not in (*CURVE_METHODS, "Random"):
+            continue
+        epoch = int(epoch) if epoch else last.get(r["run"], None)
+        methods = CURVE_METHODS if r["method"] == "Random" else (r["method"],)
+        for method in methods:  # the untrained network is every curve's epoch 0
+            rows.append({"method": method, "protocol": protocol, "epoch": epoch, "seed": r["seed"],
+                         "value": r["value"]})
+    return pd.DataFrame(rows, columns=["method", "protocol", "epoch", "seed", "value"])
+
+
+def plot_curves(df, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVE_PROTOCOLS), figsize=(10, 4.0), layout="constrained")
+    for ax, protocol in zip(axes, CURVE_PROTOCOLS):
+        part = df[df["protocol"] == protocol]
+        for method, g in part.groupby("method"):
+            s = g.groupby("epoch")["value"].agg(["mean", "min", "max", "count"]).reset_index()
+            line, = ax.plot(s["epoch"], s["mean"], marker="o", ms=4, label=f"{method} (mean)")
+            ax.fill_between(s["epoch"], s["min"], s["max"], color=line.get_color(), alpha=0.2,
+                            label=f"{method} (seed range)")
+        ax.axhline(1 / 7, color="k", ls="--", lw=1, label="chance (1/7)")
+        ax.set_title({"linear": "linear probe", "finetune@1": "fine-tuned, 100 % of the labels"}[protocol])
+        ax.set_xlabel("pre-training epoch")
+        ax.set_ylabel("HAM10000 test BMA")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_table(df) -> str:
+    """Mean (std) BMA per epoch, one column per method × protocol, n seeds."""
+    if df.empty:
+        return "_no kept networks evaluated yet_\n"
+    cols = [(m, p) for p in CURVE_PROTOCOLS for m in CURVE_METHODS]
+    lines = ["| epoch | " + " | ".join(f"{m} · {p}" for m, p in cols) + " |", "|---|" + "---|" * len(cols)]
+    for epoch in sorted(df["epoch"].dropna().unique()):
+        cells = []
+        for m, p in cols:
+            v = df[(df["method"] == m) & (df["protocol"] == p) & (df["epoch"] == epoch)]["value"]
+            cells.append("–" if v.empty else f"{v.mean():.3f}" + (f" ({v.std():.3f})" if len(v) > 1 else "")
+                         + f" n={len(v)}")
+        lines.append(f"| {int(epoch)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def positives_table(rows: list[dict]) -> str:
     import pandas as pd
 
@@ -200,6 +276,11 @@ def main() -> None:
         doc = replace_block(doc, f"{args.tag}:{marker}", body)
     if rows and f"<!-- {args.tag}:positives -->" in doc:
         doc = replace_block(doc, f"{args.tag}:positives", positives_table(rows))
+    if f"<!-- {args.tag}:curves -->" in doc:
+        curves = curve_frame(dest / "study")
+        if not curves.empty:
+            plot_curves(curves, dest / "bma_vs_epoch.png")
+        doc = replace_block(doc, f"{args.tag}:curves", curves_table(curves))
     doc_path.write_text(doc)
     print(f"updated {doc_path}")
 

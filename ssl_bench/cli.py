@@ -162,7 +162,10 @@ def sweep(recipe, grid, seeds, overrides, out_root, device, dry_run, quiet):
 @click.option("--force", is_flag=True, help="Overwrite an existing --out file or --plot figures.")
 @click.option("--strict", is_flag=True,
               help="Exit 1 when a run directory could not be read (the table of the others is printed).")
-def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, force, strict):
+@click.option("--versus", default=None, metavar="METHOD",
+              help="Also each method minus METHOD, paired by seed: mean difference, 95 % t-interval, "
+                   "* where the interval excludes 0.")
+def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, force, strict, versus):
     """Mean(std) over seeds per method × dataset × protocol from run directories (or globs)."""
     from rich.console import Console
     from rich.table import Table
@@ -171,7 +174,7 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
 
     check_new_file(out, force, "--out")
     table, text, loaded = compare(runs, metric=metric, fmt=fmt, allow_mixed=allow_mixed,
-                                  lower_is_better=lower_is_better)
+                                  lower_is_better=lower_is_better, versus=versus)
     metric = METRIC_ALIASES.get(metric, metric) if metric else headline_metric(loaded)
     plots = _plot_files(plot_dir, metric, force) if plot_dir else {}  # checked before anything is written
     for run_dir, protocol, name, value in loaded.nonfinite:
@@ -202,6 +205,15 @@ def compare_cmd(runs, metric, fmt, out, allow_mixed, lower_is_better, plot_dir, 
         if table.attrs.get("note"):
             click.echo(table.attrs["note"])
             text += table.attrs["note"] + "\n"
+        if "versus" in table.attrs:
+            vt = Table(title=table.attrs["versus_note"], title_justify="left")
+            vt.add_column("method", style="bold")
+            for c in table.attrs["versus"].columns:
+                vt.add_column(c, justify="right")
+            for m, row in table.attrs["versus"].iterrows():
+                vt.add_row(m, *row)
+            Console().print(vt)
+            text += "\n" + table.attrs["versus_note"] + "\n" + table.attrs["versus"].to_string() + "\n"
     else:
         click.echo(text, nl=False)
     if out:

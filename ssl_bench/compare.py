@@ -32,7 +32,7 @@ from ssl_bench.runs import (PLACEMENT_KEYS, RECIPE_FILE, RESULTS_FILE, eval_resu
 
 __all__ = [
     "load_runs", "fmt_cell", "METRIC_ALIASES", "headline_metric", "FINETUNE_MARK", "summarize", "pivot",
-    "compare", "table",
+    "compare", "table", "paired_differences",
 ]
 
 # keys that may differ between the seeds of one cell without making them different experiments
@@ -305,14 +305,7 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
     if sel.empty:
         have = ", ".join(sorted(m for m in df["metric"].unique() if not m.startswith("_"))) or "none"
         raise SSLBenchError(f"no runs report metric '{metric}' (metrics found: {have})")
-    sel = sel.assign(column=sel.apply(_column_name, axis=1))
-    # repeated runs of one seed (the same command run twice: runs are never overwritten) are one seed:
-    # their mean, counted once — n is the number of distinct pre-training seeds
-    if "variant" not in sel:  # a frame made by hand: every run its own experiment
-        sel = sel.assign(variant=sel["run"])
-    # a value that is not a finite number (NaN) makes its cell NaN: shown as nan, never a mean of the others
-    seeds = sel.groupby(["method", "column", "seed", "variant"]).agg(value=("value", _mean), runs=("run", "nunique"))
-    seeds = seeds.reset_index()
+    sel, seeds = _per_seed(sel)
     g = seeds.groupby(["method", "column"])
     # std: sample std (ddof 1) over seeds
     stats = g["value"].agg(mean=_mean, std=lambda v: v.std(skipna=False), count="size").reset_index()
@@ -331,6 +324,79 @@ def summarize(df: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
             stats.loc[i, ["std", "spread", "n_finetune"]] = [float(std.iloc[0]), "finetune", int(seeds.iloc[0])]
     stats["at_baseline"] = _at_baseline(df, sel, stats, metric)
     return stats
+
+
+def _per_seed(sel: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``sel`` (one metric's rows) with its ``column``, and one value per method × column × seed × variant."""
+    sel = sel.assign(column=sel.apply(_column_name, axis=1))
+    # repeated runs of one seed (the same command run twice: runs are never overwritten) are one seed:
+    # their mean, counted once — n is the number of distinct pre-training seeds
+    if "variant" not in sel:  # a frame made by hand: every run its own experiment
+        sel = sel.assign(variant=sel["run"])
+    # a value that is not a finite number (NaN) makes its cell NaN: shown as nan, never a mean of the others
+    seeds = sel.groupby(["method", "column", "seed", "variant"]).agg(value=("value", _mean), runs=("run", "nunique"))
+    return sel, seeds.reset_index()
+
+
+def paired_differences(df: pd.DataFrame, metric: str, versus: str, confidence: float = 0.95) -> pd.DataFrame:
+    """Each method minus ``versus``, paired by pre-training seed, per column: the mean difference over
+    the seeds both have, its ``confidence`` t-interval (n − 1 degrees of freedom), the paired t-test's
+    two-sided p-value and ``resolved`` (the interval excludes 0).  With 3 seeds the interval's half
+    width is 2.48 standard deviations of the differences (t = 4.30 / √3), so only a difference that is
+    large against its seed-to-seed scatter is resolved."""
+    from scipy import stats as st
+
+    metric = METRIC_ALIASES.get(metric, metric)
+    sel = df[df["metric"] == metric]
+    if sel.empty:
+        raise SSLBenchError(f"no runs report metric '{metric}'")
+    _, seeds = _per_seed(sel)
+    seeds = seeds.groupby(["method", "column", "seed"], as_index=False)["value"].agg(_mean)
+    if versus not in set(seeds["method"]):
+        raise SSLBenchError(f"--versus: no run of method '{versus}' reports {metric} "
+                            f"(methods: {', '.join(sorted(seeds['method'].unique()))})")
+    ref = seeds[seeds["method"] == versus][["column", "seed", "value"]]
+    pairs = seeds[seeds["method"] != versus].merge(ref, on=["column", "seed"], suffixes=("", "_ref"))
+    rows = []
+    for (method, column), g in pairs.groupby(["method", "column"], sort=False):
+        d = (g["value"] - g["value_ref"]).astype(float)
+        n, mean = len(d), float(d.mean(skipna=False))
+        lo = hi = p = math.nan
+        if n >= 2 and math.isfinite(mean):
+            sd = float(d.std(ddof=1))
+            half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+            lo, hi = mean - half, mean + half
+            p = float(st.ttest_rel(g["value"], g["value_ref"]).pvalue) if sd > 0 else (0.0 if mean else 1.0)
+        rows.append({"method": method, "column": column, "versus": versus, "n_pairs": n, "diff": mean,
+                     "diff_lo": lo, "diff_hi": hi, "p_value": p, "resolved": bool(lo > 0 or hi < 0)})
+    cols = ["method", "column", "versus", "n_pairs", "diff", "diff_lo", "diff_hi", "p_value", "resolved"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+RESOLVED_MARK = "*"
+
+
+def fmt_difference(r) -> str:
+    """"+0.012 [-0.004, +0.028]" (the interval when n ≥ 2), marked * when it excludes 0."""
+    if not math.isfinite(r["diff"]):
+        return NONFINITE_CELL
+    cell = f"{r['diff']:+.3f}"
+    if math.isfinite(r["diff_lo"]):
+        cell += f" [{r['diff_lo']:+.3f}, {r['diff_hi']:+.3f}]"
+    return cell + (RESOLVED_MARK if r["resolved"] else "") + f" n={int(r['n_pairs'])}"
+
+
+def pivot_differences(diffs: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """Methods × columns of :func:`fmt_difference` cells, in the main table's column order."""
+    out = pd.DataFrame({c: {r["method"]: fmt_difference(r) for _, r in diffs[diffs["column"] == c].iterrows()}
+                        for c in columns})
+    out.index.name = "method"
+    return out.fillna("–")
+
+
+def versus_note(versus: str, confidence: float = 0.95) -> str:
+    return (f"paired difference vs {versus}: mean over the pre-training seeds both have (n) "
+            f"[{confidence:.0%} t-interval]; {RESOLVED_MARK} the interval excludes 0 (a resolved difference)")
 
 
 def _mean(values: pd.Series) -> float:
@@ -434,10 +500,13 @@ def compare(
     allow_mixed: bool = False,
     allowed_keys: Iterable[str] = (),
     lower_is_better: bool = False,
+    versus: Optional[str] = None,
 ) -> tuple[pd.DataFrame, str, LoadedRuns]:
     """Load, check and format; returns (formatted table, text in ``fmt``, the loaded runs).
 
-    ``metric`` None: the ``headline_metric`` the runs' recipes name."""
+    ``metric`` None: the ``headline_metric`` the runs' recipes name.  ``versus``: a method to pair
+    every other with by seed (:func:`paired_differences`); its table is ``table.attrs["versus"]``,
+    and follows the main one in ``text`` (csv: its columns join the rows)."""
     loaded = load_runs(paths)
     if loaded.frame.empty:
         also = f" ({len(loaded.failed)} failed run(s) ignored)" if loaded.failed else ""
@@ -452,15 +521,27 @@ def compare(
     metric = metric or headline_metric(loaded)
     stats = summarize(loaded.frame, metric)
     table = pivot(stats, higher_is_better=not lower_is_better, mark="**" if fmt != "csv" else "")
+    diffs = paired_differences(loaded.frame, metric, versus) if versus else None
     if fmt == "markdown":
         text = to_markdown(table)
     elif fmt == "latex":
         text = to_latex(table)
     elif fmt == "csv":
         cols = ["method", "column", "mean", "std", "n_seeds", "spread", "n_finetune", "repeated_runs", "at_baseline"]
-        text = stats.rename(columns={"count": "n_seeds", "repeated": "repeated_runs"})[cols].to_csv(index=False)
+        out = stats.rename(columns={"count": "n_seeds", "repeated": "repeated_runs"})[cols]
+        if diffs is not None:
+            out = out.merge(diffs, on=["method", "column"], how="left")
+        text = out.to_csv(index=False)
     else:
         text = ""
+    if diffs is not None:
+        versus_table = pivot_differences(diffs, table.columns)
+        table.attrs["versus"] = versus_table
+        table.attrs["versus_note"] = versus_note(versus)
+        if fmt == "markdown":
+            text += "\n" + versus_note(versus) + ":\n\n" + to_markdown(versus_table)
+        elif fmt == "latex":
+            text += "\n% " + versus_note(versus) + "\n" + to_latex(versus_table)
     notes = []
     if stats["repeated"].any():
         notes.append(repeated_note(stats))

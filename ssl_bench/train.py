@@ -60,7 +60,7 @@ class Session:
     world: int
     out: RunDirectory  # every write of the run
     start: Optional[ckpt.ResumePoint]  # where a resumed run continues from
-    step_fn: TrainStep
+    step_fn: TrainStep  # the training step (ssl_bench/step.py): one call per Batch
     normalize: Normalize
     feed: BatchFeed
     labels: torch.Tensor  # the training labels, on the device
@@ -68,7 +68,7 @@ class Session:
     data_gen: torch.Generator  # the epoch permutations
     steps_per_epoch: int
     chance: float  # Σ_c p_c² of the training labels: the selector precision of random positives
-    step: int = 0  # optimisation steps done
+    global_step: int = 0  # optimisation steps done (Lightning's name; a checkpoint stores it as "step")
     first_epoch: int = 1
     time_before: float = 0.0  # training time before a resume
     t_start: float = field(default_factory=time.perf_counter)
@@ -281,7 +281,7 @@ def restore(s: Session) -> None:
         return
     st, generators = s.start, rng_generators(s)
     ckpt.restore_modules(st, s.step_fn.objective, s.step_fn.optimizer, s.step_fn.selector)
-    s.step, s.first_epoch = st.step, st.epoch + 1
+    s.global_step, s.first_epoch = st.step, st.epoch + 1
     s.time_before = float(st.state.get("train_time_s", 0.0))
     s.record = s.out.truncate_metrics(st.epoch) or s.record
     # DDP: rank 0's augmentation stream is the saved one; the others start a fresh stream per resumed epoch
@@ -302,7 +302,7 @@ def checkpoint_state(s: Session, epoch: int) -> dict:
     return {
         "rng": ckpt.rng_state(rng_generators(s)),
         "epoch": epoch,
-        "step": s.step,
+        "step": s.global_step,
         "objective": step.objective.state_dict(),
         "optimizer": step.optimizer.state_dict(),
         "selector": step.selector.state_dict(),
@@ -315,7 +315,7 @@ def checkpoint_state(s: Session, epoch: int) -> dict:
 def network_state(s: Session, epoch: int) -> dict:
     """An epoch's network kept (``train.save_epochs``): weights, normalisation, recipe and that epoch's
     last learning rate (what TracInCP and ``ssl-bench positives`` read)."""
-    return {"epoch": epoch, "step": s.step, "lr": s.record["lr"], "objective": s.step_fn.objective.state_dict(),
+    return {"epoch": epoch, "step": s.global_step, "lr": s.record["lr"], "objective": s.step_fn.objective.state_dict(),
             "normalize": s.normalize.state_dict(), "recipe": s.recipe.cfg}
 
 
@@ -327,7 +327,7 @@ def train(s: Session) -> None:
     tcfg, out = s.tcfg, s.out
     s.t_start = time.perf_counter()
     left = tcfg.epochs > s.first_epoch - 1  # no bar for 0 epochs (or none left)
-    with out.progress(s.first_epoch, s.steps_per_epoch * tcfg.epochs, s.step, show=left):
+    with out.progress(s.first_epoch, s.steps_per_epoch * tcfg.epochs, s.global_step, show=left):
         for epoch in range(s.first_epoch, tcfg.epochs + 1):
             s.record = train_one_epoch(s, epoch)
             if tcfg.knn_every and epoch % tcfg.knn_every == 0 and s.rank == 0:
@@ -377,18 +377,18 @@ def train_one_epoch(s: Session, epoch: int) -> dict:
     step_loss, step_lr = [], []  # every step's loss stays on the device until the epoch ends
     stage = enter_epoch(step_fn.objective, step_fn.optimizer, epoch)
     for batch in epoch_batches(s):
-        lr = staged_lr(stage, s.step, step_fn.total_steps, tcfg, s.steps_per_epoch)
-        res = step_fn(batch, lr, s.step)
+        lr = staged_lr(stage, s.global_step, step_fn.total_steps, tcfg, s.steps_per_epoch)
+        res = step_fn(batch, lr, s.global_step)
         momentum = res.momentum
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(res.loss.detach()), s.step, first_bad)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(res.loss.detach()), s.global_step, first_bad)
         # DDP: weighted so that the sum over ranks is the global batch's mean loss
         loss_sum += res.loss.detach() * (1.0 if batch.shard is None else batch.shard.local_size / batch.shard.total)
         step_loss.append(res.loss.detach())
         step_lr.append(lr)
         counts += res.counts
-        s.step, seen, done = s.step + 1, seen + len(batch), done + 1
+        s.global_step, seen, done = s.global_step + 1, seen + len(batch), done + 1
         if out.due():
-            out.show(s.step, float(loss_sum) / done, lr, seen / (time.perf_counter() - t_epoch))
+            out.show(s.global_step, float(loss_sum) / done, lr, seen / (time.perf_counter() - t_epoch))
     if s.world > 1:  # metrics of the global batch: summed over ranks
         loss_sum, counts, seen = distributed.sum_epoch_stats(loss_sum, counts, seen)
     mean_loss = float(loss_sum) / max(s.steps_per_epoch, 1)
@@ -397,7 +397,7 @@ def train_one_epoch(s: Session, epoch: int) -> dict:
     dt = time.perf_counter() - t_epoch
     same, chosen, anchors = (int(c) for c in counts)
     return {
-        "epoch": epoch, "step": s.step, "loss": mean_loss, "lr": lr, "momentum": momentum,
+        "epoch": epoch, "step": s.global_step, "loss": mean_loss, "lr": lr, "momentum": momentum,
         "selector_precision": same / chosen if chosen else None, "selector_chance": s.chance,
         "selector_coverage": anchors / seen if seen else None, "images": seen, "images_per_s": seen / dt,
         "epoch_time_s": dt, "_step_loss": torch.stack(step_loss).float().cpu().tolist() if step_loss else [],
@@ -490,7 +490,7 @@ def report(s: Session, eval_results: dict) -> None:
         "eval_blocks": dict(zip(eval_results, comp.eval_cfgs)),  # the resolved block behind each result
         "eval": eval_results,
         "train": {
-            "steps": s.step, "final_loss": s.record["loss"] if tcfg.epochs else None, "wall_time_s": train_time,
+            "steps": s.global_step, "final_loss": s.record["loss"] if tcfg.epochs else None, "wall_time_s": train_time,
             "images_per_s": logged_images_per_s(s.run_dir),
             "selector_precision": s.record["selector_precision"], "selector_chance": s.chance,
         },
@@ -504,7 +504,7 @@ def report(s: Session, eval_results: dict) -> None:
         # images data.skip_corrupt dropped (named, so that a table's runs can be seen to differ)
         "data_skipped": list(comp.data.skipped),
     }
-    s.out.results(results, headline, s.step)
+    s.out.results(results, headline, s.global_step)
     shown = [f"{k} {m[headline]:.4f}" for k, m in eval_results.items() if isinstance(m.get(headline), float)]
     if eval_results and not shown:
         s.log(f"warning: no evaluation reported the recipe's headline_metric '{headline}'")

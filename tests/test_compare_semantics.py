@@ -201,3 +201,36 @@ def test_the_python_api_refuses_mixed_runs_as_the_cli_does(tmp_path):
     with pytest.raises(SSLBenchError, match="differ in train.epochs"):
         table([tmp_path])
     assert ssl_bench.compare([tmp_path], allow_mixed=True)["count"].iloc[0] == 2
+
+
+# -- paired differences (--versus) ---------------------------------------------------------------------
+def test_versus_pairs_by_seed_with_a_t_interval(tmp_path):
+    # differences by seed: +0.10, +0.12, +0.08 (FS − BYOL); seed 3 has only FS: left out of the pairs
+    byol = {0: 0.30, 1: 0.50, 2: 0.40}
+    fs = {0: 0.40, 1: 0.62, 2: 0.48, 3: 0.90}
+    for s, v in byol.items():
+        run(tmp_path, "BYOL", s, two_metrics(0.5, v), headline="balanced_accuracy")
+    for s, v in fs.items():
+        run(tmp_path, "FS", s, two_metrics(0.5, v), headline="balanced_accuracy")
+    t, text, _ = compare([str(tmp_path)], fmt="markdown", versus="BYOL")
+    d = [fs[s] - byol[s] for s in byol]
+    half = 4.302652729911275 * statistics.stdev(d) / 3 ** 0.5  # t(0.975, 2) from a table
+    lo, hi = statistics.mean(d) - half, statistics.mean(d) + half
+    assert lo > 0  # consistent over seeds although the seeds' own spread (0.1) is larger: resolved
+    assert f"+0.100 [{lo:+.3f}, {hi:+.3f}]* n=3" in text
+    assert "paired difference vs BYOL" in text
+    # the unpaired means would differ by (0.6 - 0.4) = 0.2 with FS's unpaired seed 3 included
+    assert t.attrs["versus"].loc["FS"].iloc[0].startswith("+0.100")
+    csv = compare([str(tmp_path)], fmt="csv", versus="BYOL")[1]
+    assert "diff_lo" in csv.splitlines()[0] and ",True" in csv
+
+
+def test_versus_an_unresolved_difference_and_an_unknown_method(tmp_path):
+    for s, (a, b) in enumerate([(0.30, 0.35), (0.50, 0.45), (0.40, 0.41)]):
+        run(tmp_path, "BYOL", s, two_metrics(0.5, a), headline="balanced_accuracy")
+        run(tmp_path, "FS", s, two_metrics(0.5, b), headline="balanced_accuracy")
+    text = compare([str(tmp_path)], fmt="markdown", versus="BYOL")[1]
+    row = [line for line in text.splitlines() if line.startswith("| FS |")][-1]
+    assert "]*" not in row and "n=3" in row  # the interval holds 0
+    with pytest.raises(SSLBenchError, match=r"--versus: no run of method 'BYOLL'.*methods: BYOL, FS"):
+        compare([str(tmp_path)], versus="BYOLL")
