@@ -32,16 +32,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# row → recipe under recipes/study/; the order within a seed: the producer (BYOL) first, the curves'
-# rows early, the pretrained row after its producer
+# row → recipe under recipes/study/; the order within a seed: the producer (BYOL) first, then the rows
+# of the round's question (BYOL-TracIn, its pretrained form after its producer), then the others
 ROWS = {
     "random": "study_random.yaml",
     "byol": "study_byol.yaml",
     "tracin": "study_tracin.yaml",
-    "sup": "study_sup.yaml",
-    "fs": "study_fs.yaml",
     "tracin_pre": "study_tracin_pre.yaml",
+    "fs": "study_fs.yaml",
     "tracin_cos": "study_tracin_cos.yaml",
+    "sup": "study_sup.yaml",
 }
 CURVE_ROWS = ("byol", "tracin")
 CURVE_EVALUATIONS = ("evaluate=[{name: linear}, "

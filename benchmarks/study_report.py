@@ -199,6 +199,27 @@ def curves_table(df) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compute_table(folder: Path) -> str:
+    """Minutes per run by row, from each run's results.json (pre-training wall time, evaluation time)
+    and metrics.jsonl (the median epoch: a sitting's pause or a shared core shows in the mean only)."""
+    import statistics
+
+    per: dict[str, list[tuple[float, float, float]]] = {}
+    for f in sorted(folder.rglob("results.json")):
+        res = json.loads(f.read_text())
+        epochs = [json.loads(line).get("epoch_time_s") for line in (f.parent / "metrics.jsonl").read_text().splitlines()
+                  if line.strip()] if (f.parent / "metrics.jsonl").is_file() else []
+        epochs = [e for e in epochs if isinstance(e, (int, float))]
+        per.setdefault(res["method"], []).append((
+            (res.get("train") or {}).get("wall_time_s") or 0.0, res.get("eval_time_s") or 0.0,
+            statistics.median(epochs) if epochs else float("nan")))
+    lines = ["| row | runs | pre-training (min) | median epoch (s) | evaluations (min) |", "|---|---|---|---|---|"]
+    for method, runs in per.items():
+        train, evals, epoch = (statistics.mean(r[i] for r in runs) for i in range(3))
+        lines.append(f"| {method} | {len(runs)} | {train / 60:.1f} | {epoch:.1f} | {evals / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def positives_table(rows: list[dict]) -> str:
     import pandas as pd
 
@@ -275,12 +296,18 @@ def main() -> None:
                 + run_compare(dest / "study", cargs))
         doc = replace_block(doc, f"{args.tag}:{marker}", body)
     if rows and f"<!-- {args.tag}:positives -->" in doc:
-        doc = replace_block(doc, f"{args.tag}:positives", positives_table(rows))
+        figure = (f"![precision vs pre-training epoch](results/{args.tag}/positives_vs_epoch.png)\n\n"
+                  if args.tag != "cpu" else "")  # round 1 shows its figure below the block
+        doc = replace_block(doc, f"{args.tag}:positives", figure + positives_table(rows))
+    if f"<!-- {args.tag}:compute -->" in doc:
+        doc = replace_block(doc, f"{args.tag}:compute", compute_table(dest / "study"))
     if f"<!-- {args.tag}:curves -->" in doc:
         curves = curve_frame(dest / "study")
+        figure = ""
         if not curves.empty:
             plot_curves(curves, dest / "bma_vs_epoch.png")
-        doc = replace_block(doc, f"{args.tag}:curves", curves_table(curves))
+            figure = f"![BMA vs pre-training epoch](results/{args.tag}/bma_vs_epoch.png)\n\n"
+        doc = replace_block(doc, f"{args.tag}:curves", figure + curves_table(curves))
     doc_path.write_text(doc)
     print(f"updated {doc_path}")
 

@@ -364,6 +364,7 @@ def paired_differences(df: pd.DataFrame, metric: str, versus: str, confidence: f
         lo = hi = p = math.nan
         if n >= 2 and math.isfinite(mean):
             sd = float(d.std(ddof=1))
+            sd = 0.0 if sd < 1e-12 else sd  # the same difference on every seed, up to rounding (t-test undefined)
             half = float(st.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
             lo, hi = mean - half, mean + half
             p = float(st.ttest_rel(g["value"], g["value_ref"]).pvalue) if sd > 0 else (0.0 if mean else 1.0)

@@ -5,6 +5,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -234,3 +235,48 @@ def test_versus_an_unresolved_difference_and_an_unknown_method(tmp_path):
     assert "]*" not in row and "n=3" in row  # the interval holds 0
     with pytest.raises(SSLBenchError, match=r"--versus: no run of method 'BYOLL'.*methods: BYOL, FS"):
         compare([str(tmp_path)], versus="BYOLL")
+
+
+def test_re_evaluations_of_the_last_network_replace_and_of_a_kept_epoch_add_a_column(tmp_path):
+    d = run(tmp_path, "BYOL", 0, two_metrics(0.6, 0.30), headline="balanced_accuracy")
+    res = json.loads((d / "results.json").read_text())
+    (d / "results.json").write_text(json.dumps({**res, "epochs": 10}))
+
+    def evaluate(stamp: str, bma: float, **extra):
+        (d / f"results-evaluate-{stamp}.json").write_text(json.dumps(
+            {"method": "BYOL", "dataset": "HAM10000", "seed": 0, "eval": two_metrics(0.7, bma), **extra}))
+
+    evaluate("20261201-000001", 0.31)  # the run's own network again (no epoch named): the newer value wins
+    evaluate("20261201-000002", 0.32, evaluated_epoch=10)  # its last epoch named: the same network
+    evaluate("20261201-000003", 0.21, evaluated_epoch=4)  # a kept network: a column of its own
+    t = table([tmp_path]).set_index("column")["mean"]
+    assert t.to_dict() == {"HAM10000 · linear": pytest.approx(0.32), "HAM10000 · linear (epoch 4)": pytest.approx(0.21)}
+
+
+def test_versus_edge_cases_two_seeds_one_seed_equal_differences_and_nan(tmp_path):
+    from scipy import stats as st
+
+    from ssl_bench.compare import load_runs, paired_differences
+
+    vals = {"BYOL": [0.30, 0.50, 0.40], "FS": [0.35, 0.52, 0.41], "Same": [0.35, 0.55, 0.45],
+            "Tie": [0.30, 0.50, 0.40], "Two": [0.31, 0.55, None], "One": [0.45, None, None],
+            "Hole": [0.31, float("nan"), 0.42]}
+    for method, values in vals.items():
+        for s, v in enumerate(values):
+            if v is not None:
+                run(tmp_path, method, s, two_metrics(0.5, v), headline="balanced_accuracy")
+    d = paired_differences(load_runs([str(tmp_path)]).frame, "bma", "BYOL").set_index("method")
+    assert d.loc["FS", "p_value"] == pytest.approx(st.ttest_rel(vals["FS"], vals["BYOL"]).pvalue)
+    assert d.loc["Same", "p_value"] == 0.0 and d.loc["Same", "resolved"]  # +0.05 on every seed: no scatter
+    assert d.loc["Tie", "p_value"] == 1.0 and not d.loc["Tie", "resolved"]  # identical on every seed
+    assert d.loc["Two", "n_pairs"] == 2 and d.loc["Two", "diff_lo"] < d.loc["Two", "diff_hi"]  # 2 pairs: an interval
+    one = d.loc["One"]
+    assert one["n_pairs"] == 1 and one["diff"] == pytest.approx(0.15) and pd.isna(one["diff_lo"])
+    assert pd.isna(one["p_value"]) and not one["resolved"]  # one pair: a difference, no interval, no test
+    assert pd.isna(d.loc["Hole", "diff"])  # a seed without a finite value: nan, never the mean of the others
+    _, text, _ = compare([str(tmp_path)], fmt="markdown", versus="BYOL")
+    assert "[95% t-interval]" in text
+    row = lambda name: [line for line in text.splitlines() if line.startswith(f"| {name} |")][-1]  # noqa: E731
+    assert row("Hole") == "| Hole | nan |" and row("One") == "| One | +0.150 n=1 |"
+    latex = compare([str(tmp_path)], fmt="latex", versus="BYOL")[1]
+    assert latex.count(r"\begin{tabular}") == 2 and "% paired difference vs BYOL" in latex

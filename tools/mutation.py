@@ -63,9 +63,11 @@ TARGETS = {
     "ssl_bench/evaluate": ["tests/test_reference.py", "tests/evaluate", "tests/test_plugin_examples.py",
                            "tests/test_paper_fidelity.py"],
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py",
-                             "tests/test_compare_sweep.py"],
+                             "tests/test_compare_sweep.py", "tests/test_results_doc.py",
+                             "tests/test_hostile_input.py", "tests/test_hostile_outputs.py",
+                             "tests/test_evaluate_cmd.py"],
     "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py",
-                          "tests/selectors/test_selectors.py"],
+                          "tests/selectors/test_selectors.py", "tests/test_precision.py"],
 }
 # tests that read functions' signatures (the recipe reference documents objectives' defaults from
 # them) without running their bodies: a mutated default of a function header runs them too
