@@ -201,3 +201,35 @@ def test_retry_survivors_skips_a_survivor_already_run_against_the_same_code_and_
     # the first stays done (same module and tests), the killed one too; the others run again
     assert mutation.load_done(f, retry_survivors=True) == {(module, 1, "a", 0): "survived",
                                                            (module, 4, "d", 3): "killed"}
+
+
+MULTILINE = '''def h(row):
+    if (
+        row > 1
+        and row < 5
+    ):
+        return 1
+    return 0
+'''
+
+
+def test_a_statement_over_several_lines_gets_the_tests_that_run_any_of_its_lines(mutation, tmp_path, monkeypatch):
+    import coverage
+
+    (tmp_path / "mlmod.py").write_text(MULTILINE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cov = coverage.Coverage(data_file=None, include=[str(tmp_path / "mlmod.py")])
+    cov.start()
+    import mlmod
+
+    mlmod.h(3)
+    cov.stop()
+    ran = set(cov.get_data().lines(str(tmp_path / "mlmod.py")))
+    assert 2 not in ran and 3 in ran  # the `if (` line itself runs nothing: coverage records the condition's lines
+    stmts = mutation.statement_lines(MULTILINE)
+    assert {stmts[n] for n in (2, 3, 4, 5)} == {2}  # the mutants of line 3 and 4 belong to the `if` at 2
+    cmap = {"lines": {"m.py": {str(n): ["t::runs_h"] for n in sorted(ran)}}, "durations": {"t::runs_h": 1.0},
+            "spawns": []}
+    header = [n for n, first in stmts.items() if first == 2]
+    assert mutation.selected_tests(cmap, "m.py", 2, ["tests/all"], None, header) == ["t::runs_h"]
+    assert mutation.selected_tests(cmap, "m.py", 2, ["tests/all"]) == []  # the first line alone: no test found
