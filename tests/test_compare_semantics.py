@@ -280,3 +280,35 @@ def test_versus_edge_cases_two_seeds_one_seed_equal_differences_and_nan(tmp_path
     assert row("Hole") == "| Hole | nan |" and row("One") == "| One | +0.150 n=1 |"
     latex = compare([str(tmp_path)], fmt="latex", versus="BYOL")[1]
     assert latex.count(r"\begin{tabular}") == 2 and "% paired difference vs BYOL" in latex
+
+
+def test_seeds_are_integers_below_two_to_the_63_and_long_values_are_cut_in_messages(tmp_path):
+    from ssl_bench.compare import load_runs
+
+    for name, seed in (("top", 2**63 - 1), ("over", 2**63), ("wide", 10**23), ("wider", 10**24)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps({"method": "M", "dataset": "D", "seed": seed, "eval": {}}))
+    loaded = load_runs([str(tmp_path)])
+    why = {Path(run).name: reason for run, reason in loaded.unreadable}
+    assert "top" not in why  # the largest seed a run can have
+    assert why["over"].endswith(f"its 'seed' is not an integer in [0, 2**63): {2**63}")  # 19 digits: shown whole
+    assert why["wide"].endswith(": " + "1" + "0" * 23)  # 24 characters: still whole
+    assert why["wider"].endswith(": 100000000000…(25 digits)")  # longer: its first 12 and its length
+
+
+def test_the_repeated_runs_note_names_four_cells_and_counts_the_rest(tmp_path):
+    for m in ("A", "B", "C", "D", "E", "F"):
+        for rep in range(2 if m != "F" else 1):  # F ran once: not a repeated cell
+            run(tmp_path / f"rep{rep}", m, 0, {"linear": {"auc": 0.7}})
+    text = compare([str(tmp_path)], fmt="markdown")[1]
+    note = next(line for line in text.splitlines() if line.startswith("repeated runs"))
+    assert note.endswith("A · HAM10000 · linear (1); B · HAM10000 · linear (1); C · HAM10000 · linear (1); "
+                         "D · HAM10000 · linear (1) and 1 more")
+
+
+def test_one_finetuning_seed_is_not_a_spread(tmp_path):
+    run(tmp_path, "BYOL", 0, {"finetune": {"auc": 0.7, "auc_std": 0.0, "per_seed": [{"auc": 0.7}],
+                                           "label_fraction": 0.1}})
+    stats = table([tmp_path])
+    assert stats["spread"].iloc[0] == "pretraining" and stats["n_finetune"].iloc[0] == 0

@@ -66,7 +66,7 @@ TARGETS = {
     "ssl_bench/compare.py": ["tests/test_compare_tables.py", "tests/test_compare_semantics.py",
                              "tests/test_compare_sweep.py", "tests/test_results_doc.py",
                              "tests/test_hostile_input.py", "tests/test_hostile_outputs.py",
-                             "tests/test_evaluate_cmd.py"],
+                             "tests/test_evaluate_cmd.py", "tests/evaluate/test_trust.py"],
     "ssl_bench/step.py": ["tests/test_training_path.py", "tests/test_train_data_on.py",
                           "tests/selectors/test_selectors.py", "tests/test_precision.py"],
 }
