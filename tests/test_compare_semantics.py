@@ -312,3 +312,28 @@ def test_one_finetuning_seed_is_not_a_spread(tmp_path):
                                            "label_fraction": 0.1}})
     stats = table([tmp_path])
     assert stats["spread"].iloc[0] == "pretraining" and stats["n_finetune"].iloc[0] == 0
+
+
+def test_the_baseline_mark_has_a_tolerance_of_a_thousandth_and_only_where_higher_is_better(tmp_path):
+    base = {"majority_accuracy": 0.70, "chance_balanced_accuracy": 0.5, "predicted_classes": 2}
+    for method, bma in (("AtChance", 0.5005), ("JustAbove", 0.502), ("Clear", 0.6)):
+        run(tmp_path, method, 0, {"linear": {"balanced_accuracy": bma, "auc": 0.5004 if method == "AtChance" else 0.7,
+                                             "f1": 0.3, **base}}, headline="balanced_accuracy")
+    tab = compare([str(tmp_path)], fmt="markdown")[0]["HAM10000 · linear"]
+    assert tab["AtChance"].endswith("‡ n=1") and "‡" not in tab["JustAbove"] and tab["Clear"] == "**0.600** n=1"
+    auc = compare([str(tmp_path)], metric="auc", fmt="markdown")[0]["HAM10000 · linear"]
+    assert auc["AtChance"].endswith("‡ n=1") and "‡" not in auc["Clear"]  # AUC's baseline: 0.5
+    f1 = compare([str(tmp_path)], metric="f1", fmt="markdown")[0]["HAM10000 · linear"]
+    assert not any("‡" in c for c in f1)  # no recorded baseline for F1: never marked
+    low = compare([str(tmp_path)], fmt="markdown", lower_is_better=True)
+    assert not any("‡" in c for c in low[0]["HAM10000 · linear"]) and "‡" not in low[1]  # a loss has no floor
+    assert low[0]["HAM10000 · linear"]["AtChance"].startswith("**")  # the lowest is the best there
+
+
+def test_the_repeated_runs_note_with_exactly_four_cells_has_no_more(tmp_path):
+    for m in ("A", "B", "C", "D"):
+        for rep in range(2):
+            run(tmp_path / f"rep{rep}", m, 0, {"linear": {"auc": 0.7}})
+    note = next(line for line in compare([str(tmp_path)], fmt="markdown")[1].splitlines()
+                if line.startswith("repeated runs"))
+    assert note.endswith("D · HAM10000 · linear (1)")
