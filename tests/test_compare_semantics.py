@@ -337,3 +337,30 @@ def test_the_repeated_runs_note_with_exactly_four_cells_has_no_more(tmp_path):
     note = next(line for line in compare([str(tmp_path)], fmt="markdown")[1].splitlines()
                 if line.startswith("repeated runs"))
     assert note.endswith("D · HAM10000 · linear (1)")
+
+
+def test_seeds_re_evaluated_with_different_protocols_are_not_averaged(tmp_path):
+    def seed_run(root, seed, ft_epochs):
+        d = run(root, "BYOL", seed, {"linear": {"auc": 0.7}}, evaluate=[{"name": "linear"}])
+        res = json.loads((d / "results.json").read_text())
+        (d / "results.json").write_text(json.dumps({**res, "eval_blocks": {"linear": {"name": "linear"}}}))
+        (d / "results-evaluate-20261207-000000.json").write_text(json.dumps({
+            "method": "BYOL", "dataset": "HAM10000", "seed": seed, "eval": {"finetune@1": {"auc": 0.8}},
+            "eval_blocks": {"finetune@1": {"name": "finetune", "label_fraction": 1.0, "epochs": ft_epochs}}}))
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    for s in (0, 1):
+        seed_run(same, s, 5)
+        seed_run(other, s, 5 if s == 0 else 20)
+    assert set(table([same])["column"]) == {"HAM10000 · linear", "HAM10000 · finetune@1"}
+    with pytest.raises(SSLBenchError, match=r"runs of BYOL on HAM10000 differ in evaluate; "):
+        table([other])  # the protocols behind finetune@1 differ between the seeds: not one experiment
+
+
+def test_a_cell_holding_nan_has_no_mean_and_no_std_in_csv(tmp_path):
+    run(tmp_path, "BYOL", 0, {"linear": {"auc": 0.7}})
+    run(tmp_path, "BYOL", 1, {"linear": {"auc": 0.8}})
+    d = run(tmp_path, "BYOL", 2, {"linear": {"auc": 0.9}})
+    (d / "results.json").write_text((d / "results.json").read_text().replace("0.9", "NaN"))
+    row = compare([str(tmp_path)], fmt="csv")[1].splitlines()[1].split(",")
+    assert row[:5] == ["BYOL", "HAM10000 · linear", "", "", "3"]  # mean and std empty (NaN), 3 seeds
