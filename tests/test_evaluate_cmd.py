@@ -77,6 +77,26 @@ def test_evaluate_a_run_made_before_the_command_existed(old_run):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_evaluate_a_kept_epoch_of_a_run_named_by_a_relative_path(tmp_path, monkeypatch):
+    """What benchmarks/study2.py runs: `ssl-bench evaluate runs/…/seed0 --epoch 8` from the repository
+    (a relative run directory once failed after the evaluations, writing nothing)."""
+    out = tmp_path / "runs" / "kept"
+    res = _cli(["run", BREAST, "--set", "train.epochs=2", "--set", "train.save_epochs=[1]", *FAST,
+                "--set", "evaluate=[]", "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)
+    res = _cli(["evaluate", "runs/kept", "--epoch", "1", "--set", "evaluate=[{name: knn, k: 5}]"])
+    assert res.exit_code == 0, res.output
+    (written,) = out.glob("results-evaluate-*.json")
+    new = json.loads(written.read_text())
+    assert new["evaluated_epoch"] == 1 and new["checkpoint"] == "checkpoints/epoch0001.pt"
+    from ssl_bench.compare import table
+
+    assert "BreastMNIST · knn (epoch 1)" in set(table([out])["column"])
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_evaluate_refuses_what_it_cannot_do_before_writing(old_run, tmp_path):
     n = len(list(old_run.glob("results-evaluate-*.json")))
     res = _cli(["evaluate", str(old_run), "--set", "train.epochs=5"])

@@ -118,16 +118,16 @@ def evaluate_run(
     selector = SELECTORS.build(cfg["selector"], key="selector") if cfg["selector"]["name"] in SELECTORS else None
     method = method_name(cfg, selector, trained.objective) if selector is not None else cfg.get("method") or cfg["name"]
     log(f"evaluating {method} on {data.name}: network of epoch {trained.epoch} ({trained.path}) · device {dev}")
+    # named before the evaluations run (minutes), so that nothing after them can fail on it
+    checkpoint, home = trained.path.resolve(), run_dir.resolve()
+    checkpoint = checkpoint.relative_to(home) if checkpoint.is_relative_to(home) else checkpoint
     t0 = time.perf_counter()
     results = run_evaluations(evaluations, ctx, log)
     out = {
         "recipe": cfg["name"], "method": method, "dataset": data.name, "seed": cfg["seed"],
         "objective": cfg["objective"]["name"], "selector": cfg["selector"]["name"], "backbone": cfg["backbone"]["name"],
         "epochs": cfg["train"]["epochs"], "evaluated_epoch": trained.epoch,
-        "checkpoint": str(
-            trained.path.relative_to(run_dir.resolve()) if trained.path.resolve().is_relative_to(run_dir.resolve())
-            else trained.path
-        ),
+        "checkpoint": str(checkpoint),
         "eval_split": {k: ev.test_split for k, ev in zip(results, evaluations)},
         "eval_chosen": {k: ev.chosen for k, ev in zip(results, evaluations) if ev.chosen},
         "eval_blocks": dict(zip(results, cfg["evaluate"])),
