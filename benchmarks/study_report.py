@@ -212,11 +212,13 @@ def compute_table(folder: Path) -> str:
         epochs = [e for e in epochs if isinstance(e, (int, float))]
         per.setdefault(res["method"], []).append((
             (res.get("train") or {}).get("wall_time_s") or 0.0, res.get("eval_time_s") or 0.0,
-            statistics.median(epochs) if epochs else float("nan")))
-    lines = ["| row | runs | pre-training (min) | median epoch (s) | evaluations (min) |", "|---|---|---|---|---|"]
+            statistics.median(epochs) if epochs else float("nan"), res.get("epochs") or 0))
+    lines = ["| row | runs | pre-training as run (min) | median epoch (s) | epochs × median (min) "
+             "| evaluations (min) |", "|---|---|---|---|---|---|"]
     for method, runs in per.items():
-        train, evals, epoch = (statistics.mean(r[i] for r in runs) for i in range(3))
-        lines.append(f"| {method} | {len(runs)} | {train / 60:.1f} | {epoch:.1f} | {evals / 60:.1f} |")
+        train, evals, epoch, n = (statistics.mean(r[i] for r in runs) for i in range(4))
+        lines.append(f"| {method} | {len(runs)} | {train / 60:.1f} | {epoch:.1f} | {n * epoch / 60:.1f} | "
+                     f"{evals / 60:.1f} |")
     return "\n".join(lines) + "\n"
 
 

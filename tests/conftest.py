@@ -29,8 +29,7 @@ os.environ["SSL_BENCH_MEDMNIST_ROOT"] = str(MEDMNIST_ROOT)
 if "SSL_BENCH_CACHE_DIR" not in os.environ:
     os.environ["SSL_BENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssl-bench-test-cache-")
     atexit.register(shutil.rmtree, os.environ["SSL_BENCH_CACHE_DIR"], ignore_errors=True)
-# one torch thread per pytest-xdist worker (`pytest -n 2`: two workers share the two cores), else two
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
