@@ -281,13 +281,13 @@ def main() -> None:
     if rows:
         plot_positives(rows, dest / "positives_vs_epoch.png")
     plots = subprocess.run([sys.executable, "-m", "ssl_bench.cli", "compare", str(dest / "study"), "--plot",
-                            str(dest / "plots"),
+                            str(dest / "plots"), "--force",
                             "--metric", "balanced_accuracy", "--format", "csv"], capture_output=True, text=True,
                            cwd=REPO)
     print(plots.stderr.strip())
     doc_path = REPO / "docs" / "results.md"
     doc = doc_path.read_text()
-    if f"<!-- {args.tag}:table1 -->" not in doc:  # a new study (the GPU one): its own section at the end
+    if f"<!-- {args.tag}:" not in doc:  # a new study (the GPU one): its own section at the end
         doc = doc.rstrip() + f"\n\n## Study `{args.tag}` ({args.root})\n\n" + "".join(
             f"<!-- {args.tag}:{m} -->\n<!-- /{args.tag}:{m} -->\n\n" for m in [*TABLES, "positives"])
     for marker, cargs in TABLES.items():

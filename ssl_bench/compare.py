@@ -19,6 +19,7 @@ import types
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -427,6 +428,17 @@ def _at_baseline(df: pd.DataFrame, sel: pd.DataFrame, stats: pd.DataFrame, metri
     return out
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def column_order(name: str) -> tuple:
+    """Sort key of a column name that compares its numbers as numbers: "finetune@1 (epoch 8)" before
+    "(epoch 16)", "@0.01" before "@0.1" before "@1" (plain string order put epoch 8 after epoch 32)."""
+    parts = _NUMBER.split(name)
+    numbers = [float(n) for n in _NUMBER.findall(name)]
+    return tuple(x for pair in zip(parts, [*numbers, -1.0]) for x in pair)
+
+
 def _column_name(row) -> str:
     col = f"{row['dataset']} · {row['protocol']}"
     fraction = row["label_fraction"]
@@ -467,6 +479,7 @@ def pivot(stats: pd.DataFrame, higher_is_better: bool = True, mark: str = "**") 
             cells[r["method"]] = f"{cell} n={int(r['count'])}"
         table[col] = cells
     out = pd.DataFrame(table)
+    out = out[sorted(out.columns, key=column_order)]
     out.index.name = "method"
     return out.fillna("–")
 

@@ -128,3 +128,15 @@ def test_frame_has_one_row_per_run_protocol_and_metric(runs_root):
     frame = load_runs([str(runs_root)]).frame
     assert len(frame) == 9 * 2  # 9 runs × (finetune@0.1 auc, linear auc); label_fraction is not a metric
     assert set(frame["metric"]) == {"auc"} and frame["label_fraction"].dropna().unique().tolist() == [0.1]
+
+
+def test_columns_compare_their_numbers_as_numbers():
+    """The committed round-2 files have kept-epoch columns: epoch 8 comes before 16, not after 32."""
+    study = Path(__file__).resolve().parents[1] / "docs" / "results" / "round2" / "study"
+    res = CliRunner().invoke(main, ["compare", str(study), "--metric", "balanced_accuracy", "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    header = [c.strip() for c in res.stdout.splitlines()[0].strip("|").split("|")][1:]
+    epochs = [int(c.split("(epoch ")[1].rstrip(")")) for c in header if c.startswith("HAM10000 · linear (epoch")]
+    assert len(epochs) >= 2 and epochs == sorted(epochs), header
+    assert header.index("HAM10000 · finetune@0.1") < header.index("HAM10000 · finetune@1"), header
+    assert header.index("HAM10000 · finetune@1 (epoch 8)") < header.index("HAM10000 · finetune@1 (epoch 16)")

@@ -30,3 +30,10 @@ def test_every_table_in_results_md_is_what_compare_prints(monkeypatch):
     # the figures the page shows exist
     for img in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc):
         assert (REPO / "docs" / img).is_file() or not tables, img
+
+
+def test_each_generated_block_appears_once():
+    """study_report.py fills the first block of a marker; a second copy of it would go stale unseen."""
+    doc = (REPO / "docs" / "results.md").read_text()
+    markers = re.findall(r"<!-- (\w+:\w+) -->", doc)
+    assert markers and len(markers) == len(set(markers)), sorted(m for m in markers if markers.count(m) > 1)
