@@ -55,7 +55,8 @@ def kept_epochs(epochs: int, points: int = 5) -> list[int]:
 
 def run_dir(root: Path, row: str, seed: int) -> Path:
     """Where ``ssl-bench sweep`` puts the row's run of ``seed`` (its own plan, not a copy of its layout)."""
-    sys.path.insert(0, str(REPO))
+    if str(REPO) not in sys.path:  # run as a script from anywhere: import this checkout's package
+        sys.path.insert(0, str(REPO))
     from ssl_bench.sweep import plan_sweep
 
     return plan_sweep(str(REPO / "recipes" / "study" / ROWS[row]), [], [seed], [], str(root))[0].out
